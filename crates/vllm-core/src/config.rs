@@ -1,0 +1,717 @@
+//! The TOML configuration shared by the three servers, with environment overrides.
+//!
+//! Every key has a default, so no file is needed. Where the file comes from, in order:
+//! `--config PATH`, `VLLM_MCP_CONFIG`, then `$XDG_CONFIG_HOME/vllm-mcp/config.toml` when it
+//! exists. Environment variables override the file: `VLLM_MCP_DATA_DIR`,
+//! `VLLM_MCP_VLLM_COMMAND`, `VLLM_MCP_CRUSH_DB`, and `VLLM_BASE_URL` (+ `VLLM_API_KEY`), which
+//! attaches one endpoint without a file. Unknown keys and bad values are errors that name
+//! the key and the file. `docs/CONFIG.md` documents every key; keep the two in step.
+//!
+//! Secrets never live here: an endpoint names the *environment variable* holding its key.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration, after defaults, the file and the environment are merged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the store, launched servers' logs and other state live.
+    pub data_dir: PathBuf,
+    /// vLLM servers we did not start but should list, inspect and monitor.
+    pub endpoints: Vec<EndpointConfig>,
+    /// HTTP client settings shared by every endpoint.
+    pub http: HttpConfig,
+    /// How `vllm serve` processes are launched.
+    pub launcher: LauncherConfig,
+    /// Named models: alias → source and default launch arguments.
+    pub catalog: BTreeMap<String, CatalogEntry>,
+    /// Limits on what the servers may do.
+    pub limits: LimitsConfig,
+    /// Permission tiers, tool allow/deny lists, allowed model patterns, audit retention.
+    pub security: SecurityConfig,
+    /// Metrics sampling, retention and alert rules.
+    pub monitor: MonitorConfig,
+    /// The optional Prometheus export listener.
+    pub prometheus: PrometheusConfig,
+    /// Where Crush keeps its sessions.
+    pub crush: CrushConfig,
+    /// The file this configuration was read from, if any (not a key).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: default_data_dir(&|k| std::env::var(k).ok()),
+            endpoints: Vec::new(),
+            http: HttpConfig::default(),
+            launcher: LauncherConfig::default(),
+            catalog: BTreeMap::new(),
+            limits: LimitsConfig::default(),
+            security: SecurityConfig::default(),
+            monitor: MonitorConfig::default(),
+            prometheus: PrometheusConfig::default(),
+            crush: CrushConfig::default(),
+            source: None,
+        }
+    }
+}
+
+/// One attached vLLM server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// A short name used in answers and metrics (`local`, `gpu-box-2`).
+    pub name: String,
+    /// `http://host:port` or `https://host:port`, without `/v1`.
+    pub base_url: String,
+    /// Name of the environment variable holding the key given to vLLM's `--api-key`.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Overrides `http.request_timeout_seconds` for this endpoint.
+    #[serde(default)]
+    pub request_timeout_seconds: Option<f64>,
+    /// PEM file of an extra CA to trust for this endpoint's https (a private CA).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Accept any certificate (self-signed, wrong host). Only for trusted networks.
+    #[serde(default)]
+    pub tls_accept_invalid_certs: bool,
+}
+
+/// HTTP client settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Seconds to wait for a TCP (and TLS) connection.
+    pub connect_timeout_seconds: f64,
+    /// Seconds to wait for a whole answer (completions use `completion_timeout_seconds`).
+    pub request_timeout_seconds: f64,
+    /// Seconds for a completion or chat request.
+    pub completion_timeout_seconds: f64,
+    /// Seconds model metadata (`/v1/models`, config.json) is cached.
+    pub metadata_ttl_seconds: f64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            connect_timeout_seconds: 3.0,
+            request_timeout_seconds: 10.0,
+            completion_timeout_seconds: 120.0,
+            metadata_ttl_seconds: 5.0,
+        }
+    }
+}
+
+/// How `vllm serve` is launched.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LauncherConfig {
+    /// The vLLM command as an argument vector; `serve MODEL ...` is appended.
+    pub command: Vec<String>,
+    /// Address launched servers bind to. Loopback unless you need remote clients.
+    pub host: String,
+    /// Inclusive port range launched servers get ports from.
+    pub port_range: [u16; 2],
+    /// Directory of per-model logs (default: `<data_dir>/logs`).
+    pub log_dir: Option<PathBuf>,
+    /// Seconds a start may take before the model is marked `error`.
+    pub health_timeout_seconds: f64,
+    /// Seconds between SIGTERM and SIGKILL on unload.
+    pub grace_period_seconds: f64,
+    /// Extra environment for launched servers (e.g. `VLLM_CPU_KVCACHE_SPACE = "1"`).
+    pub env: BTreeMap<String, String>,
+    /// Name of the environment variable whose value becomes launched servers' API key.
+    pub api_key_env: Option<String>,
+    /// Executor for tensor × pipeline parallel sizes beyond the visible GPUs (`"ray"`).
+    pub distributed_executor_backend: Option<String>,
+    /// Models (catalog aliases or ids) the lease holder starts when none is running.
+    pub autostart: Vec<String>,
+}
+
+impl Default for LauncherConfig {
+    fn default() -> LauncherConfig {
+        LauncherConfig {
+            command: vec!["vllm".into()],
+            host: "127.0.0.1".into(),
+            port_range: [8100, 8199],
+            log_dir: None,
+            health_timeout_seconds: 900.0,
+            grace_period_seconds: 20.0,
+            env: BTreeMap::new(),
+            api_key_env: None,
+            distributed_executor_backend: None,
+            autostart: Vec::new(),
+        }
+    }
+}
+
+/// A named model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    /// Hugging Face repo id or absolute model directory.
+    pub source: String,
+    /// Human-readable name shown by list-models.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Default launch arguments (the same names as load-model's parameters).
+    #[serde(default)]
+    pub args: LaunchDefaults,
+}
+
+/// Launch arguments a catalog entry can preset.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LaunchDefaults {
+    pub tensor_parallel_size: Option<u32>,
+    pub pipeline_parallel_size: Option<u32>,
+    pub gpu_memory_utilization: Option<f64>,
+    pub max_model_len: Option<u64>,
+    pub quantization: Option<String>,
+    pub dtype: Option<String>,
+    pub enforce_eager: Option<bool>,
+    pub enable_prefix_caching: Option<bool>,
+    pub extra_args: Vec<String>,
+}
+
+/// Limits on what the servers may do, all instances together.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most launched models at once.
+    pub max_models: u32,
+    /// Total GPU memory (MiB) our launched models may take; none: no budget.
+    pub gpu_memory_budget_mb: Option<u64>,
+    /// Largest `max_model_len` a load may ask for; none: the model's own limit.
+    pub max_model_len: Option<u64>,
+    /// Tool calls that start GPU work (load, benchmark, chat) per minute.
+    pub gpu_work_per_minute: u32,
+    /// Default size of a list or history answer.
+    pub list_default: u32,
+    /// Largest `limit` a caller may ask for.
+    pub list_max: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_models: 8,
+            gpu_memory_budget_mb: None,
+            max_model_len: None,
+            gpu_work_per_minute: 30,
+            list_default: 50,
+            list_max: 1000,
+        }
+    }
+}
+
+/// Permission tiers, from least to most dangerous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Looks only: lists, info, metrics, summaries.
+    Read,
+    /// Changes serving state: load, unload, config, save and load state.
+    Control,
+    /// Can lose data: clear-state, import-state, forced operations.
+    Destructive,
+}
+
+impl Tier {
+    /// The lowercase name used in the config and in answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Read => "read",
+            Tier::Control => "control",
+            Tier::Destructive => "destructive",
+        }
+    }
+}
+
+/// Who may call what.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Highest tier a call may have. The default allows every tier because Crush asks
+    /// the user before each tool call; `"read"` makes the servers read-only.
+    pub max_tier: Tier,
+    /// When not empty, only these tools may be called.
+    pub allow_tools: Vec<String>,
+    /// These tools may never be called (wins over `allow_tools`).
+    pub deny_tools: Vec<String>,
+    /// Glob patterns (`*` and `?`) a model id or source must match to be loaded.
+    pub allowed_models: Vec<String>,
+    /// Days audit records are kept.
+    pub audit_retention_days: u32,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> SecurityConfig {
+        SecurityConfig {
+            max_tier: Tier::Destructive,
+            allow_tools: Vec::new(),
+            deny_tools: Vec::new(),
+            allowed_models: vec!["*".into()],
+            audit_retention_days: 30,
+        }
+    }
+}
+
+/// Metrics sampling and alerting.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Seconds between scrapes of every endpoint.
+    pub sample_interval_seconds: f64,
+    /// Hours of history kept in the store (older data is downsampled, then dropped).
+    pub retention_hours: f64,
+    /// Where metrics come from: each endpoint's `/metrics`, or an existing Prometheus.
+    pub source: MetricsSource,
+    /// Base URL of the Prometheus server when `source = "prometheus"`.
+    pub prometheus_url: Option<String>,
+    /// URL receiving an Alertmanager-compatible payload when an alert fires or resolves.
+    pub webhook_url: Option<String>,
+    /// Overrides of the default alert rules, by rule name (see [`AlertRule::defaults`]).
+    pub alerts: BTreeMap<String, AlertRuleOverride>,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> MonitorConfig {
+        MonitorConfig {
+            sample_interval_seconds: 5.0,
+            retention_hours: 24.0,
+            source: MetricsSource::Scrape,
+            prometheus_url: None,
+            webhook_url: None,
+            alerts: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where the monitor reads metrics from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsSource {
+    Scrape,
+    Prometheus,
+}
+
+/// An alert rule after defaults and overrides are merged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertRule {
+    /// Stable rule name (`gpu_temperature`, `kv_cache_usage`, ...).
+    pub name: String,
+    pub enabled: bool,
+    /// Threshold in the rule's unit (°C, fraction, milliseconds, count).
+    pub threshold: f64,
+    /// Seconds the condition must hold before the alert fires.
+    pub for_seconds: f64,
+    /// Seconds of data the condition is computed over (rates, percentiles).
+    pub window_seconds: f64,
+    /// `warning` or `critical`.
+    pub severity: String,
+}
+
+/// Fields a config file may override in one alert rule.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertRuleOverride {
+    pub enabled: Option<bool>,
+    pub threshold: Option<f64>,
+    pub for_seconds: Option<f64>,
+    pub window_seconds: Option<f64>,
+    pub severity: Option<String>,
+}
+
+impl AlertRule {
+    /// The built-in rules: sensible thresholds for a single-node vLLM fleet.
+    pub fn defaults() -> Vec<AlertRule> {
+        let r = |name: &str, threshold: f64, for_s: f64, window_s: f64, sev: &str| AlertRule {
+            name: name.into(),
+            enabled: true,
+            threshold,
+            for_seconds: for_s,
+            window_seconds: window_s,
+            severity: sev.into(),
+        };
+        vec![
+            r("gpu_temperature", 80.0, 30.0, 30.0, "warning"),
+            r("gpu_memory", 0.95, 60.0, 60.0, "warning"),
+            r("kv_cache_usage", 0.90, 60.0, 60.0, "warning"),
+            r("error_rate", 0.01, 0.0, 300.0, "critical"),
+            r("p99_latency_ms", 30_000.0, 60.0, 300.0, "warning"),
+            r("requests_waiting", 0.0, 60.0, 60.0, "warning"),
+            r("preemptions", 0.0, 0.0, 300.0, "warning"),
+            r("endpoint_down", 0.0, 15.0, 15.0, "critical"),
+        ]
+    }
+}
+
+/// The optional Prometheus export listener.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// `host:port` to serve `/metrics` on; none: no listener. Loopback unless you mean it.
+    pub listen: Option<String>,
+}
+
+/// Where Crush's own session database is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CrushConfig {
+    /// Path of `crush.db`; default `./.crush/crush.db` (Crush starts servers in the project).
+    pub db_path: Option<PathBuf>,
+}
+
+/// Environment lookups, injectable so tests need not touch the process environment.
+pub type EnvFn<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// Loads from the process environment and the file it points at.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Config::load_with(explicit, &env)
+    }
+
+    /// Loads with an injected environment.
+    pub fn load_with(explicit: Option<&Path>, env: EnvFn<'_>) -> Result<Config> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => match env("VLLM_MCP_CONFIG") {
+                Some(p) => Some(PathBuf::from(p)),
+                None => xdg_config_file(env).filter(|p| p.is_file()),
+            },
+        };
+        let mut config = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| Error::Config {
+                    path: Some(p.clone()),
+                    key: "(file)".into(),
+                    message: format!("cannot read: {e}"),
+                })?;
+                Config::from_toml(&text, Some(p), env)?
+            }
+            None => Config::from_toml("", None, env)?,
+        };
+        config.source = path;
+        Ok(config)
+    }
+
+    /// Parses TOML text, applies the environment, validates.
+    pub fn from_toml(text: &str, path: Option<&Path>, env: EnvFn<'_>) -> Result<Config> {
+        let mut c: Config = toml::from_str(text).map_err(|e| {
+            // toml names the unknown or mistyped key in its message; keep its line too.
+            let key = e
+                .message()
+                .split('`')
+                .nth(1)
+                .unwrap_or("(syntax)")
+                .to_string();
+            Error::Config {
+                path: path.map(Path::to_path_buf),
+                key,
+                message: e.to_string().trim().replace('\n', " "),
+            }
+        })?;
+        if !text.contains("data_dir") {
+            c.data_dir = default_data_dir(env);
+        }
+        c.apply_env(env);
+        c.validate(path)?;
+        Ok(c)
+    }
+
+    fn apply_env(&mut self, env: EnvFn<'_>) {
+        if let Some(d) = env("VLLM_MCP_DATA_DIR") {
+            self.data_dir = PathBuf::from(d);
+        }
+        if let Some(cmd) = env("VLLM_MCP_VLLM_COMMAND") {
+            self.launcher.command = vec![cmd];
+        }
+        if let Some(db) = env("VLLM_MCP_CRUSH_DB") {
+            self.crush.db_path = Some(PathBuf::from(db));
+        }
+        if let Some(url) = env("VLLM_BASE_URL") {
+            let url = url.trim_end_matches('/').trim_end_matches("/v1").to_string();
+            if !self.endpoints.iter().any(|e| e.base_url == url) {
+                self.endpoints.push(EndpointConfig {
+                    name: "default".into(),
+                    base_url: url,
+                    api_key_env: env("VLLM_API_KEY").map(|_| "VLLM_API_KEY".into()),
+                    request_timeout_seconds: None,
+                    tls_ca_file: None,
+                    tls_accept_invalid_certs: false,
+                });
+            }
+        }
+    }
+
+    fn validate(&self, path: Option<&Path>) -> Result<()> {
+        let bad = |key: &str, message: String| Error::Config {
+            path: path.map(Path::to_path_buf),
+            key: key.into(),
+            message,
+        };
+        let positive = |key: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(bad(key, format!("must be a positive number of seconds, got {v}")))
+            }
+        };
+        positive("http.connect_timeout_seconds", self.http.connect_timeout_seconds)?;
+        positive("http.request_timeout_seconds", self.http.request_timeout_seconds)?;
+        positive("http.completion_timeout_seconds", self.http.completion_timeout_seconds)?;
+        if !(self.http.metadata_ttl_seconds >= 0.0) {
+            return Err(bad("http.metadata_ttl_seconds", "must be zero or more".into()));
+        }
+        positive("launcher.health_timeout_seconds", self.launcher.health_timeout_seconds)?;
+        positive("launcher.grace_period_seconds", self.launcher.grace_period_seconds)?;
+        positive("monitor.sample_interval_seconds", self.monitor.sample_interval_seconds)?;
+        positive("monitor.retention_hours", self.monitor.retention_hours)?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let key = format!("endpoints[{i}].base_url");
+            validate_base_url(&e.base_url).map_err(|m| bad(&key, m))?;
+            if e.name.is_empty() || !names.insert(e.name.as_str()) {
+                return Err(bad(
+                    &format!("endpoints[{i}].name"),
+                    format!("`{}` is empty or used twice", e.name),
+                ));
+            }
+            if let Some(t) = e.request_timeout_seconds {
+                positive(&format!("endpoints[{i}].request_timeout_seconds"), t)?;
+            }
+        }
+        if self.launcher.command.is_empty() || self.launcher.command[0].is_empty() {
+            return Err(bad("launcher.command", "must name the vLLM executable".into()));
+        }
+        let [lo, hi] = self.launcher.port_range;
+        if lo == 0 || lo > hi {
+            return Err(bad(
+                "launcher.port_range",
+                format!("[{lo}, {hi}] is not a range of ports"),
+            ));
+        }
+        if self.limits.list_default == 0 || self.limits.list_default > self.limits.list_max {
+            return Err(bad(
+                "limits.list_default",
+                "must be between 1 and limits.list_max".into(),
+            ));
+        }
+        for (alias, entry) in &self.catalog {
+            if entry.source.is_empty() {
+                return Err(bad(&format!("catalog.{alias}.source"), "is empty".into()));
+            }
+            if let Some(u) = entry.args.gpu_memory_utilization
+                && !(u > 0.0 && u <= 1.0)
+            {
+                return Err(bad(
+                    &format!("catalog.{alias}.args.gpu_memory_utilization"),
+                    format!("must be in (0, 1], got {u}"),
+                ));
+            }
+        }
+        let known: Vec<String> = AlertRule::defaults().into_iter().map(|r| r.name).collect();
+        for (name, o) in &self.monitor.alerts {
+            if !known.contains(name) {
+                return Err(bad(
+                    &format!("monitor.alerts.{name}"),
+                    format!("unknown rule; known rules: {}", known.join(", ")),
+                ));
+            }
+            if let Some(s) = &o.severity
+                && s != "warning"
+                && s != "critical"
+            {
+                return Err(bad(
+                    &format!("monitor.alerts.{name}.severity"),
+                    "must be `warning` or `critical`".into(),
+                ));
+            }
+        }
+        if self.monitor.source == MetricsSource::Prometheus {
+            match &self.monitor.prometheus_url {
+                Some(u) => validate_base_url(u).map_err(|m| bad("monitor.prometheus_url", m))?,
+                None => {
+                    return Err(bad(
+                        "monitor.prometheus_url",
+                        "is required when monitor.source = \"prometheus\"".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(u) = &self.monitor.webhook_url {
+            validate_base_url(u).map_err(|m| bad("monitor.webhook_url", m))?;
+        }
+        if let Some(l) = &self.prometheus.listen
+            && l.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(bad(
+                "prometheus.listen",
+                format!("`{l}` is not host:port (e.g. 127.0.0.1:9464)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The alert rules in force: defaults with the file's overrides applied.
+    pub fn alert_rules(&self) -> Vec<AlertRule> {
+        let mut rules = AlertRule::defaults();
+        for r in &mut rules {
+            if let Some(o) = self.monitor.alerts.get(&r.name) {
+                r.enabled = o.enabled.unwrap_or(r.enabled);
+                r.threshold = o.threshold.unwrap_or(r.threshold);
+                r.for_seconds = o.for_seconds.unwrap_or(r.for_seconds);
+                r.window_seconds = o.window_seconds.unwrap_or(r.window_seconds);
+                r.severity = o.severity.clone().unwrap_or_else(|| r.severity.clone());
+            }
+        }
+        rules
+    }
+
+    /// Directory of launched servers' logs.
+    pub fn log_dir(&self) -> PathBuf {
+        self.launcher
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("logs"))
+    }
+}
+
+fn validate_base_url(u: &str) -> std::result::Result<(), String> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| format!("`{u}` must start with http:// or https://"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!("`{u}` has no host"));
+    }
+    Ok(())
+}
+
+fn xdg_config_file(env: EnvFn<'_>) -> Option<PathBuf> {
+    let base = env("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("vllm-mcp").join("config.toml"))
+}
+
+/// `VLLM_MCP_DATA_DIR`, else `$XDG_DATA_HOME/vllm-mcp`, else `~/.local/share/vllm-mcp`.
+pub fn default_data_dir(env: EnvFn<'_>) -> PathBuf {
+    if let Some(d) = env("VLLM_MCP_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    let base = env("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("vllm-mcp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn no_file_gives_defaults() {
+        let env = env_of(&[("HOME", "/home/u")]);
+        let c = Config::from_toml("", None, &env).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/home/u/.local/share/vllm-mcp"));
+        assert_eq!(c.launcher.command, vec!["vllm"]);
+        assert_eq!(c.security.max_tier, Tier::Destructive);
+        assert!(c.endpoints.is_empty());
+        assert_eq!(c.alert_rules().len(), 8);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = env_of(&[
+            ("VLLM_MCP_DATA_DIR", "/d"),
+            ("VLLM_MCP_VLLM_COMMAND", "/bin/mock-vllm"),
+            ("VLLM_BASE_URL", "http://127.0.0.1:8000/v1"),
+            ("VLLM_API_KEY", "sekrit"),
+        ]);
+        let c = Config::from_toml("data_dir = \"/f\"\n", None, &env).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/d"));
+        assert_eq!(c.launcher.command, vec!["/bin/mock-vllm"]);
+        assert_eq!(c.endpoints[0].base_url, "http://127.0.0.1:8000");
+        assert_eq!(c.endpoints[0].api_key_env.as_deref(), Some("VLLM_API_KEY"));
+        // The key's value never enters the configuration.
+        assert!(!format!("{c:?}").contains("sekrit"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let env = env_of(&[]);
+        let e = Config::from_toml(
+            "[launcher]\nportrange = [1, 2]\n",
+            Some(Path::new("/etc/x.toml")),
+            &env,
+        )
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("portrange"), "{s}");
+        assert!(s.contains("/etc/x.toml"), "{s}");
+        assert_eq!(e.code(), "CONFIG_INVALID");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_key() {
+        let env = env_of(&[]);
+        let cases = [
+            ("[http]\nrequest_timeout_seconds = -1\n", "http.request_timeout_seconds"),
+            ("[[endpoints]]\nname = \"a\"\nbase_url = \"ftp://x\"\n", "endpoints[0].base_url"),
+            ("[launcher]\nport_range = [9000, 8000]\n", "launcher.port_range"),
+            ("[monitor.alerts.nonsense]\nthreshold = 1\n", "monitor.alerts.nonsense"),
+            ("[security]\nmax_tier = \"root\"\n", "max_tier"),
+            ("[prometheus]\nlisten = \"everywhere\"\n", "prometheus.listen"),
+            ("[monitor]\nsource = \"prometheus\"\n", "monitor.prometheus_url"),
+        ];
+        for (text, key) in cases {
+            let e = Config::from_toml(text, None, &env).unwrap_err();
+            assert!(e.to_string().contains(key), "{text:?} gave {e}");
+        }
+    }
+
+    #[test]
+    fn alert_overrides_merge_into_defaults() {
+        let env = env_of(&[]);
+        let c = Config::from_toml(
+            "[monitor.alerts.kv_cache_usage]\nthreshold = 0.8\nfor_seconds = 5\n",
+            None,
+            &env,
+        )
+        .unwrap();
+        let kv = c
+            .alert_rules()
+            .into_iter()
+            .find(|r| r.name == "kv_cache_usage")
+            .unwrap();
+        assert_eq!((kv.threshold, kv.for_seconds, kv.window_seconds), (0.8, 5.0, 60.0));
+    }
+
+    #[test]
+    fn full_example_config_parses() {
+        let text = include_str!("../../../examples/config.toml");
+        let env = env_of(&[]);
+        let c = Config::from_toml(text, None, &env).unwrap();
+        assert!(!c.endpoints.is_empty());
+        assert!(!c.catalog.is_empty());
+    }
+}

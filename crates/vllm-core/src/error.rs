@@ -1,0 +1,409 @@
+//! The one error type of vllm-core, with the stable codes that reach MCP clients.
+//!
+//! Every failure a tool can report is a variant here. [`Error::code`] is the stable
+//! string a client may branch on (documented in `docs/ERRORS.md`), [`Error::details`]
+//! the machine-readable context, always with a `suggestion` a person can act on.
+//! The MCP edge renders [`Error::to_json`], the spec's shape:
+//! `{"success":false,"error":{"code","message","details":{...,"suggestion"}}}`.
+
+use serde_json::{Map, Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a `vllm serve` start failed, as classified from its log.
+///
+/// Rendered as `details.reason` of a `MODEL_LOAD_FAILED` error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LoadFailure {
+    InsufficientGpuMemory,
+    PortInUse,
+    ModelPathNotFound,
+    EmptyModelDirectory,
+    MaxModelLenTooLarge,
+    OutOfMemory,
+    InsufficientKvCache,
+    UnknownFlag,
+    HubUnreachable,
+    ProcessExited,
+    Unknown,
+}
+
+impl LoadFailure {
+    /// The stable string, as it appears in `details.reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadFailure::InsufficientGpuMemory => "INSUFFICIENT_GPU_MEMORY",
+            LoadFailure::PortInUse => "PORT_IN_USE",
+            LoadFailure::ModelPathNotFound => "MODEL_PATH_NOT_FOUND",
+            LoadFailure::EmptyModelDirectory => "EMPTY_MODEL_DIRECTORY",
+            LoadFailure::MaxModelLenTooLarge => "MAX_MODEL_LEN_TOO_LARGE",
+            LoadFailure::OutOfMemory => "OUT_OF_MEMORY",
+            LoadFailure::InsufficientKvCache => "INSUFFICIENT_KV_CACHE",
+            LoadFailure::UnknownFlag => "UNKNOWN_FLAG",
+            LoadFailure::HubUnreachable => "HUB_UNREACHABLE",
+            LoadFailure::ProcessExited => "PROCESS_EXITED",
+            LoadFailure::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// Every failure vllm-core reports. See `docs/ERRORS.md` for when each happens.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An argument is missing, malformed or out of range.
+    #[error("invalid argument `{field}`: {reason}")]
+    InvalidArgument { field: String, reason: String },
+
+    /// The model is known neither to the catalog, the cache, the store nor an endpoint.
+    #[error("model `{0}` not found")]
+    ModelNotFound(String),
+
+    /// A load was refused before launch or the launched server failed to start.
+    #[error("model `{model}` failed to load: {message}")]
+    ModelLoadFailed {
+        model: String,
+        reason: LoadFailure,
+        message: String,
+        /// Extra context (`required_mb`, `available_mb`, `limit`, `log_tail`, ...).
+        details: Map<String, Value>,
+    },
+
+    /// The model is serving requests and the operation would cut them off.
+    #[error("model `{model}` is busy: {reason}")]
+    ModelBusy { model: String, reason: String },
+
+    /// The model is served by a vLLM we did not start.
+    #[error("model `{0}` is served by an attached endpoint that vllm-mcp did not start")]
+    NotManaged(String),
+
+    /// The backend or platform cannot do this (e.g. sleep mode is off).
+    #[error("unsupported: {what}")]
+    Unsupported { what: String, suggestion: String },
+
+    /// No TCP connection could be made (refused, DNS, TLS handshake).
+    #[error("cannot reach vLLM at {url}: {message}")]
+    BackendUnreachable { url: String, message: String },
+
+    /// The backend accepted the connection but did not answer in time.
+    #[error("vLLM at {url} did not answer within {after:?}")]
+    BackendTimeout { url: String, after: Duration },
+
+    /// The backend answered with an error status; vLLM's own message is carried.
+    #[error("vLLM at {url} answered {status}: {message}")]
+    BackendError {
+        url: String,
+        status: u16,
+        message: String,
+        /// vLLM's `error.type`, when its body had one.
+        kind: Option<String>,
+    },
+
+    /// NVML is not available (no driver, no GPU) or failed.
+    #[error("GPU information unavailable: {0}")]
+    GpuUnavailable(String),
+
+    /// No saved state matches.
+    #[error("state `{0}` not found")]
+    StateNotFound(String),
+
+    /// A saved state was written by a newer format or an incompatible setup.
+    #[error("state `{state}` is incompatible: {reason}")]
+    StateIncompatible { state: String, reason: String },
+
+    /// A saved state failed its checksum or could not be decoded.
+    #[error("state `{state}` is corrupted: {reason}")]
+    StateCorrupted { state: String, reason: String },
+
+    /// A configured limit would be exceeded.
+    #[error("limit `{limit}` exceeded: {message}")]
+    LimitExceeded { limit: String, message: String },
+
+    /// Too many calls in too short a time.
+    #[error("rate limited: retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+
+    /// The permission gate refused the call before any side effect.
+    #[error("permission denied for `{tool}`: {reason}")]
+    PermissionDenied { tool: String, reason: String },
+
+    /// The SQLite store failed (disk full, read-only, locked past the timeout, ...).
+    #[error("storage error: {message}")]
+    Storage { message: String, path: Option<PathBuf> },
+
+    /// The configuration file or environment is invalid.
+    #[error("invalid configuration{}: `{key}`: {message}", path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
+    Config {
+        path: Option<PathBuf>,
+        key: String,
+        message: String,
+    },
+
+    /// A bug or an unexpected condition; never expected in normal operation.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Storage`] from anything displayable.
+    pub fn storage(message: impl std::fmt::Display) -> Error {
+        Error::Storage {
+            message: message.to_string(),
+            path: None,
+        }
+    }
+
+    /// The stable code clients may branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            Error::ModelNotFound(_) => "MODEL_NOT_FOUND",
+            Error::ModelLoadFailed { .. } => "MODEL_LOAD_FAILED",
+            Error::ModelBusy { .. } => "MODEL_BUSY",
+            Error::NotManaged(_) => "NOT_MANAGED",
+            Error::Unsupported { .. } => "UNSUPPORTED",
+            Error::BackendUnreachable { .. } => "BACKEND_UNREACHABLE",
+            Error::BackendTimeout { .. } => "BACKEND_TIMEOUT",
+            Error::BackendError { .. } => "BACKEND_ERROR",
+            Error::GpuUnavailable(_) => "GPU_UNAVAILABLE",
+            Error::StateNotFound(_) => "STATE_NOT_FOUND",
+            Error::StateIncompatible { .. } => "STATE_INCOMPATIBLE",
+            Error::StateCorrupted { .. } => "STATE_CORRUPTED",
+            Error::LimitExceeded { .. } => "LIMIT_EXCEEDED",
+            Error::RateLimited { .. } => "RATE_LIMITED",
+            Error::PermissionDenied { .. } => "PERMISSION_DENIED",
+            Error::Storage { .. } => "STORAGE_ERROR",
+            Error::Config { .. } => "CONFIG_INVALID",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// What a person can do about it.
+    pub fn suggestion(&self) -> String {
+        match self {
+            Error::InvalidArgument { field, .. } => {
+                format!("Correct `{field}` and call again; the tool's input schema lists the allowed values.")
+            }
+            Error::ModelNotFound(_) => {
+                "Call list-models to see the known models, or give a Hugging Face repo id or an absolute model directory.".into()
+            }
+            Error::ModelLoadFailed { reason, .. } => match reason {
+                LoadFailure::InsufficientGpuMemory => {
+                    "Reduce tensor_parallel_size or unload other models".into()
+                }
+                LoadFailure::PortInUse => "Free the port or configure another launcher port range.".into(),
+                LoadFailure::ModelPathNotFound => {
+                    "Check the model path or repo id; local paths must be absolute.".into()
+                }
+                LoadFailure::EmptyModelDirectory => {
+                    "The directory holds no config.json or weights: point at a complete model directory.".into()
+                }
+                LoadFailure::MaxModelLenTooLarge => {
+                    "Lower max_model_len to at most the model's limit given in details.limit.".into()
+                }
+                LoadFailure::OutOfMemory | LoadFailure::InsufficientKvCache => {
+                    "Lower max_model_len or gpu_memory_utilization, use quantization, or unload other models.".into()
+                }
+                LoadFailure::UnknownFlag => {
+                    "Remove the flag from extra_args; `vllm serve --help` lists the flags this vLLM knows.".into()
+                }
+                LoadFailure::HubUnreachable => {
+                    "Check the repo id, network access and HF_TOKEN for gated models, or use a local directory.".into()
+                }
+                LoadFailure::ProcessExited | LoadFailure::Unknown => {
+                    "Read the model's log resource (vllm://model/{id}/logs) for the cause.".into()
+                }
+            },
+            Error::ModelBusy { .. } => {
+                "Wait for the running requests to finish, or call again with force: true.".into()
+            }
+            Error::NotManaged(_) => {
+                "Stop that vLLM server where it was started, or use sleep-model if its sleep mode is on.".into()
+            }
+            Error::Unsupported { suggestion, .. } => suggestion.clone(),
+            Error::BackendUnreachable { .. } => {
+                "Check that the vLLM server is running and the endpoint's base_url in the config is right.".into()
+            }
+            Error::BackendTimeout { .. } => {
+                "The server may be overloaded or still starting: retry later or raise the request timeout in the config.".into()
+            }
+            Error::BackendError { status, .. } if *status == 401 => {
+                "Set the endpoint's api_key_env in the config to a variable holding vLLM's --api-key.".into()
+            }
+            Error::BackendError { .. } => "See the message from vLLM; the request may need different arguments.".into(),
+            Error::GpuUnavailable(_) => {
+                "No NVIDIA driver or GPU is visible to this process; GPU figures are unavailable, everything else keeps working.".into()
+            }
+            Error::StateNotFound(_) => "Read vllm://state/sessions to see the saved states.".into(),
+            Error::StateIncompatible { .. } => {
+                "Load it with the vllm-mcp version that saved it, or save a new state.".into()
+            }
+            Error::StateCorrupted { .. } => {
+                "Load an earlier state of this session; this one cannot be restored.".into()
+            }
+            Error::LimitExceeded { .. } => {
+                "Unload something first or raise the limit in the config's [limits] section.".into()
+            }
+            Error::RateLimited { retry_after_s } => format!("Wait {retry_after_s} s and call again."),
+            Error::PermissionDenied { .. } => {
+                "The config's [security] section forbids this call; ask whoever runs vllm-mcp to allow it.".into()
+            }
+            Error::Storage { .. } => {
+                "Check free disk space and that the data directory is writable; nothing was half-written.".into()
+            }
+            Error::Config { key, .. } => format!("Fix `{key}`; docs/CONFIG.md lists every key."),
+            Error::Internal(_) => "This is a bug: please report it with the server's stderr log.".into(),
+        }
+    }
+
+    /// Machine-readable context for `error.details`, `suggestion` included.
+    pub fn details(&self) -> Map<String, Value> {
+        let mut d = Map::new();
+        match self {
+            Error::InvalidArgument { field, reason } => {
+                d.insert("field".into(), json!(field));
+                d.insert("reason".into(), json!(reason));
+            }
+            Error::ModelNotFound(m) | Error::NotManaged(m) => {
+                d.insert("model_id".into(), json!(m));
+            }
+            Error::ModelLoadFailed {
+                model,
+                reason,
+                details,
+                ..
+            } => {
+                d.insert("model_id".into(), json!(model));
+                d.insert("reason".into(), json!(reason.as_str()));
+                d.extend(details.clone());
+            }
+            Error::ModelBusy { model, reason } => {
+                d.insert("model_id".into(), json!(model));
+                d.insert("reason".into(), json!(reason));
+            }
+            Error::Unsupported { what, .. } => {
+                d.insert("what".into(), json!(what));
+            }
+            Error::BackendUnreachable { url, .. } => {
+                d.insert("url".into(), json!(url));
+            }
+            Error::BackendTimeout { url, after } => {
+                d.insert("url".into(), json!(url));
+                d.insert("timeout_seconds".into(), json!(after.as_secs_f64()));
+            }
+            Error::BackendError {
+                url, status, kind, ..
+            } => {
+                d.insert("url".into(), json!(url));
+                d.insert("status".into(), json!(status));
+                if let Some(k) = kind {
+                    d.insert("vllm_error_type".into(), json!(k));
+                }
+            }
+            Error::StateNotFound(s) => {
+                d.insert("state".into(), json!(s));
+            }
+            Error::StateIncompatible { state, reason } | Error::StateCorrupted { state, reason } => {
+                d.insert("state".into(), json!(state));
+                d.insert("reason".into(), json!(reason));
+            }
+            Error::LimitExceeded { limit, .. } => {
+                d.insert("limit".into(), json!(limit));
+            }
+            Error::RateLimited { retry_after_s } => {
+                d.insert("retry_after_seconds".into(), json!(retry_after_s));
+            }
+            Error::PermissionDenied { tool, reason } => {
+                d.insert("tool".into(), json!(tool));
+                d.insert("reason".into(), json!(reason));
+            }
+            Error::Storage { path, .. } => {
+                if let Some(p) = path {
+                    d.insert("path".into(), json!(p.display().to_string()));
+                }
+            }
+            Error::Config { path, key, .. } => {
+                d.insert("key".into(), json!(key));
+                if let Some(p) = path {
+                    d.insert("file".into(), json!(p.display().to_string()));
+                }
+            }
+            Error::GpuUnavailable(_) | Error::Internal(_) => {}
+        }
+        d.entry("suggestion").or_insert_with(|| json!(self.suggestion()));
+        d
+    }
+
+    /// The whole error in the spec's shape.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "success": false,
+            "error": {
+                "code": self.code(),
+                "message": self.to_string(),
+                "details": Value::Object(self.details()),
+            }
+        })
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        Error::storage(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_example_shape() {
+        let mut details = Map::new();
+        details.insert("required_mb".into(), json!(32768));
+        details.insert("available_mb".into(), json!(16384));
+        let e = Error::ModelLoadFailed {
+            model: "m".into(),
+            reason: LoadFailure::InsufficientGpuMemory,
+            message: "Insufficient GPU memory to load model".into(),
+            details,
+        };
+        let v = e.to_json();
+        assert_eq!(v["success"], json!(false));
+        assert_eq!(v["error"]["code"], "MODEL_LOAD_FAILED");
+        assert_eq!(v["error"]["details"]["reason"], "INSUFFICIENT_GPU_MEMORY");
+        assert_eq!(v["error"]["details"]["required_mb"], 32768);
+        assert_eq!(
+            v["error"]["details"]["suggestion"],
+            "Reduce tensor_parallel_size or unload other models"
+        );
+    }
+
+    #[test]
+    fn every_error_has_a_suggestion() {
+        let errors = [
+            Error::invalid("x", "y"),
+            Error::GpuUnavailable("no driver".into()),
+            Error::RateLimited { retry_after_s: 3 },
+            Error::storage("disk full"),
+        ];
+        for e in errors {
+            let d = e.details();
+            assert!(
+                d["suggestion"].as_str().is_some_and(|s| !s.is_empty()),
+                "{e:?}"
+            );
+        }
+    }
+}

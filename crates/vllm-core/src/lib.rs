@@ -1,0 +1,23 @@
+//! vllm-core: everything the vllm-mcp servers know about vLLM, and nothing about MCP.
+//!
+//! Read in this order:
+//! - [`error`]: the one error enum and its stable codes.
+//! - [`config`]: the TOML file shared by the three servers, and the environment.
+//! - [`vllm`]: a pooled HTTP client for one vLLM server.
+//! - [`prom`]: Prometheus text parsing, vLLM's metric families, window arithmetic.
+//! - [`gpu`]: NVML behind a trait, with a fake for tests.
+//! - [`store`]: the SQLite file every process shares; migrations; the audit log.
+//! - [`coordination`]: leases that give singleton duties one owner across processes.
+//! - [`redact`], [`time`]: secrets out of logs, RFC 3339 timestamps.
+
+pub mod config;
+pub mod coordination;
+pub mod error;
+pub mod gpu;
+pub mod prom;
+pub mod redact;
+pub mod store;
+pub mod time;
+pub mod vllm;
+
+pub use error::{Error, LoadFailure, Result};
