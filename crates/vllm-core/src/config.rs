@@ -438,7 +438,10 @@ impl Config {
             self.crush.db_path = Some(PathBuf::from(db));
         }
         if let Some(url) = env("VLLM_BASE_URL") {
-            let url = url.trim_end_matches('/').trim_end_matches("/v1").to_string();
+            let url = url
+                .trim_end_matches('/')
+                .trim_end_matches("/v1")
+                .to_string();
             if !self.endpoints.iter().any(|e| e.base_url == url) {
                 self.endpoints.push(EndpointConfig {
                     name: "default".into(),
@@ -462,18 +465,43 @@ impl Config {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err(bad(key, format!("must be a positive number of seconds, got {v}")))
+                Err(bad(
+                    key,
+                    format!("must be a positive number of seconds, got {v}"),
+                ))
             }
         };
-        positive("http.connect_timeout_seconds", self.http.connect_timeout_seconds)?;
-        positive("http.request_timeout_seconds", self.http.request_timeout_seconds)?;
-        positive("http.completion_timeout_seconds", self.http.completion_timeout_seconds)?;
-        if !(self.http.metadata_ttl_seconds >= 0.0) {
-            return Err(bad("http.metadata_ttl_seconds", "must be zero or more".into()));
+        positive(
+            "http.connect_timeout_seconds",
+            self.http.connect_timeout_seconds,
+        )?;
+        positive(
+            "http.request_timeout_seconds",
+            self.http.request_timeout_seconds,
+        )?;
+        positive(
+            "http.completion_timeout_seconds",
+            self.http.completion_timeout_seconds,
+        )?;
+        // NaN fails this check too.
+        if !self.http.metadata_ttl_seconds.is_finite() || self.http.metadata_ttl_seconds < 0.0 {
+            return Err(bad(
+                "http.metadata_ttl_seconds",
+                "must be zero or more".into(),
+            ));
         }
-        positive("launcher.health_timeout_seconds", self.launcher.health_timeout_seconds)?;
-        positive("launcher.grace_period_seconds", self.launcher.grace_period_seconds)?;
-        positive("monitor.sample_interval_seconds", self.monitor.sample_interval_seconds)?;
+        positive(
+            "launcher.health_timeout_seconds",
+            self.launcher.health_timeout_seconds,
+        )?;
+        positive(
+            "launcher.grace_period_seconds",
+            self.launcher.grace_period_seconds,
+        )?;
+        positive(
+            "monitor.sample_interval_seconds",
+            self.monitor.sample_interval_seconds,
+        )?;
         positive("monitor.retention_hours", self.monitor.retention_hours)?;
         let mut names = std::collections::BTreeSet::new();
         for (i, e) in self.endpoints.iter().enumerate() {
@@ -490,7 +518,10 @@ impl Config {
             }
         }
         if self.launcher.command.is_empty() || self.launcher.command[0].is_empty() {
-            return Err(bad("launcher.command", "must name the vLLM executable".into()));
+            return Err(bad(
+                "launcher.command",
+                "must name the vLLM executable".into(),
+            ));
         }
         let [lo, hi] = self.launcher.port_range;
         if lo == 0 || lo > hi {
@@ -675,13 +706,31 @@ mod tests {
     fn bad_values_are_refused_with_their_key() {
         let env = env_of(&[]);
         let cases = [
-            ("[http]\nrequest_timeout_seconds = -1\n", "http.request_timeout_seconds"),
-            ("[[endpoints]]\nname = \"a\"\nbase_url = \"ftp://x\"\n", "endpoints[0].base_url"),
-            ("[launcher]\nport_range = [9000, 8000]\n", "launcher.port_range"),
-            ("[monitor.alerts.nonsense]\nthreshold = 1\n", "monitor.alerts.nonsense"),
+            (
+                "[http]\nrequest_timeout_seconds = -1\n",
+                "http.request_timeout_seconds",
+            ),
+            (
+                "[[endpoints]]\nname = \"a\"\nbase_url = \"ftp://x\"\n",
+                "endpoints[0].base_url",
+            ),
+            (
+                "[launcher]\nport_range = [9000, 8000]\n",
+                "launcher.port_range",
+            ),
+            (
+                "[monitor.alerts.nonsense]\nthreshold = 1\n",
+                "monitor.alerts.nonsense",
+            ),
             ("[security]\nmax_tier = \"root\"\n", "max_tier"),
-            ("[prometheus]\nlisten = \"everywhere\"\n", "prometheus.listen"),
-            ("[monitor]\nsource = \"prometheus\"\n", "monitor.prometheus_url"),
+            (
+                "[prometheus]\nlisten = \"everywhere\"\n",
+                "prometheus.listen",
+            ),
+            (
+                "[monitor]\nsource = \"prometheus\"\n",
+                "monitor.prometheus_url",
+            ),
         ];
         for (text, key) in cases {
             let e = Config::from_toml(text, None, &env).unwrap_err();
@@ -703,7 +752,10 @@ mod tests {
             .into_iter()
             .find(|r| r.name == "kv_cache_usage")
             .unwrap();
-        assert_eq!((kv.threshold, kv.for_seconds, kv.window_seconds), (0.8, 5.0, 60.0));
+        assert_eq!(
+            (kv.threshold, kv.for_seconds, kv.window_seconds),
+            (0.8, 5.0, 60.0)
+        );
     }
 
     #[test]

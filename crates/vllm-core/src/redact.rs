@@ -17,8 +17,16 @@ pub fn is_secret_name(name: &str) -> bool {
     parts.iter().any(|p| {
         matches!(
             *p,
-            "token" | "key" | "apikey" | "secret" | "password" | "passwd" | "credential"
-                | "credentials" | "authorization" | "auth"
+            "token"
+                | "key"
+                | "apikey"
+                | "secret"
+                | "password"
+                | "passwd"
+                | "credential"
+                | "credentials"
+                | "authorization"
+                | "auth"
         )
     })
 }
@@ -72,13 +80,16 @@ pub fn redact_args(args: &[String]) -> Vec<String> {
 
 /// Text with secrets masked: `--api-key X`, `Bearer X`, `NAME_TOKEN=X`, `hf_…` tokens.
 pub fn redact_text(s: &str) -> String {
-    if !s.bytes().any(|b| matches!(b, b'-' | b'=' | b':' | b'_' | b' ')) {
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'-' | b'=' | b':' | b'_' | b' '))
+    {
         return s.to_string();
     }
     let mut out = String::with_capacity(s.len());
-    let mut words = s.split_inclusive(char::is_whitespace).peekable();
+    let words = s.split_inclusive(char::is_whitespace);
     let mut mask_next = false;
-    while let Some(w) = words.next() {
+    for w in words {
         let core = w.trim_end();
         let ws = &w[core.len()..];
         if mask_next && !core.is_empty() {
@@ -91,7 +102,11 @@ pub fn redact_text(s: &str) -> String {
         let bare = lower.trim_start_matches('-').trim_end_matches(':');
         // `'api_key': 'x'` (Python dicts in vLLM's log) and `"token": "x"` (JSON).
         let keyish = lower.ends_with(':')
-            && is_secret_name(lower.trim_end_matches(':').trim_matches(['{', '\'', '"', ',']));
+            && is_secret_name(
+                lower
+                    .trim_end_matches(':')
+                    .trim_matches(['{', '\'', '"', ',']),
+            );
         if (lower.starts_with("--") && is_secret_name(bare) && !core.contains('='))
             || bare == "bearer"
             || keyish
@@ -102,7 +117,10 @@ pub fn redact_text(s: &str) -> String {
         }
         if let Some((name, value)) = core.split_once(['=', ':'])
             && !value.is_empty()
-            && is_secret_name(name.trim_start_matches('-').trim_matches(['"', '\'', ' ', '{']))
+            && is_secret_name(
+                name.trim_start_matches('-')
+                    .trim_matches(['"', '\'', ' ', '{']),
+            )
         {
             let sep = &core[name.len()..name.len() + 1];
             out.push_str(name);
@@ -139,7 +157,9 @@ fn looks_like_token(w: &str) -> bool {
     let w = w.trim_matches(|c: char| !c.is_alphanumeric() && c != '_' && c != '-');
     (w.starts_with("hf_") || w.starts_with("sk-"))
         && w.len() >= 20
-        && w[3..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && w[3..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 #[cfg(test)]
@@ -154,29 +174,54 @@ mod tests {
         for k in ["k1", "k2", "k3"] {
             assert!(!r.contains(k), "{r}");
         }
-        assert!(r.contains("\"max_tokens\":5"), "max_tokens is no secret: {r}");
+        assert!(
+            r.contains("\"max_tokens\":5"),
+            "max_tokens is no secret: {r}"
+        );
         assert!(r.contains("\"model_id\":\"m\""));
     }
 
     #[test]
     fn argument_vectors() {
-        let args: Vec<String> = ["serve", "m", "--api-key", "k1", "--hf-token=k2", "--port", "8000"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "serve",
+            "m",
+            "--api-key",
+            "k1",
+            "--hf-token=k2",
+            "--port",
+            "8000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(
             redact_args(&args),
-            ["serve", "m", "--api-key", "***", "--hf-token=***", "--port", "8000"]
+            [
+                "serve",
+                "m",
+                "--api-key",
+                "***",
+                "--hf-token=***",
+                "--port",
+                "8000"
+            ]
         );
     }
 
     #[test]
     fn text() {
         let cases = [
-            ("vllm serve m --api-key abc123 --port 1", "vllm serve m --api-key *** --port 1"),
+            (
+                "vllm serve m --api-key abc123 --port 1",
+                "vllm serve m --api-key *** --port 1",
+            ),
             ("Authorization: Bearer abc.def", "Authorization: Bearer ***"),
             ("HF_TOKEN=abcdef rest", "HF_TOKEN=*** rest"),
-            ("args: {'api_key': 'abc', 'port': 1}", "args: {'api_key': '***', 'port': 1}"),
+            (
+                "args: {'api_key': 'abc', 'port': 1}",
+                "args: {'api_key': '***', 'port': 1}",
+            ),
             ("token hf_abcdefghijklmnopqrstu end", "token *** end"),
             ("max_tokens=16 keep", "max_tokens=16 keep"),
             ("plain words stay", "plain words stay"),

@@ -1,0 +1,715 @@
+//! The SQLite state store shared by every server process: opening, pragmas, migrations, the audit log.
+//!
+//! # Why it looks like this
+//!
+//! Each Crush session spawns its own three servers, so several processes of each
+//! server work on **one** SQLite file at once, and Crush ends them with SIGKILL.
+//! Hence:
+//!
+//! - every write is one `BEGIN IMMEDIATE` transaction ([`Store::write`]): the write
+//!   lock is taken up front, so a second writer waits in SQLite's busy handler
+//!   (up to [`StoreOptions::busy_timeout`]) instead of failing on a read-to-write
+//!   lock upgrade;
+//! - a committed write is in the WAL file (the kernel's page cache) when the call
+//!   returns, which survives the process being killed; nothing a later read needs
+//!   lives only in memory;
+//! - migrations are re-checked inside their `BEGIN IMMEDIATE` transaction, so
+//!   processes opening a new file at the same moment apply each one exactly once.
+//!
+//! # Pragmas (set on every open)
+//!
+//! | pragma | value | why |
+//! |---|---|---|
+//! | `busy_timeout` | 5 s (configurable) | wait for another process's write instead of failing at once |
+//! | `auto_vacuum` | `INCREMENTAL` | set before the first table exists, so it is in effect from migration 1; [`Store::incremental_vacuum`] returns freed pages to the OS |
+//! | `journal_mode` | `WAL` | readers never block the writer nor the writer readers; a commit is one append |
+//! | `synchronous` | `NORMAL` (configurable) | in WAL mode a commit is written (not fsynced) to the WAL before it returns: durable against the process being killed (our threat: SIGKILL), and never corrupt; only an OS crash or power loss can lose the last commits. `FULL` adds an fsync per commit for that case |
+//! | `foreign_keys` | `ON` | later migrations may rely on `REFERENCES` |
+//! | `journal_size_limit` | 64 MiB | a burst of writes does not leave a huge WAL file behind forever |
+//!
+//! # Threads and async
+//!
+//! A [`Store`] is `Clone` (an `Arc` inside) and `Send + Sync`; it holds one
+//! connection behind a mutex, so its calls block. From async code call it through
+//! `tokio::task::spawn_blocking`:
+//!
+//! ```no_run
+//! # async fn f(store: vllm_core::store::Store) -> vllm_core::Result<()> {
+//! let s = store.clone();
+//! let entries = tokio::task::spawn_blocking(move || {
+//!     s.audit_entries(&vllm_core::store::AuditQuery::default())
+//! })
+//! .await
+//! .map_err(|e| vllm_core::Error::Internal(e.to_string()))??;
+//! # Ok(()) }
+//! ```
+//!
+//! # Adding a migration
+//!
+//! Append one [`Migration`] to [`MIGRATIONS`] with the next version number (they
+//! must be 1, 2, 3, ... in order; a unit test checks it) and its SQL. Never edit
+//! or reorder a migration that has shipped: databases in the field have already
+//! applied it. The SQL runs inside the runner's transaction, so it must not
+//! contain `BEGIN`/`COMMIT`, `VACUUM`, or pragmas that cannot run inside a
+//! transaction (`foreign_keys`, `journal_mode`). Prefer `STRICT` tables. The
+//! runner records the migration in `schema_migrations` and `PRAGMA user_version`
+//! in the same transaction.
+
+use crate::error::{Error, Result};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The rusqlite this crate was built with, so callers of [`Store::write`] and
+/// [`Store::read`] can name its types without depending on it themselves.
+pub use rusqlite;
+
+/// The file name of the store inside the data directory.
+pub const DB_FILE_NAME: &str = "vllm-mcp.db";
+
+/// One schema change: applied once, in order, in its own transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// 1, 2, 3, ...: stored in `PRAGMA user_version` once applied.
+    pub version: i64,
+    /// A short name, recorded in `schema_migrations`.
+    pub name: &'static str,
+    /// The SQL, run with `execute_batch` inside the migration's transaction.
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first. Append only; see the module docs.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "leases, audit log, meta",
+    sql: r#"
+CREATE TABLE schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at REAL NOT NULL
+) STRICT;
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+
+-- One row per singleton duty; see vllm_core::coordination.
+CREATE TABLE leases (
+    duty        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    host        TEXT NOT NULL,
+    -- /proc/<pid>/stat field 22 (clock ticks after boot) and the kernel boot id:
+    -- a recycled pid, or a pid from before a reboot, is not the holder.
+    start_time  INTEGER,
+    boot_id     TEXT,
+    acquired_at REAL NOT NULL,
+    renewed_at  REAL NOT NULL,
+    expires_at  REAL NOT NULL
+) STRICT;
+
+-- AUTOINCREMENT: ids are never reused after pruning, so a paging cursor stays valid.
+CREATE TABLE audit_log (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts          REAL NOT NULL,
+    ts_text     TEXT NOT NULL,
+    server      TEXT NOT NULL,
+    tool        TEXT NOT NULL,
+    arguments   TEXT NOT NULL,
+    result_code TEXT NOT NULL,
+    duration_ms REAL NOT NULL
+) STRICT;
+CREATE INDEX audit_log_ts ON audit_log(ts);
+"#,
+}];
+
+/// The schema version this binary writes: the last migration's.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+/// `PRAGMA synchronous` in WAL mode; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// Durable against the process being killed; an OS crash may lose the last commits.
+    #[default]
+    Normal,
+    /// Also durable against an OS crash or power loss, at one fsync per commit.
+    Full,
+}
+
+impl Synchronous {
+    fn as_sql(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// How [`Store::open_with`] opens the database.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long a statement waits for another connection's lock before failing
+    /// with a storage error. Default 5 s.
+    pub busy_timeout: Duration,
+    /// Default [`Synchronous::Normal`].
+    pub synchronous: Synchronous,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            busy_timeout: Duration::from_secs(5),
+            synchronous: Synchronous::Normal,
+        }
+    }
+}
+
+/// The shared SQLite store. Cheap to clone; every clone uses the same connection.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+// Servers share one Store between tasks and threads.
+const _: () = {
+    const fn assert_shareable<T: Send + Sync + Clone>() {}
+    assert_shareable::<Store>();
+};
+
+struct Inner {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    options: StoreOptions,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cheap summary for the server-health tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreHealth {
+    pub path: PathBuf,
+    /// `PRAGMA user_version`; 0 when it could not be read.
+    pub schema_version: i64,
+    /// The database file plus its WAL file.
+    pub size_bytes: u64,
+    /// `wal` when all is well.
+    pub journal_mode: String,
+    /// The database answered, is in WAL mode and at this binary's schema version.
+    pub ok: bool,
+}
+
+/// One tool call in the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Assigned by the store; ignored by [`Store::record_audit`]. Increases with
+    /// every insert, across processes, and is the paging cursor.
+    pub id: Option<i64>,
+    /// When the call started, Unix seconds.
+    pub ts: f64,
+    /// `ts` as RFC 3339.
+    pub ts_text: String,
+    /// The server that handled the call (`model-manager`, ...).
+    pub server: String,
+    pub tool: String,
+    /// The call's arguments, already redacted by the caller.
+    pub arguments: serde_json::Value,
+    /// `OK` or the error's stable code.
+    pub result_code: String,
+    pub duration_ms: f64,
+}
+
+impl AuditRecord {
+    /// A record stamped now.
+    pub fn new(
+        server: impl Into<String>,
+        tool: impl Into<String>,
+        arguments: serde_json::Value,
+        result_code: impl Into<String>,
+        duration: Duration,
+    ) -> AuditRecord {
+        let ts = crate::time::unix_now();
+        AuditRecord {
+            id: None,
+            ts,
+            ts_text: crate::time::format_rfc3339(ts as i64),
+            server: server.into(),
+            tool: tool.into(),
+            arguments,
+            result_code: result_code.into(),
+            duration_ms: duration.as_secs_f64() * 1000.0,
+        }
+    }
+}
+
+/// Filters for [`Store::audit_entries`]. `Default` is "the newest 100".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditQuery {
+    pub server: Option<String>,
+    pub tool: Option<String>,
+    pub result_code: Option<String>,
+    /// Only entries with `ts >= since` (Unix seconds).
+    pub since: Option<f64>,
+    /// At most this many entries: default [`AuditQuery::DEFAULT_LIMIT`], at most
+    /// [`AuditQuery::MAX_LIMIT`] (larger values are capped).
+    pub limit: Option<usize>,
+    /// Paging cursor: only entries with an id below this one. Pass the id of the
+    /// last entry of the previous page.
+    pub before_id: Option<i64>,
+}
+
+impl AuditQuery {
+    pub const DEFAULT_LIMIT: usize = 100;
+    pub const MAX_LIMIT: usize = 1000;
+
+    /// The limit actually applied.
+    pub fn effective_limit(&self) -> usize {
+        self.limit
+            .unwrap_or(Self::DEFAULT_LIMIT)
+            .clamp(1, Self::MAX_LIMIT)
+    }
+}
+
+impl Store {
+    /// Opens (creating it and its parent directories if needed) and migrates the
+    /// store at `path` with default options.
+    pub fn open(path: &Path) -> Result<Store> {
+        Store::open_with(path, StoreOptions::default())
+    }
+
+    /// Opens `data_dir/vllm-mcp.db`.
+    pub fn open_in_dir(data_dir: &Path) -> Result<Store> {
+        Store::open(&data_dir.join(DB_FILE_NAME))
+    }
+
+    /// Opens with explicit options.
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Store> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::Storage {
+                message: format!("cannot create the data directory: {e}"),
+                path: Some(parent.to_path_buf()),
+            })?;
+        }
+        let map = |e: rusqlite::Error| storage_error(&e, path, options.busy_timeout);
+        let mut conn = Connection::open(path).map_err(map)?;
+        configure(&conn, &options).map_err(map)?;
+        let version = migrate(&mut conn, path, &options)?;
+        tracing::debug!(path = %path.display(), schema_version = version, "store opened");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                path: path.to_path_buf(),
+                options,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction and commits it if `f`
+    /// returns `Ok`; rolls it back otherwise. When this returns `Ok` the write is
+    /// in the WAL and survives the process being killed.
+    ///
+    /// Waits up to the busy timeout for another writer. Blocking: see the module
+    /// docs for async callers.
+    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.error(e))?;
+        let value = f(&tx).map_err(|e| self.with_path(e))?;
+        tx.commit().map_err(|e| self.error(e))?;
+        Ok(value)
+    }
+
+    /// Runs `f` on one consistent snapshot (a deferred read transaction). `f`
+    /// must not write: the connection is `query_only` meanwhile, so a write fails
+    /// (use [`Store::write`]).
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        conn.pragma_update(None, "query_only", true)
+            .map_err(|e| self.error(e))?;
+        let result = (|| -> Result<T> {
+            let tx = conn.transaction().map_err(|e| self.error(e))?;
+            let value = f(&tx).map_err(|e| self.with_path(e))?;
+            // Ending a read transaction cannot lose anything; commit just releases the snapshot.
+            tx.commit().map_err(|e| self.error(e))?;
+            Ok(value)
+        })();
+        let reset = conn
+            .pragma_update(None, "query_only", false)
+            .map_err(|e| self.error(e));
+        let value = result?;
+        reset?;
+        Ok(value)
+    }
+
+    /// Reads `meta.value` for `key`.
+    pub fn meta_get(&self, key: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+    }
+
+    /// Sets `meta.value` for `key`.
+    pub fn meta_set(&self, key: &str, value: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Appends one record to the audit log; returns its id.
+    pub fn record_audit(&self, record: &AuditRecord) -> Result<i64> {
+        let arguments = serde_json::to_string(&record.arguments)
+            .map_err(|e| Error::Internal(format!("audit arguments are not serialisable: {e}")))?;
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO audit_log (ts, ts_text, server, tool, arguments, result_code, duration_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                record.ts,
+                record.ts_text,
+                record.server,
+                record.tool,
+                arguments,
+                record.result_code,
+                record.duration_ms
+            ])?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    /// Audit records matching `query`, newest (highest id) first.
+    pub fn audit_entries(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        let mut sql = String::from(
+            "SELECT id, ts, ts_text, server, tool, arguments, result_code, duration_ms
+             FROM audit_log WHERE 1 = 1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut filter = |clause: &str, value: rusqlite::types::Value| {
+            args.push(value);
+            sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+        };
+        if let Some(s) = &query.server {
+            filter("server =", s.clone().into());
+        }
+        if let Some(t) = &query.tool {
+            filter("tool =", t.clone().into());
+        }
+        if let Some(c) = &query.result_code {
+            filter("result_code =", c.clone().into());
+        }
+        if let Some(since) = query.since {
+            filter("ts >=", since.into());
+        }
+        if let Some(before) = query.before_id {
+            filter("id <", before.into());
+        }
+        sql.push_str(&format!(
+            " ORDER BY id DESC LIMIT {}",
+            query.effective_limit()
+        ));
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                let arguments: String = r.get(5)?;
+                Ok(AuditRecord {
+                    id: Some(r.get(0)?),
+                    ts: r.get(1)?,
+                    ts_text: r.get(2)?,
+                    server: r.get(3)?,
+                    tool: r.get(4)?,
+                    // Written by record_audit, so JSON; anything else is kept as text.
+                    arguments: serde_json::from_str(&arguments)
+                        .unwrap_or(serde_json::Value::String(arguments)),
+                    result_code: r.get(6)?,
+                    duration_ms: r.get(7)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Deletes audit records with `ts < older_than` (Unix seconds); returns how
+    /// many. Call [`Store::incremental_vacuum`] afterwards to give the space back.
+    pub fn prune_audit(&self, older_than: f64) -> Result<usize> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM audit_log WHERE ts < ?1", [older_than])?))
+    }
+
+    /// Moves free pages to the end of the file and truncates it; returns how
+    /// many pages were freed. (In WAL mode the file shrinks at the next checkpoint.)
+    pub fn incremental_vacuum(&self) -> Result<u64> {
+        self.write(|tx| {
+            let before: i64 = tx.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            // Each step frees one page: step until done (execute_batch steps once).
+            let mut stmt = tx.prepare("PRAGMA incremental_vacuum")?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+            drop(rows);
+            drop(stmt);
+            let after: i64 = tx.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            Ok(before.saturating_sub(after).max(0) as u64)
+        })
+    }
+
+    /// A cheap health summary: never runs a full integrity check, never fails.
+    pub fn health(&self) -> StoreHealth {
+        let path = self.inner.path.clone();
+        let size_bytes = file_len(&path) + file_len(&wal_path(&path));
+        let probe = self.read(|c| {
+            let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            Ok((version, mode))
+        });
+        match probe {
+            Ok((schema_version, journal_mode)) => StoreHealth {
+                ok: journal_mode.eq_ignore_ascii_case("wal") && schema_version == SCHEMA_VERSION,
+                path,
+                schema_version,
+                size_bytes,
+                journal_mode,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "store health probe failed");
+                StoreHealth {
+                    path,
+                    schema_version: 0,
+                    size_bytes,
+                    journal_mode: String::new(),
+                    ok: false,
+                }
+            }
+        }
+    }
+
+    /// Runs `PRAGMA integrity_check` (reads the whole file: not for hot paths).
+    /// `Ok(false)` when it found problems; they are logged.
+    pub fn integrity_check(&self) -> Result<bool> {
+        let problems = self.read(|c| {
+            let mut stmt = c.prepare("PRAGMA integrity_check")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        let ok = problems.len() == 1 && problems[0] == "ok";
+        if !ok {
+            tracing::error!(path = %self.inner.path.display(), ?problems, "store integrity check failed");
+        }
+        Ok(ok)
+    }
+
+    /// The connection, even after a panic inside a `write`/`read` closure: the
+    /// transaction was rolled back as the panic unwound; undo `query_only` too.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        match self.inner.conn.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                let guard = poisoned.into_inner();
+                self.inner.conn.clear_poison();
+                if !guard.is_autocommit() {
+                    let _ = guard.execute_batch("ROLLBACK");
+                }
+                let _ = guard.pragma_update(None, "query_only", false);
+                guard
+            }
+        }
+    }
+
+    fn error(&self, e: rusqlite::Error) -> Error {
+        storage_error(&e, &self.inner.path, self.inner.options.busy_timeout)
+    }
+
+    /// Errors from a caller's closure went through `From<rusqlite::Error>`,
+    /// which knows no path: add ours.
+    fn with_path(&self, e: Error) -> Error {
+        match e {
+            Error::Storage {
+                message,
+                path: None,
+            } => Error::Storage {
+                message,
+                path: Some(self.inner.path.clone()),
+            },
+            other => other,
+        }
+    }
+}
+
+/// Maps a SQLite failure to [`Error::Storage`] with a message a person can act on.
+pub fn storage_error(e: &rusqlite::Error, path: &Path, busy_timeout: Duration) -> Error {
+    use rusqlite::ErrorCode as C;
+    let message = match e.sqlite_error_code() {
+        Some(C::DatabaseBusy | C::DatabaseLocked) => format!(
+            "the database is locked by another process and stayed locked past the busy timeout of {} ms ({e})",
+            busy_timeout.as_millis()
+        ),
+        Some(C::DiskFull) => format!("the disk holding the database is full ({e})"),
+        Some(C::ReadOnly) => {
+            format!("the database is read-only: check file and directory permissions ({e})")
+        }
+        Some(C::DatabaseCorrupt | C::NotADatabase) => {
+            format!("the database file is corrupt or not a SQLite database ({e})")
+        }
+        Some(C::SystemIoFailure) => format!("an I/O error occurred on the database file ({e})"),
+        Some(C::CannotOpen | C::PermissionDenied) => format!("cannot open the database file ({e})"),
+        _ => format!("SQLite error: {e}"),
+    };
+    Error::Storage {
+        message,
+        path: Some(path.to_path_buf()),
+    }
+}
+
+fn wal_path(path: &Path) -> PathBuf {
+    let mut s = OsString::from(path.as_os_str());
+    s.push("-wal");
+    PathBuf::from(s)
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Sets the pragmas. `auto_vacuum` must come before anything writes the first
+/// page (`journal_mode = WAL` on a new file does), so it is in effect from the
+/// first table on; on an existing database it is a no-op.
+fn configure(conn: &Connection, options: &StoreOptions) -> rusqlite::Result<()> {
+    conn.busy_timeout(options.busy_timeout)?;
+    // Two processes creating the file at once can collide on the switch to WAL,
+    // which takes an exclusive lock; SQLite does not always use the busy handler
+    // for it, so retry for as long as the busy timeout.
+    let started = Instant::now();
+    loop {
+        let attempt = (|| -> rusqlite::Result<()> {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+            let mode: String =
+                conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                tracing::warn!(journal_mode = %mode, "SQLite refused WAL mode");
+            }
+            Ok(())
+        })();
+        match attempt {
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) && started.elapsed() < options.busy_timeout =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => break other?,
+        }
+    }
+    conn.pragma_update(None, "synchronous", options.synchronous.as_sql())?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    Ok(())
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+fn newer_schema(version: i64, path: &Path) -> Error {
+    Error::Storage {
+        message: format!(
+            "the database has schema version {version}, newer than the {SCHEMA_VERSION} this vllm-mcp knows: \
+             it was written by a newer vllm-mcp; upgrade this one (it will not downgrade the database)"
+        ),
+        path: Some(path.to_path_buf()),
+    }
+}
+
+/// Applies the pending migrations; returns the schema version.
+fn migrate(conn: &mut Connection, path: &Path, options: &StoreOptions) -> Result<i64> {
+    let map = |e: rusqlite::Error| storage_error(&e, path, options.busy_timeout);
+    let current = user_version(conn).map_err(map)?;
+    if current > SCHEMA_VERSION {
+        return Err(newer_schema(current, path));
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        // IMMEDIATE takes the write lock first; the version read under it is the
+        // truth, so a migration another process applied meanwhile is skipped.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map)?;
+        let version = user_version(&tx).map_err(map)?;
+        if version > SCHEMA_VERSION {
+            return Err(newer_schema(version, path));
+        }
+        if version >= m.version {
+            continue;
+        }
+        if version != m.version - 1 {
+            return Err(Error::Internal(format!(
+                "migration {} found the database at version {version}",
+                m.version
+            )));
+        }
+        tx.execute_batch(m.sql).map_err(|e| Error::Storage {
+            message: format!("migration {} ({}) failed: {e}", m.version, m.name),
+            path: Some(path.to_path_buf()),
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![m.version, m.name, crate::time::unix_now()],
+        )
+        .map_err(map)?;
+        tx.pragma_update(None, "user_version", m.version)
+            .map_err(map)?;
+        tx.commit().map_err(map)?;
+        tracing::info!(path = %path.display(), version = m.version, name = m.name, "store migration applied");
+    }
+    Ok(user_version(conn).map_err(map)?.max(current))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "migration {} ({})", i, m.name);
+            assert!(!m.sql.trim().is_empty());
+        }
+        assert_eq!(SCHEMA_VERSION, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn limit_is_capped() {
+        let q = |limit| AuditQuery {
+            limit,
+            ..AuditQuery::default()
+        };
+        assert_eq!(q(None).effective_limit(), 100);
+        assert_eq!(q(Some(5000)).effective_limit(), 1000);
+        assert_eq!(q(Some(0)).effective_limit(), 1);
+    }
+}
