@@ -1,0 +1,25 @@
+//! vllm-mcp-kit: the MCP plumbing the three servers share, and the only place besides the
+//! server crates that knows rmcp.
+//!
+//! Read in this order:
+//! - [`tool`]: the tool registry (typed handlers, inline schemas, tiers, annotations).
+//! - [`envelope`]: answers and errors as MCP results (JSON in the text, structured copies).
+//! - [`gate`]: the permission gate checked before any side effect.
+//! - [`audit`]: every call recorded in the store and in tracing.
+//! - [`context`]: [`Kit`], what every server holds.
+//! - [`server`]: [`McpServer`], the `ServerHandler` over a [`Service`].
+//! - [`health`]: the `server-health` tool.
+//! - [`runtime`]: flags, tracing to stderr, stdio until EOF.
+
+pub mod audit;
+pub mod context;
+pub mod envelope;
+pub mod gate;
+pub mod health;
+pub mod runtime;
+pub mod server;
+pub mod tool;
+
+pub use context::Kit;
+pub use server::{McpServer, ResourceBody, Service};
+pub use tool::{CallCtx, NoParams, ToolDef, Toolbox};

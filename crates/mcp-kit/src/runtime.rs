@@ -1,0 +1,150 @@
+//! Process plumbing for the server binaries: flags, tracing to stderr, stdio until EOF.
+//!
+//! stdout is the JSON-RPC channel, so every log line goes to stderr. The process exits
+//! as soon as stdin closes or SIGTERM arrives, without waiting for background work:
+//! every write is already durable when its call returned.
+
+use crate::context::Kit;
+use crate::server::{McpServer, Service};
+use crate::tool::Toolbox;
+use clap::Parser;
+use rmcp::ServiceExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use vllm_core::Result;
+use vllm_core::config::Config;
+
+/// Flags every server binary takes.
+#[derive(Debug, Parser)]
+pub struct Args {
+    /// TOML configuration file (else VLLM_MCP_CONFIG, else $XDG_CONFIG_HOME/vllm-mcp/config.toml).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log at debug level on stderr (VLLM_MCP_LOG or RUST_LOG set a filter instead).
+    #[arg(long)]
+    pub debug: bool,
+    /// Log as JSON lines on stderr.
+    #[arg(long)]
+    pub log_json: bool,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// Sets up tracing on stderr. Idempotent.
+pub fn init_tracing(debug: bool, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("VLLM_MCP_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(if debug { "debug" } else { "info" }));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(filter);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The whole life of a server binary: `build` makes the service and its tools from the kit.
+pub fn main<S, F>(server: &'static str, version: &'static str, build: F) -> ExitCode
+where
+    S: Service,
+    F: FnOnce(Arc<Kit>) -> Result<(S, Toolbox<S>)>,
+{
+    let args = Args::parse();
+    init_tracing(args.debug, args.log_json);
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(code = e.code(), "{e}. {}", e.suggestion());
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        // The one place a server writes to stdout, on request, instead of serving MCP.
+        match toml_of(&config) {
+            Ok(t) => {
+                use std::io::Write;
+                let _ = std::io::stdout().write_all(t.as_bytes()); // tidy: allow-stdout (--print-config, no MCP)
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = rt.block_on(async move {
+        match serve(server, version, config, build).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(code = e.code(), "{e}");
+                ExitCode::FAILURE
+            }
+        }
+    });
+    // Do not wait for background tasks (a scrape in flight, a blocking store call):
+    // stdin closed means the client is gone and every write already committed.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+fn toml_of(config: &Config) -> std::result::Result<String, String> {
+    toml::to_string_pretty(config).map_err(|e| format!("cannot print the configuration: {e}"))
+}
+
+async fn serve<S, F>(
+    server: &'static str,
+    version: &'static str,
+    config: Config,
+    build: F,
+) -> Result<()>
+where
+    S: Service,
+    F: FnOnce(Arc<Kit>) -> Result<(S, Toolbox<S>)>,
+{
+    let gpus = vllm_core::gpu::from_env()?;
+    let kit = Arc::new(Kit::new(server, version, config, gpus)?);
+    tracing::info!(
+        server,
+        version,
+        data_dir = %kit.config.data_dir.display(),
+        endpoints = kit.endpoints.len(),
+        "serving MCP on stdio"
+    );
+    let (service, tools) = build(kit)?;
+    let mcp = McpServer::new(Arc::new(service), tools);
+    let running = mcp
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| vllm_core::Error::Internal(format!("MCP handshake failed: {e}")))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| vllm_core::Error::Internal(format!("cannot watch SIGTERM: {e}")))?;
+    tokio::select! {
+        r = running.waiting() => {
+            if let Err(e) = r {
+                tracing::warn!("MCP session ended with an error: {e}");
+            }
+            tracing::info!("stdin closed; exiting");
+        }
+        _ = term.recv() => tracing::info!("SIGTERM; exiting"),
+    }
+    Ok(())
+}

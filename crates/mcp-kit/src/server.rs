@@ -1,0 +1,313 @@
+//! The rmcp `ServerHandler` every server uses: tools through the gate, resources, logging.
+//!
+//! A server implements [`Service`] (its state, resources and instructions) and builds a
+//! [`Toolbox`]; [`McpServer`] does the protocol: versions capped at 2025-11-25 (Crush's
+//! Go client pings without `_meta` after a stateless `server/discover`, which a newer
+//! version would refuse), `ping`, tool calls gated, audited and enveloped, resources by
+//! URI (-32002 for an unknown one), and MCP logging notifications.
+
+// MCP logging is deprecated upstream (SEP-2577) but Crush still writes logging
+// notifications into its own log, which is how operational events reach the user there.
+#![allow(deprecated)]
+
+use crate::audit;
+use crate::context::Kit;
+use crate::envelope;
+use crate::tool::{CallCtx, Toolbox};
+use futures_util::FutureExt;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, Implementation, InitializeResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
+    LoggingMessageNotificationParam, PaginatedRequestParams, ProtocolVersion,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, SetLevelRequestParams,
+    Tool,
+};
+use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer};
+use rmcp::{ErrorData as McpError, ServerHandler};
+use serde_json::Value;
+use std::borrow::Cow;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+use vllm_core::{Error, Result};
+
+/// The newest protocol version we speak; see the module doc for why not newer.
+pub const MAX_PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_11_25;
+
+/// A resource's content.
+#[derive(Debug, Clone)]
+pub struct ResourceBody {
+    pub text: String,
+    pub mime_type: &'static str,
+}
+
+impl ResourceBody {
+    /// A JSON body.
+    pub fn json(v: &Value) -> ResourceBody {
+        ResourceBody {
+            text: serde_json::to_string_pretty(v).unwrap_or_default(),
+            mime_type: "application/json",
+        }
+    }
+}
+
+/// What a server provides besides its tools.
+pub trait Service: Send + Sync + 'static {
+    /// The shared context.
+    fn kit(&self) -> &Kit;
+
+    /// Instructions the client may show the model.
+    fn instructions(&self) -> String;
+
+    /// Concrete resources: Crush lists only these (it ignores templates).
+    fn resources(&self) -> impl Future<Output = Vec<Resource>> + Send {
+        async { Vec::new() }
+    }
+
+    /// URI templates, for clients that use them.
+    fn resource_templates(&self) -> Vec<ResourceTemplate> {
+        Vec::new()
+    }
+
+    /// Reads a resource: `None` when the URI is unknown (the client gets -32002).
+    fn read_resource(
+        &self,
+        uri: &str,
+    ) -> impl Future<Output = Option<Result<ResourceBody>>> + Send {
+        let _ = uri;
+        async { None }
+    }
+}
+
+/// Sends MCP logging notifications to the connected client, when there is one and the
+/// level is at or above what the client asked for (`info` until it says otherwise).
+#[derive(Clone, Default)]
+pub struct Notifier {
+    peer: Arc<OnceLock<Peer<RoleServer>>>,
+    min_level: Arc<Mutex<Option<LoggingLevel>>>,
+}
+
+fn rank(l: LoggingLevel) -> u8 {
+    match l {
+        LoggingLevel::Debug => 0,
+        LoggingLevel::Info => 1,
+        LoggingLevel::Notice => 2,
+        LoggingLevel::Warning => 3,
+        LoggingLevel::Error => 4,
+        LoggingLevel::Critical => 5,
+        LoggingLevel::Alert => 6,
+        LoggingLevel::Emergency => 7,
+    }
+}
+
+impl Notifier {
+    /// Sends `data` as a log message from `logger` (e.g. `model-manager`).
+    pub async fn log(&self, level: LoggingLevel, logger: &str, data: Value) {
+        let min = self
+            .min_level
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(LoggingLevel::Info);
+        if rank(level) < rank(min) {
+            return;
+        }
+        if let Some(peer) = self.peer.get() {
+            let p = LoggingMessageNotificationParam::new(level, data).with_logger(logger);
+            let _ = peer.notify_logging_message(p).await;
+        }
+    }
+
+    /// The connected client, once initialised.
+    pub fn peer(&self) -> Option<&Peer<RoleServer>> {
+        self.peer.get()
+    }
+}
+
+/// The MCP server for a [`Service`] `S` and its tools.
+pub struct McpServer<S> {
+    state: Arc<S>,
+    tools: Arc<Toolbox<S>>,
+    notifier: Notifier,
+}
+
+impl<S> Clone for McpServer<S> {
+    fn clone(&self) -> Self {
+        McpServer {
+            state: self.state.clone(),
+            tools: self.tools.clone(),
+            notifier: self.notifier.clone(),
+        }
+    }
+}
+
+impl<S: Service> McpServer<S> {
+    /// A server over `state` with `tools`.
+    pub fn new(state: Arc<S>, tools: Toolbox<S>) -> McpServer<S> {
+        let notifier = state.kit().notifier.clone();
+        McpServer {
+            state,
+            tools: Arc::new(tools),
+            notifier,
+        }
+    }
+
+    /// Calls a tool as a client would, through gate, envelope and audit.
+    pub async fn call(
+        &self,
+        name: &str,
+        args: Value,
+        ctx: CallCtx,
+    ) -> std::result::Result<rmcp::model::CallToolResult, McpError> {
+        let Some(entry) = self.tools.get(name) else {
+            let known: Vec<_> = self.tools.defs().map(|d| d.name).collect();
+            return Err(McpError::invalid_params(
+                format!(
+                    "unknown tool `{name}`; this server has: {}",
+                    known.join(", ")
+                ),
+                None,
+            ));
+        };
+        let kit = self.state.kit();
+        let started = Instant::now();
+        let tier = entry.def.tier_for(&args);
+        let audited_args = vllm_core::redact::redact_json(&args);
+        let outcome: Result<Value> = match kit.gate.check(name, tier) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let fut = (entry.handler)(self.state.clone(), args, ctx);
+                // A panic in a handler must become an answer, not a request left hanging.
+                match AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(r) => r,
+                    Err(p) => {
+                        let what = p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "panic".into());
+                        Err(Error::Internal(format!("the tool panicked: {what}")))
+                    }
+                }
+            }
+        };
+        let code = match &outcome {
+            Ok(_) => "OK",
+            Err(e) => e.code(),
+        };
+        audit::record(kit, name, audited_args, code, started.elapsed()).await;
+        Ok(match outcome {
+            Ok(v) => envelope::success(v),
+            Err(e) => envelope::failure(&e),
+        })
+    }
+}
+
+impl<S: Service> ServerHandler for McpServer<S> {
+    fn get_info(&self) -> ServerConfig {
+        let kit = self.state.kit();
+        let caps = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_logging()
+            .build();
+        InitializeResult::new(caps)
+            .with_server_info(Implementation::new(kit.server, kit.version))
+            .with_instructions(self.state.instructions())
+            .with_protocol_version(MAX_PROTOCOL)
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(ProtocolVersion::known_up_to(&MAX_PROTOCOL))
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let _ = self.notifier.peer.set(context.peer);
+        tracing::debug!("client initialized");
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> std::result::Result<(), McpError> {
+        *self
+            .notifier
+            .min_level
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(request.level);
+        Ok(())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.tools.tools()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.get(name).map(|e| e.tool.clone())
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> std::result::Result<CallToolResponse, McpError> {
+        let ctx = CallCtx {
+            progress_token: context.meta.get_progress_token(),
+            peer: context.peer.clone(),
+        };
+        let _ = self.notifier.peer.set(context.peer);
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        self.call(&request.name, args, ctx).await.map(Into::into)
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<ListResourcesResult, McpError> {
+        Ok(ListResourcesResult::with_all_items(
+            self.state.resources().await,
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            self.state.resource_templates(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<ReadResourceResponse, McpError> {
+        let uri = request.uri;
+        match self.state.read_resource(&uri).await {
+            None => Err(McpError::resource_not_found(
+                format!(
+                    "unknown resource `{uri}`; resources/list and resources/templates/list show what exists"
+                ),
+                Some(serde_json::json!({"uri": uri})),
+            )),
+            Some(body) => {
+                // Domain errors (a backend down, a state missing) are content in our error
+                // shape, so that Crush, which shows text only, can show them.
+                let body = body.unwrap_or_else(|e| ResourceBody::json(&e.to_json()));
+                Ok(ReadResourceResult::new(vec![
+                    ResourceContents::text(body.text, uri).with_mime_type(body.mime_type),
+                ])
+                .into())
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Test helpers: spawn our binaries and mock-vllm, and talk MCP to them with rmcp's client.
+//!
+//! Tests go through what a user's client sees: a real process on stdio, a real MCP
+//! handshake, JSON in the text content. Binaries are found next to the test executable
+//! (`target/<profile>/`), which `cargo test --workspace` builds before any test runs.
+
+use rmcp::ServiceExt;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ReadResourceRequestParams, ResourceContents, Tool,
+};
+use rmcp::service::{RoleClient, RunningService, ServiceError};
+use rmcp::transport::TokioChildProcess;
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's binaries for this test run.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("test binary directory");
+    // Integration tests live in target/<profile>/deps; binaries one level up.
+    if dir.ends_with("deps") {
+        dir.parent().expect("profile directory").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// Path of one of the workspace's binaries; panics with the command to build it.
+pub fn bin(name: &str) -> PathBuf {
+    let p = target_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace --bins` (cargo test --workspace does it)",
+        p.display()
+    );
+    p
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// What a tool call answered, as a client reading the text content sees it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// `isError` was set.
+    pub is_error: bool,
+    /// The text content parsed as JSON (the project's rule: answers are JSON text).
+    pub json: Value,
+    /// `structuredContent`, when sent.
+    pub structured: Option<Value>,
+}
+
+impl Answer {
+    /// The error code of a failed answer, `None` for a success.
+    pub fn code(&self) -> Option<&str> {
+        self.json.pointer("/error/code").and_then(Value::as_str)
+    }
+}
+
+/// Turns a raw result into an [`Answer`], checking the envelope rules on the way.
+pub fn answer_of(r: CallToolResult) -> Answer {
+    let text: String = r
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let json: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("text content is not JSON ({e}): {text}"));
+    let is_error = r.is_error == Some(true);
+    assert_eq!(
+        json["success"],
+        Value::Bool(!is_error),
+        "success must mirror isError: {json}"
+    );
+    if is_error {
+        assert!(
+            r.structured_content.is_none(),
+            "failures carry no structuredContent"
+        );
+    }
+    Answer {
+        is_error,
+        json,
+        structured: r.structured_content,
+    }
+}
+
+/// An MCP server process with a connected rmcp client.
+pub struct McpProcess {
+    pub client: RunningService<RoleClient, ()>,
+    /// The server's process id.
+    pub pid: u32,
+}
+
+impl McpProcess {
+    /// Spawns `bin` with extra environment and completes the MCP handshake.
+    pub async fn spawn(bin: &Path, env: &[(&str, &str)]) -> McpProcess {
+        let mut cmd = tokio::process::Command::new(bin);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // Test output stays readable: the server's logs go to a null sink unless asked for.
+        let stderr = if std::env::var_os("VLLM_MCP_TEST_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        let (transport, _) = TokioChildProcess::builder(cmd)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn the server");
+        let pid = transport.id().expect("server pid");
+        let client = ().serve(transport).await.expect("MCP handshake");
+        McpProcess { client, pid }
+    }
+
+    /// Calls a tool and returns what a client sees; panics on a protocol error.
+    pub async fn call(&self, tool: &str, args: Value) -> Answer {
+        answer_of(self.call_raw(tool, args).await.expect("tools/call"))
+    }
+
+    /// Calls a tool, returning protocol errors instead of panicking.
+    pub async fn call_raw(&self, tool: &str, args: Value) -> Result<CallToolResult, ServiceError> {
+        let mut p = CallToolRequestParams::new(tool.to_string());
+        if let Value::Object(o) = args {
+            p = p.with_arguments(o);
+        }
+        self.client.call_tool(p).await
+    }
+
+    /// Every tool the server lists.
+    pub async fn tools(&self) -> Vec<Tool> {
+        self.client.list_all_tools().await.expect("tools/list")
+    }
+
+    /// Reads a resource as text.
+    pub async fn read(&self, uri: &str) -> Result<String, ServiceError> {
+        let r = self
+            .client
+            .read_resource(ReadResourceRequestParams::new(uri))
+            .await?;
+        Ok(r.contents
+            .into_iter()
+            .map(|c| match c {
+                ResourceContents::TextResourceContents { text, .. } => text,
+                ResourceContents::BlobResourceContents { blob, .. } => blob,
+                _ => String::new(),
+            })
+            .collect())
+    }
+
+    /// The concrete resources the server lists.
+    pub async fn resource_uris(&self) -> Vec<String> {
+        self.client
+            .list_all_resources()
+            .await
+            .expect("resources/list")
+            .into_iter()
+            .map(|r| r.uri.clone())
+            .collect()
+    }
+
+    /// Closes stdin and waits for the server to exit.
+    pub async fn close(mut self) {
+        let _ = self.client.close_with_timeout(Duration::from_secs(5)).await;
+    }
+}
+
+/// A mock-vllm server process (a process tree in its own process group), killed on drop.
+pub struct MockVllm {
+    child: Child,
+    pub port: u16,
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+}
+
+impl MockVllm {
+    /// Starts `mock-vllm serve <args> --port <free port>` and waits until `/health` answers.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> MockVllm {
+        let m = MockVllm::spawn(args, env);
+        m.wait_ready(Duration::from_secs(20));
+        m
+    }
+
+    /// Starts it without waiting.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> MockVllm {
+        use std::os::unix::process::CommandExt;
+        let port = free_port();
+        let mut cmd = Command::new(bin("mock-vllm"));
+        cmd.arg("serve")
+            .args(args)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+        cmd.env("MOCK_VLLM_START_DELAY", "0");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let child = cmd.spawn().expect("spawn mock-vllm");
+        MockVllm {
+            child,
+            port,
+            base_url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Waits until the port accepts connections and `/health` answers 200.
+    pub fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if http_status(self.port, "/health") == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "mock-vllm on port {} not ready within {timeout:?}",
+            self.port
+        );
+    }
+
+    /// The process group's id (the API server's pid).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for MockVllm {
+    fn drop(&mut self) {
+        // SIGKILL the whole group: the mock, like vLLM, runs child processes.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback returning the status code, for readiness checks.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_millis(200),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    let head = std::str::from_utf8(&buf[..n]).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A fresh temporary directory for a server's data.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("vllm-mcp-test-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// What every server binary must do, checked through a real process: the MCP handshake
+/// with `serverInfo.name` = the binary's name and a version no newer than 2025-11-25,
+/// `server-health` answering JSON text with a working store, and a prompt exit when
+/// stdin closes. Returns the health answer for server-specific checks.
+pub async fn check_server_binary(bin: &Path, name: &str) -> Answer {
+    let data = temp_dir();
+    let data_dir = data.path().to_str().expect("utf-8 temp path").to_string();
+    let server = McpProcess::spawn(
+        bin,
+        &[
+            ("VLLM_MCP_DATA_DIR", &data_dir),
+            ("VLLM_MCP_FAKE_GPUS", "2"),
+        ],
+    )
+    .await;
+    let info = server.client.peer_info().expect("peer info");
+    assert_eq!(
+        info.server_info.as_ref().map(|i| i.name.as_str()),
+        Some(name)
+    );
+    assert!(
+        info.protocol_version.as_str() <= "2025-11-25",
+        "{:?}",
+        info.protocol_version
+    );
+    let tools = server.tools().await;
+    assert!(tools.iter().any(|t| t.name == "server-health"));
+    let health = server.call("server-health", serde_json::json!({})).await;
+    assert!(!health.is_error, "{}", health.json);
+    assert_eq!(health.json["server"], name);
+    assert_eq!(health.json["store"]["ok"], true, "{}", health.json);
+    assert_eq!(health.json["nvml"]["gpu_count"], 2);
+    assert!(Path::new(&data_dir).join("vllm-mcp.db").exists());
+    let pid = server.pid;
+    let t = Instant::now();
+    server.close().await;
+    while process_alive(pid) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !process_alive(pid),
+        "the server must exit when stdin closes"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "exit took {:?}",
+        t.elapsed()
+    );
+    health
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
