@@ -9,6 +9,7 @@
 //! - [`context`]: [`Kit`], what every server holds.
 //! - [`server`]: [`McpServer`], the `ServerHandler` over a [`Service`].
 //! - [`health`]: the `server-health` tool.
+//! - [`page`]: bounded list answers (limit and cursor).
 //! - [`runtime`]: flags, tracing to stderr, stdio until EOF.
 
 pub mod audit;
@@ -16,6 +17,7 @@ pub mod context;
 pub mod envelope;
 pub mod gate;
 pub mod health;
+pub mod page;
 pub mod runtime;
 pub mod server;
 pub mod tool;

@@ -384,3 +384,105 @@ async fn a_server_without_a_store_still_answers_and_says_why() {
     );
     assert!(!r.call("echo", json!({"count": 1})).await.is_error);
 }
+
+mod notifications {
+    //! Operational events reach the client as MCP logging notifications.
+    #![allow(deprecated)] // MCP logging: see crates/mcp-kit/src/server.rs.
+
+    use super::*;
+    use rmcp::ClientHandler;
+    use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam, SetLevelRequestParams};
+    use rmcp::service::NotificationContext;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<LoggingMessageNotificationParam>>>);
+
+    impl ClientHandler for Recorder {
+        async fn on_logging_message(
+            &self,
+            params: LoggingMessageNotificationParam,
+            _: NotificationContext<RoleClient>,
+        ) {
+            self.0.lock().unwrap().push(params);
+        }
+    }
+
+    #[derive(Deserialize, JsonSchema)]
+    struct AnnounceParams {
+        level: String,
+    }
+
+    #[tokio::test]
+    async fn events_are_sent_at_or_above_the_clients_level() {
+        let dir = vllm_mcp_testkit::temp_dir();
+        let mut config = Config::from_toml("", None, &|_| None).unwrap();
+        config.data_dir = dir.path().to_path_buf();
+        let kit = Kit::new(
+            "test-server",
+            "1",
+            config,
+            Arc::new(FakeGpus::uniform(1, 1024)),
+        )
+        .unwrap();
+        let state = Arc::new(TestService {
+            kit: Arc::new(kit),
+            side_effects: AtomicUsize::new(0),
+        });
+        let mut tools = toolbox();
+        tools.add(
+            ToolDef::read("announce", "Sends a log event."),
+            |s: Arc<TestService>, p: AnnounceParams, _| async move {
+                let level = if p.level == "debug" {
+                    LoggingLevel::Debug
+                } else {
+                    LoggingLevel::Warning
+                };
+                s.kit
+                    .notifier
+                    .log(level, "test", json!({"event": p.level}))
+                    .await;
+                Ok(TouchOut { touched: 0 })
+            },
+        );
+        let server = McpServer::new(state, tools);
+        let (a, b) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            let running = server.serve(a).await.unwrap();
+            let _ = running.waiting().await;
+        });
+        let rec = Recorder::default();
+        let client = rec.clone().serve(b).await.unwrap();
+        let call = |level: &str| {
+            CallToolRequestParams::new("announce")
+                .with_arguments(json!({"level": level}).as_object().unwrap().clone())
+        };
+        client.call_tool(call("debug")).await.unwrap();
+        client.call_tool(call("warning")).await.unwrap();
+        client
+            .set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
+            .await
+            .unwrap();
+        client.call_tool(call("debug")).await.unwrap();
+        // Notifications travel ahead of the answer on the same ordered stream, but the
+        // handler runs on the client's task: give it a moment to record them.
+        for _ in 0..100 {
+            if rec.0.lock().unwrap().len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let got: Vec<_> = rec
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| p.data["event"].clone())
+            .collect();
+        assert_eq!(
+            got,
+            [json!("warning"), json!("debug")],
+            "debug is sent only after setLevel(debug)"
+        );
+    }
+}
