@@ -6,6 +6,7 @@
 //! - [`vllm`]: a pooled HTTP client for one vLLM server.
 //! - [`prom`]: Prometheus text parsing, vLLM's metric families, window arithmetic.
 //! - [`gpu`]: NVML behind a trait, with a fake for tests.
+//! - [`model_files`]: `config.json` and weight sizes from model directories and the HF cache.
 //! - [`store`]: the SQLite file every process shares; migrations; the audit log.
 //! - [`coordination`]: leases that give singleton duties one owner across processes.
 //! - [`redact`], [`time`]: secrets out of logs, RFC 3339 timestamps.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod coordination;
 pub mod error;
 pub mod gpu;
+pub mod model_files;
 pub mod prom;
 pub mod redact;
 pub mod store;
