@@ -132,7 +132,10 @@ pub enum Error {
 
     /// The SQLite store failed (disk full, read-only, locked past the timeout, ...).
     #[error("storage error: {message}")]
-    Storage { message: String, path: Option<PathBuf> },
+    Storage {
+        message: String,
+        path: Option<PathBuf>,
+    },
 
     /// The configuration file or environment is invalid.
     #[error("invalid configuration{}: `{key}`: {message}", path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
@@ -314,7 +317,8 @@ impl Error {
             Error::StateNotFound(s) => {
                 d.insert("state".into(), json!(s));
             }
-            Error::StateIncompatible { state, reason } | Error::StateCorrupted { state, reason } => {
+            Error::StateIncompatible { state, reason }
+            | Error::StateCorrupted { state, reason } => {
                 d.insert("state".into(), json!(state));
                 d.insert("reason".into(), json!(reason));
             }
@@ -341,7 +345,8 @@ impl Error {
             }
             Error::GpuUnavailable(_) | Error::Internal(_) => {}
         }
-        d.entry("suggestion").or_insert_with(|| json!(self.suggestion()));
+        d.entry("suggestion")
+            .or_insert_with(|| json!(self.suggestion()));
         d
     }
 

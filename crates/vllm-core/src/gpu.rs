@@ -140,7 +140,10 @@ impl GpuSource for Nvml {
             temperature_shutdown_c: temp(TemperatureThreshold::Shutdown),
             temperature_max_c: temp(TemperatureThreshold::GpuMax),
             power_w: d.power_usage().ok().map(|mw| f64::from(mw) / 1000.0),
-            power_limit_w: d.enforced_power_limit().ok().map(|mw| f64::from(mw) / 1000.0),
+            power_limit_w: d
+                .enforced_power_limit()
+                .ok()
+                .map(|mw| f64::from(mw) / 1000.0),
             clock_sm_mhz: d.clock_info(Clock::SM).ok(),
             clock_sm_max_mhz: d.max_clock_info(Clock::SM).ok(),
             clock_memory_mhz: d.clock_info(Clock::Memory).ok(),
@@ -171,7 +174,10 @@ fn throttle_names(r: nvml_wrapper::bitmasks::device::ThrottleReasons) -> Vec<Str
     use nvml_wrapper::bitmasks::device::ThrottleReasons as T;
     [
         (T::GPU_IDLE, "gpu_idle"),
-        (T::APPLICATIONS_CLOCKS_SETTING, "applications_clocks_setting"),
+        (
+            T::APPLICATIONS_CLOCKS_SETTING,
+            "applications_clocks_setting",
+        ),
         (T::SW_POWER_CAP, "sw_power_cap"),
         (T::HW_SLOWDOWN, "hw_slowdown"),
         (T::SYNC_BOOST, "sync_boost"),
@@ -322,7 +328,12 @@ mod tests {
             }
             Err(e) => {
                 assert_eq!(e.code(), "GPU_UNAVAILABLE");
-                assert!(e.details()["suggestion"].as_str().unwrap().contains("driver"));
+                assert!(
+                    e.details()["suggestion"]
+                        .as_str()
+                        .unwrap()
+                        .contains("driver")
+                );
             }
         }
     }
@@ -334,8 +345,14 @@ mod tests {
         g.update(1, |s| s.temperature_c = Some(91));
         assert_eq!(g.snapshot(1).unwrap().temperature_c, Some(91));
         assert_eq!(g.snapshot(2).unwrap_err().code(), "INVALID_ARGUMENT");
-        assert_eq!(FakeGpus::without_driver().snapshots().unwrap_err().code(), "GPU_UNAVAILABLE");
+        assert_eq!(
+            FakeGpus::without_driver().snapshots().unwrap_err().code(),
+            "GPU_UNAVAILABLE"
+        );
         let j = serde_json::to_string(&g.snapshots().unwrap()).unwrap();
-        assert_eq!(FakeGpus::from_json(&j).unwrap().snapshots().unwrap(), g.snapshots().unwrap());
+        assert_eq!(
+            FakeGpus::from_json(&j).unwrap().snapshots().unwrap(),
+            g.snapshots().unwrap()
+        );
     }
 }

@@ -52,7 +52,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         "Z" | "z" => 0,
         _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
             let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 3600 + rest.get(4..6)?.parse::<i64>().ok()? * 60)
+            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 3600
+                + rest.get(4..6)?.parse::<i64>().ok()? * 60)
         }
         _ => return None,
     };
@@ -92,7 +93,10 @@ mod tests {
         assert_eq!(format_rfc3339(1_710_498_600), "2024-03-15T10:30:00Z");
         assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(parse_rfc3339("2024-03-15T10:30:00Z"), Some(1_710_498_600));
-        assert_eq!(parse_rfc3339("2024-03-15T12:30:00.250+02:00"), Some(1_710_498_600));
+        assert_eq!(
+            parse_rfc3339("2024-03-15T12:30:00.250+02:00"),
+            Some(1_710_498_600)
+        );
         assert_eq!(parse_rfc3339("2024-13-15T10:30:00Z"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
     }

@@ -44,7 +44,10 @@ impl std::fmt::Debug for EndpointSpec {
         f.debug_struct("EndpointSpec")
             .field("name", &self.name)
             .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| crate::redact::MASK))
+            .field(
+                "api_key",
+                &self.api_key.as_ref().map(|_| crate::redact::MASK),
+            )
             .field("request_timeout", &self.request_timeout)
             .finish_non_exhaustive()
     }
@@ -157,7 +160,9 @@ impl VllmClient {
             })?;
             b = b.add_root_certificate(cert);
         }
-        let http = b.build().map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
+        let http = b
+            .build()
+            .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
         Ok(VllmClient {
             inner: Arc::new(Inner {
                 spec,
@@ -181,8 +186,17 @@ impl VllmClient {
         format!("{}{}", self.inner.spec.base_url, path)
     }
 
-    fn request(&self, method: reqwest::Method, path: &str, timeout: Duration) -> reqwest::RequestBuilder {
-        let mut rb = self.inner.http.request(method, self.url(path)).timeout(timeout);
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        timeout: Duration,
+    ) -> reqwest::RequestBuilder {
+        let mut rb = self
+            .inner
+            .http
+            .request(method, self.url(path))
+            .timeout(timeout);
         if let Some(k) = &self.inner.spec.api_key {
             rb = rb.bearer_auth(k);
         }
@@ -190,7 +204,12 @@ impl VllmClient {
     }
 
     /// Sends, maps transport errors, and checks the status; returns the body.
-    async fn send(&self, rb: reqwest::RequestBuilder, path: &str, cap: usize) -> Result<(u16, Vec<u8>)> {
+    async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+        path: &str,
+        cap: usize,
+    ) -> Result<(u16, Vec<u8>)> {
         let url = self.url(path);
         let resp = rb.send().await.map_err(|e| self.transport_error(&url, e))?;
         let status = resp.status().as_u16();
@@ -249,13 +268,19 @@ impl VllmClient {
     }
 
     async fn post_json(&self, path: &str, body: &Value, timeout: Duration) -> Result<Vec<u8>> {
-        let rb = self.request(reqwest::Method::POST, path, timeout).json(body);
+        let rb = self
+            .request(reqwest::Method::POST, path, timeout)
+            .json(body);
         Ok(self.send(rb, path, MAX_BODY_BYTES).await?.1)
     }
 
     /// `GET /health`: `Ready` on 200, `Unhealthy(status)` otherwise; transport errors are errors.
     pub async fn health(&self) -> Result<Health> {
-        let rb = self.request(reqwest::Method::GET, "/health", self.inner.spec.request_timeout);
+        let rb = self.request(
+            reqwest::Method::GET,
+            "/health",
+            self.inner.spec.request_timeout,
+        );
         match self.send(rb, "/health", MAX_BODY_BYTES).await {
             Ok(_) => Ok(Health::Ready),
             Err(Error::BackendError { status, .. }) => Ok(Health::Unhealthy(status)),
@@ -298,7 +323,11 @@ impl VllmClient {
 
     /// `GET /metrics` as text, at most [`MAX_METRICS_BYTES`].
     pub async fn metrics_text(&self) -> Result<String> {
-        let rb = self.request(reqwest::Method::GET, "/metrics", self.inner.spec.request_timeout);
+        let rb = self.request(
+            reqwest::Method::GET,
+            "/metrics",
+            self.inner.spec.request_timeout,
+        );
         let (_, body) = self.send(rb, "/metrics", MAX_METRICS_BYTES).await?;
         String::from_utf8(body).map_err(|_| Error::BackendError {
             url: self.url("/metrics"),
@@ -312,7 +341,11 @@ impl VllmClient {
     pub async fn load_lora_adapter(&self, name: &str, path: &str) -> Result<String> {
         let body = serde_json::json!({"lora_name": name, "lora_path": path});
         let out = self
-            .post_json("/v1/load_lora_adapter", &body, self.inner.spec.completion_timeout)
+            .post_json(
+                "/v1/load_lora_adapter",
+                &body,
+                self.inner.spec.completion_timeout,
+            )
             .await?;
         self.invalidate();
         Ok(String::from_utf8_lossy(&out).trim().to_string())
@@ -322,7 +355,11 @@ impl VllmClient {
     pub async fn unload_lora_adapter(&self, name: &str) -> Result<String> {
         let body = serde_json::json!({"lora_name": name});
         let out = self
-            .post_json("/v1/unload_lora_adapter", &body, self.inner.spec.request_timeout)
+            .post_json(
+                "/v1/unload_lora_adapter",
+                &body,
+                self.inner.spec.request_timeout,
+            )
             .await?;
         self.invalidate();
         Ok(String::from_utf8_lossy(&out).trim().to_string())
@@ -331,13 +368,21 @@ impl VllmClient {
     /// `POST /sleep?level=N` (dev mode only).
     pub async fn sleep(&self, level: u8) -> Result<()> {
         let path = format!("/sleep?level={level}");
-        let rb = self.request(reqwest::Method::POST, &path, self.inner.spec.completion_timeout);
+        let rb = self.request(
+            reqwest::Method::POST,
+            &path,
+            self.inner.spec.completion_timeout,
+        );
         self.send(rb, &path, MAX_BODY_BYTES).await.map(drop)
     }
 
     /// `POST /wake_up` (dev mode only).
     pub async fn wake_up(&self) -> Result<()> {
-        let rb = self.request(reqwest::Method::POST, "/wake_up", self.inner.spec.completion_timeout);
+        let rb = self.request(
+            reqwest::Method::POST,
+            "/wake_up",
+            self.inner.spec.completion_timeout,
+        );
         self.send(rb, "/wake_up", MAX_BODY_BYTES).await.map(drop)
     }
 
@@ -352,14 +397,24 @@ impl VllmClient {
 
     /// `POST /reset_prefix_cache` (dev mode only).
     pub async fn reset_prefix_cache(&self) -> Result<()> {
-        let rb = self.request(reqwest::Method::POST, "/reset_prefix_cache", self.inner.spec.request_timeout);
-        self.send(rb, "/reset_prefix_cache", MAX_BODY_BYTES).await.map(drop)
+        let rb = self.request(
+            reqwest::Method::POST,
+            "/reset_prefix_cache",
+            self.inner.spec.request_timeout,
+        );
+        self.send(rb, "/reset_prefix_cache", MAX_BODY_BYTES)
+            .await
+            .map(drop)
     }
 
     /// `POST /v1/completions` (non-streaming): vLLM's JSON answer.
     pub async fn completion(&self, request: &Value) -> Result<Value> {
         let out = self
-            .post_json("/v1/completions", request, self.inner.spec.completion_timeout)
+            .post_json(
+                "/v1/completions",
+                request,
+                self.inner.spec.completion_timeout,
+            )
             .await?;
         self.decode("/v1/completions", &out)
     }
@@ -367,7 +422,11 @@ impl VllmClient {
     /// `POST /v1/chat/completions` (non-streaming): vLLM's JSON answer.
     pub async fn chat(&self, request: &Value) -> Result<Value> {
         let out = self
-            .post_json("/v1/chat/completions", request, self.inner.spec.completion_timeout)
+            .post_json(
+                "/v1/chat/completions",
+                request,
+                self.inner.spec.completion_timeout,
+            )
             .await?;
         self.decode("/v1/chat/completions", &out)
     }
@@ -379,27 +438,40 @@ impl VllmClient {
         let path = "/v1/completions";
         let url = self.url(path);
         let rb = self
-            .request(reqwest::Method::POST, path, self.inner.spec.completion_timeout)
+            .request(
+                reqwest::Method::POST,
+                path,
+                self.inner.spec.completion_timeout,
+            )
             .json(&req);
         let resp = rb.send().await.map_err(|e| self.transport_error(&url, e))?;
         let status = resp.status().as_u16();
-        let body = read_capped(resp, MAX_BODY_BYTES).await.map_err(|e| match e {
-            ReadError::Http(e) => self.transport_error(&url, e),
-            ReadError::TooLarge => Error::BackendError {
-                url: url.clone(),
-                status,
-                message: "stream too large".into(),
-                kind: None,
-            },
-        })?;
+        let body = read_capped(resp, MAX_BODY_BYTES)
+            .await
+            .map_err(|e| match e {
+                ReadError::Http(e) => self.transport_error(&url, e),
+                ReadError::TooLarge => Error::BackendError {
+                    url: url.clone(),
+                    status,
+                    message: "stream too large".into(),
+                    kind: None,
+                },
+            })?;
         if !(200..300).contains(&status) {
             let (message, kind) = vllm_error_message(&body);
-            return Err(Error::BackendError { url, status, message, kind });
+            return Err(Error::BackendError {
+                url,
+                status,
+                message,
+                kind,
+            });
         }
         let text = String::from_utf8_lossy(&body);
         let mut chunks = Vec::new();
         for line in text.lines() {
-            let Some(data) = line.strip_prefix("data:") else { continue };
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
             let data = data.trim();
             if data == "[DONE]" {
                 break;
@@ -415,7 +487,10 @@ enum ReadError {
     Http(reqwest::Error),
 }
 
-async fn read_capped(resp: reqwest::Response, cap: usize) -> std::result::Result<Vec<u8>, ReadError> {
+async fn read_capped(
+    resp: reqwest::Response,
+    cap: usize,
+) -> std::result::Result<Vec<u8>, ReadError> {
     if resp.content_length().is_some_and(|n| n as usize > cap) {
         return Err(ReadError::TooLarge);
     }
@@ -436,14 +511,20 @@ async fn read_capped(resp: reqwest::Response, cap: usize) -> std::result::Result
 pub fn vllm_error_message(body: &[u8]) -> (String, Option<String>) {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         if let Some(m) = v.pointer("/error/message").and_then(Value::as_str) {
-            let kind = v.pointer("/error/type").and_then(Value::as_str).map(String::from);
+            let kind = v
+                .pointer("/error/type")
+                .and_then(Value::as_str)
+                .map(String::from);
             return (m.to_string(), kind);
         }
         if let Some(m) = v.get("error").and_then(Value::as_str) {
             return (m.to_string(), None);
         }
         if let Some(d) = v.get("detail") {
-            let m = d.as_str().map(String::from).unwrap_or_else(|| d.to_string());
+            let m = d
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| d.to_string());
             return (m, None);
         }
         if let Some(m) = v.get("message").and_then(Value::as_str) {
