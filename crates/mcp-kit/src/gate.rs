@@ -5,6 +5,8 @@
 //! approves each call there; `max_tier = "read"` makes the servers read-only for setups
 //! where calls are auto-approved.
 
+#[cfg(test)]
+use vllm_core::config::glob_match;
 use vllm_core::config::{SecurityConfig, Tier};
 use vllm_core::{Error, Result};
 
@@ -60,30 +62,6 @@ impl Gate {
         }
         Ok(())
     }
-}
-
-/// `*` (any run) and `?` (one character) glob matching, for allowed model patterns.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]

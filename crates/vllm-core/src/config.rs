@@ -162,22 +162,7 @@ pub struct CatalogEntry {
     pub name: Option<String>,
     /// Default launch arguments (the same names as load-model's parameters).
     #[serde(default)]
-    pub args: LaunchDefaults,
-}
-
-/// Launch arguments a catalog entry can preset.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct LaunchDefaults {
-    pub tensor_parallel_size: Option<u32>,
-    pub pipeline_parallel_size: Option<u32>,
-    pub gpu_memory_utilization: Option<f64>,
-    pub max_model_len: Option<u64>,
-    pub quantization: Option<String>,
-    pub dtype: Option<String>,
-    pub enforce_eager: Option<bool>,
-    pub enable_prefix_caching: Option<bool>,
-    pub extra_args: Vec<String>,
+    pub args: crate::launcher::LaunchArgs,
 }
 
 /// Limits on what the servers may do, all instances together.
@@ -540,13 +525,10 @@ impl Config {
             if entry.source.is_empty() {
                 return Err(bad(&format!("catalog.{alias}.source"), "is empty".into()));
             }
-            if let Some(u) = entry.args.gpu_memory_utilization
-                && !(u > 0.0 && u <= 1.0)
-            {
-                return Err(bad(
-                    &format!("catalog.{alias}.args.gpu_memory_utilization"),
-                    format!("must be in (0, 1], got {u}"),
-                ));
+            if let Err(e) = entry.args.validate() {
+                let field = e.details()["field"].as_str().unwrap_or("args").to_string();
+                let reason = e.details()["reason"].as_str().unwrap_or("").to_string();
+                return Err(bad(&format!("catalog.{alias}.args.{field}"), reason));
             }
         }
         let known: Vec<String> = AlertRule::defaults().into_iter().map(|r| r.name).collect();
@@ -614,6 +596,30 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("logs"))
     }
+}
+
+/// `*` (any run) and `?` (one character) glob matching, for `security.allowed_models`.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 fn validate_base_url(u: &str) -> std::result::Result<(), String> {

@@ -8,14 +8,20 @@
 //! - [`gpu`]: NVML behind a trait, with a fake for tests.
 //! - [`model_files`]: `config.json` and weight sizes from model directories and the HF cache.
 //! - [`store`]: the SQLite file every process shares; migrations; the audit log.
+//! - [`launcher`]: `vllm serve` process groups and start-up failure classification.
+//! - [`models`]: records of launched models and their observed status.
+//! - [`estimate`]: memory a model needs, checked before launching.
 //! - [`coordination`]: leases that give singleton duties one owner across processes.
 //! - [`redact`], [`time`]: secrets out of logs, RFC 3339 timestamps.
 
 pub mod config;
 pub mod coordination;
 pub mod error;
+pub mod estimate;
 pub mod gpu;
+pub mod launcher;
 pub mod model_files;
+pub mod models;
 pub mod prom;
 pub mod redact;
 pub mod store;

@@ -82,10 +82,11 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first. Append only; see the module docs.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "leases, audit log, meta",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "leases, audit log, meta",
+        sql: r#"
 CREATE TABLE schema_migrations (
     version    INTEGER PRIMARY KEY,
     name       TEXT NOT NULL,
@@ -125,7 +126,57 @@ CREATE TABLE audit_log (
 ) STRICT;
 CREATE INDEX audit_log_ts ON audit_log(ts);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "launched models, sampling defaults, load history",
+        sql: r#"
+-- One row per model the manager launched, kept after unload so a model gets its
+-- port back and its arguments can be restored. See vllm_core::models.
+CREATE TABLE models (
+    model_id        TEXT PRIMARY KEY,
+    source          TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    host            TEXT NOT NULL,
+    port            INTEGER,
+    pid             INTEGER,
+    pgid            INTEGER,
+    start_time      INTEGER,
+    args            TEXT NOT NULL,
+    argv            TEXT NOT NULL,
+    env_names       TEXT NOT NULL,
+    gpu_ids         TEXT NOT NULL,
+    log_path        TEXT,
+    launched_at     REAL,
+    loaded_at       REAL,
+    stopped_at      REAL,
+    error           TEXT,
+    restart_policy  TEXT,
+    restarts        INTEGER NOT NULL DEFAULT 0,
+    idle_ttl_seconds REAL,
+    memory_estimate_mb INTEGER,
+    updated_at      REAL NOT NULL
+) STRICT;
+
+-- set-model-config's sampling defaults, applied at the next launch.
+CREATE TABLE model_sampling (
+    model_id   TEXT PRIMARY KEY,
+    sampling   TEXT NOT NULL,
+    updated_at REAL NOT NULL
+) STRICT;
+
+-- How long each launch took to be served, for estimated_load_time.
+CREATE TABLE load_history (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    model_id TEXT NOT NULL,
+    seconds  REAL NOT NULL,
+    ok       INTEGER NOT NULL,
+    at       REAL NOT NULL
+) STRICT;
+CREATE INDEX load_history_model ON load_history(model_id, at);
+"#,
+    },
+];
 
 /// The schema version this binary writes: the last migration's.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;

@@ -1,0 +1,880 @@
+//! The lifecycle of launched models: launch, observe, stop — over the store's records.
+//!
+//! [`Launcher`] is shared by the model manager (its tools) and the state-persistence
+//! server (restoring saved models). Every decision that must hold across server
+//! instances is made inside one store transaction: the model limit, the port, and the
+//! record of the spawned process. Status is observed on every look (process group alive?
+//! `/health` 200? `/v1/models` lists the served name?) and written back with a
+//! compare-and-set, so a restarted manager tells the truth about processes that died
+//! while it was away, and adopts the ones still running.
+
+use super::classify;
+use super::process::{self, SpawnSpec};
+use super::{CommandSpec, LaunchArgs, command_line, validate_model_id};
+use crate::config::{Config, glob_match};
+use crate::error::{Error, LoadFailure, Result};
+use crate::estimate::{self, MemoryCheck, MemoryEstimate};
+use crate::gpu::{GpuSnapshot, Gpus};
+use crate::model_files::{self, ConfigCache};
+use crate::models::{self, ModelRecord, ModelStatus, RecordedError, RestartPolicy};
+use crate::store::Store;
+use crate::vllm::{EndpointSpec, Health, VllmClient};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What a caller asks of a launch.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchRequest {
+    /// The served name and identity.
+    pub model_id: String,
+    /// What to load when it is not `model_id` itself (a directory or another repo).
+    pub source: Option<String>,
+    pub args: LaunchArgs,
+    /// GPUs to use; `None`: those with the most free memory.
+    pub gpu_ids: Option<Vec<u32>>,
+    /// Launch even when the memory check says it will not fit.
+    pub force: bool,
+    /// Relaunch a running model whose arguments differ.
+    pub replace: bool,
+    /// Answer with the memory check only.
+    pub dry_run: bool,
+    pub restart_policy: Option<RestartPolicy>,
+    pub idle_ttl_seconds: Option<f64>,
+}
+
+/// The memory check made before a launch.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preflight {
+    pub estimate: MemoryEstimate,
+    /// `None` when nothing was known to check against (no local weights or config).
+    pub check: Option<MemoryCheck>,
+    /// The GPUs chosen (empty on the CPU platform).
+    pub gpu_ids: Vec<u32>,
+    pub estimated_load_seconds: u64,
+}
+
+/// What [`Launcher::launch`] did.
+#[derive(Debug, Clone)]
+pub enum LaunchOutcome {
+    /// A process was started.
+    Started {
+        record: ModelRecord,
+        preflight: Preflight,
+    },
+    /// The same model with the same arguments is already loading or loaded.
+    AlreadyRunning { record: ModelRecord },
+    /// The model runs with other arguments and `replace` was not given.
+    Differs {
+        record: ModelRecord,
+        differences: Map<String, Value>,
+    },
+    /// `dry_run`: the check alone.
+    DryRun {
+        preflight: Preflight,
+        source: String,
+    },
+}
+
+/// What [`Launcher::stop`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct StopOutcome {
+    pub model_id: String,
+    /// It was running when asked.
+    pub was_running: bool,
+    /// Memory given back, measured: NVML on GPUs, resident memory on CPU.
+    pub memory_freed_mb: u64,
+    pub terminated_gracefully: bool,
+    /// Pids of the group still alive afterwards (empty unless something is badly wrong).
+    pub remaining_pids: Vec<u32>,
+    pub seconds: f64,
+}
+
+/// Launches, observes and stops `vllm serve` processes. Cheap to share behind an `Arc`.
+pub struct Launcher {
+    config: Arc<Config>,
+    store: Store,
+    gpus: Gpus,
+    configs: ConfigCache,
+    /// One pooled client per launched server, by base URL.
+    clients: Mutex<HashMap<String, VllmClient>>,
+}
+
+impl Launcher {
+    pub fn new(config: Arc<Config>, store: Store, gpus: Gpus) -> Launcher {
+        let ttl = Duration::from_secs_f64(config.http.metadata_ttl_seconds.max(1.0));
+        Launcher {
+            configs: ConfigCache::new(ttl),
+            config,
+            store,
+            gpus,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store the records live in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// `config.json` of a source, when it is on local disk.
+    pub fn config_json(&self, source: &str) -> Option<Value> {
+        self.configs.config_json(source)
+    }
+
+    /// The hub cache directory.
+    pub fn hub_cache(&self) -> Option<&std::path::Path> {
+        self.configs.hub_cache()
+    }
+
+    /// The client for a launched server (API key from `launcher.api_key_env`).
+    pub fn client_for(&self, record: &ModelRecord) -> Option<VllmClient> {
+        let url = record.base_url()?;
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(&url) {
+            return Some(c.clone());
+        }
+        let mut spec = EndpointSpec::new(&record.model_id, &url, &self.config.http);
+        spec.api_key = self.launch_api_key();
+        // Launched servers are polled while they start: short timeouts keep a look cheap.
+        spec.request_timeout = spec.request_timeout.min(Duration::from_secs(5));
+        spec.metadata_ttl = Duration::ZERO;
+        let c = VllmClient::new(spec).ok()?;
+        clients.insert(url, c.clone());
+        Some(c)
+    }
+
+    fn launch_api_key(&self) -> Option<String> {
+        let var = self.config.launcher.api_key_env.as_ref()?;
+        std::env::var(var).ok().filter(|v| !v.is_empty())
+    }
+
+    /// Resolves a catalog alias: (source, args with the catalog's presets).
+    pub fn resolve(&self, req: &LaunchRequest) -> (String, LaunchArgs) {
+        match self.config.catalog.get(&req.model_id) {
+            Some(entry) => (
+                req.source.clone().unwrap_or_else(|| entry.source.clone()),
+                req.args.clone().or(&entry.args),
+            ),
+            None => (
+                req.source.clone().unwrap_or_else(|| req.model_id.clone()),
+                req.args.clone(),
+            ),
+        }
+    }
+
+    /// Validates a request before anything happens.
+    pub fn validate(&self, req: &LaunchRequest) -> Result<(String, LaunchArgs)> {
+        validate_model_id("model_id", &req.model_id)?;
+        if let Some(s) = &req.source {
+            validate_model_id("source", s)?;
+        }
+        let (source, args) = self.resolve(req);
+        args.validate()?;
+        let patterns = &self.config.security.allowed_models;
+        if !patterns
+            .iter()
+            .any(|p| glob_match(p, &req.model_id) || glob_match(p, &source))
+        {
+            return Err(Error::PermissionDenied {
+                tool: "load-model".into(),
+                reason: format!(
+                    "`{source}` matches none of security.allowed_models ({})",
+                    patterns.join(", ")
+                ),
+            });
+        }
+        if let (Some(max), Some(len)) = (self.config.limits.max_model_len, args.max_model_len)
+            && len > max
+        {
+            return Err(Error::LimitExceeded {
+                limit: "limits.max_model_len".into(),
+                message: format!("max_model_len {len} is above the configured maximum of {max}"),
+            });
+        }
+        if let Some(ids) = &req.gpu_ids {
+            if ids.is_empty() {
+                return Err(Error::invalid(
+                    "gpu_ids",
+                    "give at least one GPU id, or leave it out",
+                ));
+            }
+            if ids.len() as u32 != args.gpus_needed() {
+                return Err(Error::invalid(
+                    "gpu_ids",
+                    format!(
+                        "{} GPU(s) given but tensor_parallel_size × pipeline_parallel_size is {}",
+                        ids.len(),
+                        args.gpus_needed()
+                    ),
+                ));
+            }
+        }
+        Ok((source, args))
+    }
+
+    /// The memory check, GPU placement and load-time estimate for a request.
+    pub fn preflight(
+        &self,
+        model_id: &str,
+        source: &str,
+        args: &LaunchArgs,
+        gpu_ids: Option<&[u32]>,
+    ) -> Result<Preflight> {
+        let dir = model_files::resolve_dir(source, self.configs.hub_cache());
+        let config = self.configs.config_json(source);
+        let weights_bytes = dir.as_deref().and_then(model_files::weights_bytes);
+        let est = estimate::estimate(estimate::EstimateInput {
+            config: config.as_ref(),
+            weights_bytes,
+            dtype: args.dtype.as_deref(),
+            quantization: args.quantization.as_deref(),
+            kv_cache_dtype: None,
+            tensor_parallel_size: args.tensor_parallel_size.unwrap_or(1),
+            pipeline_parallel_size: args.pipeline_parallel_size.unwrap_or(1),
+            max_model_len: args.max_model_len,
+        });
+        if let (Some(limit), Some(len)) = (
+            config.as_ref().and_then(estimate::model_max_len),
+            args.max_model_len,
+        ) && len > limit
+            && !self
+                .config
+                .launcher
+                .env
+                .contains_key("VLLM_ALLOW_LONG_MAX_MODEL_LEN")
+        {
+            let mut details = Map::new();
+            details.insert("limit".into(), json!(limit));
+            details.insert("requested".into(), json!(len));
+            return Err(Error::ModelLoadFailed {
+                model: model_id.to_string(),
+                reason: LoadFailure::MaxModelLenTooLarge,
+                message: format!("max_model_len {len} is above the model's limit of {limit}"),
+                details,
+            });
+        }
+        let past = models::past_loads(&self.store, model_id).unwrap_or_default();
+        let estimated_load_seconds = estimate::estimated_load_seconds(est.weights_mb, &past);
+        let needed = args.gpus_needed() as usize;
+        let (check, chosen) = match self.gpus.snapshots() {
+            Ok(all) if !all.is_empty() => {
+                let chosen = choose_gpus(
+                    &all,
+                    gpu_ids,
+                    needed,
+                    self.config.launcher.distributed_executor_backend.is_some(),
+                )?;
+                let picked: Vec<GpuSnapshot> = all
+                    .into_iter()
+                    .filter(|g| chosen.contains(&g.index))
+                    .collect();
+                let util = args.gpu_memory_utilization.unwrap_or(0.9);
+                (Some(estimate::check_gpus(&est, &picked, util)), chosen)
+            }
+            Ok(_) | Err(_) => {
+                if gpu_ids.is_some() {
+                    return Err(Error::GpuUnavailable(
+                        "gpu_ids were given but no GPU is visible to this process".into(),
+                    ));
+                }
+                let kv_gib = self
+                    .config
+                    .launcher
+                    .env
+                    .get("VLLM_CPU_KVCACHE_SPACE")
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .or_else(|| {
+                        std::env::var("VLLM_CPU_KVCACHE_SPACE")
+                            .ok()
+                            .and_then(|v| v.parse().ok())
+                    })
+                    .unwrap_or(4.0);
+                let check = estimate::check_cpu(
+                    kv_gib,
+                    estimate::CPU_RUNTIME_OVERHEAD_MB,
+                    est.weights_mb,
+                    process::available_memory_mb(),
+                );
+                (Some(check), Vec::new())
+            }
+        };
+        Ok(Preflight {
+            estimate: est,
+            check,
+            gpu_ids: chosen,
+            estimated_load_seconds,
+        })
+    }
+
+    /// Launches a model (or reports why not). See [`LaunchOutcome`].
+    pub async fn launch(&self, req: &LaunchRequest) -> Result<LaunchOutcome> {
+        let (source, args) = self.validate(req)?;
+        if let Some(existing) = models::get(&self.store, &req.model_id)? {
+            let existing = self.observe(existing).await;
+            if existing.status.is_active() {
+                let differences = existing.args.differences(&args);
+                let same_source = existing.source == source;
+                if differences.is_empty() && same_source {
+                    return Ok(LaunchOutcome::AlreadyRunning { record: existing });
+                }
+                if !req.replace && !req.dry_run {
+                    let mut differences = differences;
+                    if !same_source {
+                        differences.insert(
+                            "source".into(),
+                            json!({"current": existing.source, "requested": source}),
+                        );
+                    }
+                    return Ok(LaunchOutcome::Differs {
+                        record: existing,
+                        differences,
+                    });
+                }
+                if req.replace && !req.dry_run {
+                    self.stop(&req.model_id, true).await?;
+                }
+            }
+        }
+        let preflight = self.preflight(&req.model_id, &source, &args, req.gpu_ids.as_deref())?;
+        if req.dry_run {
+            return Ok(LaunchOutcome::DryRun { preflight, source });
+        }
+        if let Some(check) = &preflight.check
+            && !check.fits
+            && !req.force
+        {
+            let mut details = Map::new();
+            details.insert("required_mb".into(), json!(check.required_mb));
+            details.insert("available_mb".into(), json!(check.available_mb));
+            details.insert("platform".into(), json!(check.platform));
+            details.insert("gpu_ids".into(), json!(preflight.gpu_ids));
+            return Err(Error::ModelLoadFailed {
+                model: req.model_id.clone(),
+                reason: LoadFailure::InsufficientGpuMemory,
+                message: "Insufficient GPU memory to load model".into(),
+                details,
+            });
+        }
+        let record = self.spawn_locked(req, &source, &args, &preflight)?;
+        Ok(LaunchOutcome::Started { record, preflight })
+    }
+
+    /// Checks the limits, picks the port and spawns inside one store transaction, so
+    /// instances launching at once cannot both take the last slot or the same port.
+    fn spawn_locked(
+        &self,
+        req: &LaunchRequest,
+        source: &str,
+        args: &LaunchArgs,
+        pre: &Preflight,
+    ) -> Result<ModelRecord> {
+        let cfg = &self.config;
+        let sampling = models::sampling(&self.store, &req.model_id)?;
+        self.store.write(|tx| {
+            let rows = {
+                let mut st = tx.prepare(
+                    "SELECT model_id, port, memory_estimate_mb FROM models WHERE status IN ('loading','loaded','stopping','sleeping')",
+                )?;
+                st.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?
+            };
+            let others: Vec<_> = rows.iter().filter(|(id, _, _)| *id != req.model_id).collect();
+            if others.len() as u32 >= cfg.limits.max_models {
+                return Err(Error::LimitExceeded {
+                    limit: "limits.max_models".into(),
+                    message: format!(
+                        "{} models are already launched (the maximum is {})",
+                        others.len(),
+                        cfg.limits.max_models
+                    ),
+                });
+            }
+            if let (Some(budget), Some(need)) = (cfg.limits.gpu_memory_budget_mb, pre.check.as_ref().map(|c| c.required_mb))
+                && !pre.gpu_ids.is_empty()
+            {
+                let used: i64 = others.iter().filter_map(|(_, _, m)| *m).sum();
+                if used as u64 + need > budget {
+                    return Err(Error::LimitExceeded {
+                        limit: "limits.gpu_memory_budget_mb".into(),
+                        message: format!(
+                            "launched models take {used} MiB; this one needs {need} MiB more; the budget is {budget} MiB"
+                        ),
+                    });
+                }
+            }
+            let previous: Option<(Option<i64>, i64)> = tx
+                .query_row(
+                    "SELECT port, restarts FROM models WHERE model_id = ?1",
+                    [&req.model_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .ok();
+            let exclude = others.iter().filter_map(|(_, p, _)| p.map(|p| p as u16)).collect();
+            let preferred = previous.as_ref().and_then(|(p, _)| p.map(|p| p as u16));
+            let [lo, hi] = cfg.launcher.port_range;
+            let port = process::pick_port(&cfg.launcher.host, (lo, hi), preferred, &exclude).ok_or_else(|| {
+                Error::LimitExceeded {
+                    limit: "launcher.port_range".into(),
+                    message: format!("no free port in {lo}..={hi}"),
+                }
+            })?;
+            let (program, argv) = command_line(&CommandSpec {
+                command: &cfg.launcher.command,
+                source,
+                model_id: &req.model_id,
+                host: &cfg.launcher.host,
+                port,
+                args,
+                sampling: &sampling,
+                executor_backend: cfg.launcher.distributed_executor_backend.as_deref(),
+            });
+            let (env, env_remove) = self.child_env(&pre.gpu_ids);
+            let log_path = self.log_path(&req.model_id);
+            let spawned = process::spawn_detached(&SpawnSpec {
+                program: program.clone(),
+                args: argv.clone(),
+                env: env.clone(),
+                env_remove,
+                log_path: log_path.clone(),
+                cwd: None,
+            })?;
+            let mut full = vec![program];
+            full.extend(argv);
+            let now = crate::time::unix_now();
+            let record = ModelRecord {
+                model_id: req.model_id.clone(),
+                source: source.to_string(),
+                status: ModelStatus::Loading,
+                host: cfg.launcher.host.clone(),
+                port: Some(port),
+                pid: Some(spawned.pid),
+                start_time: spawned.start_time,
+                args: args.clone(),
+                argv: crate::redact::redact_args(&full),
+                env_names: env.iter().map(|(k, _)| k.clone()).collect(),
+                gpu_ids: pre.gpu_ids.clone(),
+                log_path: Some(log_path),
+                launched_at: Some(now),
+                loaded_at: None,
+                stopped_at: None,
+                error: None,
+                restart_policy: req.restart_policy.clone(),
+                restarts: previous.map(|(_, r)| r as u32).unwrap_or(0),
+                idle_ttl_seconds: req.idle_ttl_seconds,
+                memory_estimate_mb: pre.check.as_ref().map(|c| c.required_mb).or(pre.estimate.total_mb),
+                updated_at: now,
+            };
+            models::put(tx, &record)?;
+            Ok(record)
+        })
+    }
+
+    /// The launched server's environment: ours, plus the configured extra variables, the
+    /// API key (never on the command line), and `CUDA_VISIBLE_DEVICES` for the chosen GPUs.
+    /// An inherited `VLLM_API_KEY` is not passed on unless configured.
+    fn child_env(&self, gpu_ids: &[u32]) -> (Vec<(String, String)>, Vec<String>) {
+        let mut env: Vec<(String, String)> = self
+            .config
+            .launcher
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut remove = vec!["VLLM_API_KEY".to_string()];
+        if let Some(key) = self.launch_api_key() {
+            env.push(("VLLM_API_KEY".into(), key));
+            remove.clear();
+        }
+        if !gpu_ids.is_empty() {
+            let ids: Vec<String> = gpu_ids.iter().map(u32::to_string).collect();
+            env.push(("CUDA_VISIBLE_DEVICES".into(), ids.join(",")));
+        }
+        (env, remove)
+    }
+
+    fn log_path(&self, model_id: &str) -> PathBuf {
+        let safe: String = model_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.config.log_dir().join(format!("{safe}.log"))
+    }
+
+    /// Observes a record's real state and writes any transition back. Never fails: an
+    /// observation that cannot be made leaves the record as it was.
+    pub async fn observe(&self, record: ModelRecord) -> ModelRecord {
+        let Some(pid) = record.pid else { return record };
+        if !record.status.is_active() {
+            return record;
+        }
+        let alive = crate::coordination::process_alive(pid, record.start_time);
+        let next: Option<(ModelStatus, Option<RecordedError>)> = if !alive {
+            if record.status == ModelStatus::Stopping {
+                Some((ModelStatus::Unloaded, None))
+            } else {
+                // The API server is gone: its engine and worker may linger as orphans
+                // holding memory; they are in its group, so end them. A live process
+                // with the leader's pid in the group means the pid was recycled by an
+                // unrelated group leader, which must never be signalled.
+                if !process::group_members(pid).contains(&pid) {
+                    let _ = process::stop_group(pid, Duration::from_secs(2), true).await;
+                }
+                Some((ModelStatus::Error, Some(self.failure_of(&record))))
+            }
+        } else {
+            match self.client_for(&record) {
+                None => None,
+                Some(client) => match client.health().await {
+                    Ok(Health::Ready) => match client.models_fresh().await {
+                        Ok(cards) if cards.iter().any(|c| c.id == record.model_id) => {
+                            (record.status == ModelStatus::Loading)
+                                .then_some((ModelStatus::Loaded, None))
+                        }
+                        _ => self.maybe_timed_out(&record),
+                    },
+                    Ok(Health::Unhealthy(code)) => {
+                        // vLLM answers 503 once its engine died, then exits 0.
+                        let _ = process::stop_group(pid, Duration::from_secs(2), true).await;
+                        Some((
+                            ModelStatus::Error,
+                            Some(RecordedError {
+                                reason: "ENGINE_DIED".into(),
+                                message: format!(
+                                    "/health answered {code}: the engine process died; see the log resource"
+                                ),
+                                details: json!({"log_excerpt": self.log_tail(&record, 20)}),
+                            }),
+                        ))
+                    }
+                    Err(_) => self.maybe_timed_out(&record),
+                },
+            }
+        };
+        let Some((to, error)) = next else {
+            return record;
+        };
+        if to == ModelStatus::Error && record.status == ModelStatus::Loading {
+            let took = crate::time::unix_now() - record.launched_at.unwrap_or_default();
+            let _ = models::record_load(&self.store, &record.model_id, took, false);
+        }
+        if to == ModelStatus::Loaded {
+            let took = crate::time::unix_now() - record.launched_at.unwrap_or_default();
+            let _ = models::record_load(&self.store, &record.model_id, took, true);
+        }
+        let _ = models::transition(
+            &self.store,
+            &record.model_id,
+            record.status,
+            Some(pid),
+            to,
+            error.as_ref(),
+        );
+        models::get(&self.store, &record.model_id)
+            .ok()
+            .flatten()
+            .unwrap_or(record)
+    }
+
+    fn maybe_timed_out(
+        &self,
+        record: &ModelRecord,
+    ) -> Option<(ModelStatus, Option<RecordedError>)> {
+        let age = crate::time::unix_now() - record.launched_at.unwrap_or_default();
+        if record.status == ModelStatus::Loading
+            && age > self.config.launcher.health_timeout_seconds
+        {
+            if let Some(pid) = record.pid {
+                // Stopped synchronously by the next look at the group; a signal now.
+                unsafe {
+                    libc::kill(-(pid as i32), libc::SIGKILL);
+                }
+            }
+            return Some((
+                ModelStatus::Error,
+                Some(RecordedError {
+                    reason: "START_TIMEOUT".into(),
+                    message: format!(
+                        "not serving after {age:.0} s (launcher.health_timeout_seconds = {})",
+                        self.config.launcher.health_timeout_seconds
+                    ),
+                    details: json!({"log_excerpt": self.log_tail(record, 20)}),
+                }),
+            ));
+        }
+        None
+    }
+
+    fn failure_of(&self, record: &ModelRecord) -> RecordedError {
+        let tail = self.log_tail(record, 200);
+        // The exit record of this launch only: the log file is reused by relaunches.
+        let exit = record
+            .log_path
+            .as_deref()
+            .zip(record.pid)
+            .and_then(|(log, pid)| process::exit_status_of(log, pid))
+            .and_then(|e| e.code);
+        let c = classify::classify(&tail, exit);
+        RecordedError {
+            reason: c.reason.as_str().to_string(),
+            message: c.message,
+            details: Value::Object(c.details),
+        }
+    }
+
+    /// The last `lines` of a model's log, secrets redacted.
+    pub fn log_tail(&self, record: &ModelRecord, lines: usize) -> String {
+        record
+            .log_path
+            .as_deref()
+            .and_then(|p| process::tail(p, lines, 4 * 1024 * 1024).ok())
+            .map(|t| crate::redact::redact_text(&t))
+            .unwrap_or_default()
+    }
+
+    /// Every record, observed now.
+    pub async fn list(&self) -> Result<Vec<ModelRecord>> {
+        let mut out = Vec::new();
+        for r in models::list(&self.store)? {
+            out.push(self.observe(r).await);
+        }
+        Ok(out)
+    }
+
+    /// One record, observed now.
+    pub async fn get(&self, model_id: &str) -> Result<Option<ModelRecord>> {
+        match models::get(&self.store, model_id)? {
+            Some(r) => Ok(Some(self.observe(r).await)),
+            None => Ok(None),
+        }
+    }
+
+    /// Waits until the model is loaded or failed, or `timeout` passes; calls `tick` with
+    /// the seconds waited after each look (for progress notifications).
+    pub async fn wait_settled(
+        &self,
+        model_id: &str,
+        timeout: Duration,
+        mut tick: impl FnMut(f64),
+    ) -> Result<ModelRecord> {
+        let started = std::time::Instant::now();
+        loop {
+            let r = self
+                .get(model_id)
+                .await?
+                .ok_or_else(|| Error::ModelNotFound(model_id.to_string()))?;
+            if r.status != ModelStatus::Loading || started.elapsed() >= timeout {
+                return Ok(r);
+            }
+            tick(started.elapsed().as_secs_f64());
+            tokio::time::sleep(
+                Duration::from_millis(250).min(timeout.saturating_sub(started.elapsed())),
+            )
+            .await;
+        }
+    }
+
+    /// Stops a launched model: SIGTERM to its group, a grace period, SIGKILL (at once
+    /// with `force`), then checks no process of the group is left. Refuses with
+    /// `MODEL_BUSY` while requests run, unless `force`, after waiting up to the grace period.
+    pub async fn stop(&self, model_id: &str, force: bool) -> Result<StopOutcome> {
+        let started = std::time::Instant::now();
+        let record = self
+            .get(model_id)
+            .await?
+            .ok_or_else(|| Error::ModelNotFound(model_id.to_string()))?;
+        let Some(pid) = record.pid.filter(|_| record.status.is_active()) else {
+            return Ok(StopOutcome {
+                model_id: model_id.to_string(),
+                was_running: false,
+                memory_freed_mb: 0,
+                terminated_gracefully: true,
+                remaining_pids: Vec::new(),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        };
+        let grace = Duration::from_secs_f64(self.config.launcher.grace_period_seconds);
+        if !force {
+            self.wait_idle(&record, grace).await?;
+        }
+        let members = process::group_members(pid);
+        let gpu_before = self.gpu_used_by(&members);
+        let rss_before = process::group_rss_mb(pid);
+        models::transition(
+            &self.store,
+            model_id,
+            record.status,
+            Some(pid),
+            ModelStatus::Stopping,
+            None,
+        )?;
+        let report = process::stop_group(pid, grace, force).await?;
+        let gpu_after = self.gpu_used_by(&members);
+        let memory_freed_mb = match (gpu_before, gpu_after) {
+            (Some(b), Some(a)) if b > 0 => b.saturating_sub(a),
+            _ => rss_before.saturating_sub(process::group_rss_mb(pid)),
+        };
+        models::transition(
+            &self.store,
+            model_id,
+            ModelStatus::Stopping,
+            Some(pid),
+            ModelStatus::Unloaded,
+            None,
+        )?;
+        Ok(StopOutcome {
+            model_id: model_id.to_string(),
+            was_running: true,
+            memory_freed_mb,
+            terminated_gracefully: report.terminated_gracefully,
+            remaining_pids: report.remaining,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Waits up to `grace` for running requests to finish; `MODEL_BUSY` if they do not.
+    async fn wait_idle(&self, record: &ModelRecord, grace: Duration) -> Result<()> {
+        let Some(client) = self.client_for(record) else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let running = match client.metrics_text().await {
+                Ok(text) => running_requests(&text),
+                // A server that cannot answer has no requests worth waiting for.
+                Err(_) => return Ok(()),
+            };
+            if running == 0 {
+                return Ok(());
+            }
+            if started.elapsed() >= grace {
+                return Err(Error::ModelBusy {
+                    model: record.model_id.clone(),
+                    reason: format!(
+                        "{running} request(s) still running after {:.0} s",
+                        grace.as_secs_f64()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// MiB of GPU memory NVML attributes to these pids; `None` without NVML.
+    fn gpu_used_by(&self, pids: &[u32]) -> Option<u64> {
+        let gpus = self.gpus.snapshots().ok()?;
+        Some(
+            gpus.iter()
+                .flat_map(|g| g.processes.iter().flatten())
+                .filter(|p| pids.contains(&p.pid))
+                .filter_map(|p| p.used_mb)
+                .sum(),
+        )
+    }
+}
+
+/// `vllm:num_requests_running` summed over models, 0 when absent.
+pub fn running_requests(metrics: &str) -> u64 {
+    crate::prom::parse_lenient(metrics)
+        .0
+        .family("vllm:num_requests_running")
+        .and_then(|f| f.sum_where(|_| true))
+        .unwrap_or(0.0) as u64
+}
+
+/// Picks GPUs: the given ones (checked to exist), else the `needed` with the most free memory.
+fn choose_gpus(
+    all: &[GpuSnapshot],
+    given: Option<&[u32]>,
+    needed: usize,
+    distributed: bool,
+) -> Result<Vec<u32>> {
+    if let Some(ids) = given {
+        for id in ids {
+            if !all.iter().any(|g| g.index == *id) {
+                return Err(Error::invalid(
+                    "gpu_ids",
+                    format!(
+                        "GPU {id} does not exist: {} visible (ids 0..{})",
+                        all.len(),
+                        all.len()
+                    ),
+                ));
+            }
+        }
+        return Ok(ids.to_vec());
+    }
+    if needed > all.len() {
+        if distributed {
+            // A Ray cluster supplies the rest; place what we can here.
+            return Ok(all.iter().map(|g| g.index).collect());
+        }
+        return Err(Error::invalid(
+            "tensor_parallel_size",
+            format!(
+                "tensor_parallel_size × pipeline_parallel_size = {needed} but only {} GPU(s) are visible; \
+                 configure launcher.distributed_executor_backend = \"ray\" for multi-node",
+                all.len()
+            ),
+        ));
+    }
+    let mut by_free: Vec<&GpuSnapshot> = all.iter().collect();
+    by_free.sort_by_key(|g| std::cmp::Reverse(g.memory_free_mb.unwrap_or(0)));
+    let mut ids: Vec<u32> = by_free.iter().take(needed).map(|g| g.index).collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::FakeGpus;
+
+    #[test]
+    fn gpu_choice_prefers_free_memory_and_checks_ids() {
+        let g = FakeGpus::uniform(4, 81_920);
+        g.update(0, |s| s.memory_free_mb = Some(1000));
+        g.update(2, |s| s.memory_free_mb = Some(2000));
+        let all = crate::gpu::GpuSource::snapshots(&g).unwrap();
+        assert_eq!(choose_gpus(&all, None, 2, false).unwrap(), [1, 3]);
+        assert_eq!(choose_gpus(&all, Some(&[2]), 1, false).unwrap(), [2]);
+        assert_eq!(
+            choose_gpus(&all, Some(&[7]), 1, false).unwrap_err().code(),
+            "INVALID_ARGUMENT"
+        );
+        assert_eq!(
+            choose_gpus(&all, None, 8, false).unwrap_err().code(),
+            "INVALID_ARGUMENT"
+        );
+        assert_eq!(choose_gpus(&all, None, 8, true).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn running_requests_from_metrics() {
+        let text = "# TYPE vllm:num_requests_running gauge\n\
+                    vllm:num_requests_running{engine=\"0\",model_name=\"a\"} 2.0\n\
+                    vllm:num_requests_running{engine=\"0\",model_name=\"b\"} 1.0\n";
+        assert_eq!(running_requests(text), 3);
+        assert_eq!(running_requests(""), 0);
+    }
+}

@@ -1,0 +1,463 @@
+//! The records of launched models in the store, and how their status is observed.
+//!
+//! A record is written when a launch starts and kept after unload (the model keeps its
+//! port, and its arguments can be restored). Its `status` is the last *observed* state:
+//! every reader that looks at a model checks the process group and the server's HTTP
+//! answers and writes the transition back with a compare-and-set, so several server
+//! instances agree and a restarted manager tells the truth about processes that died
+//! while it was away.
+
+use crate::error::{Error, Result};
+use crate::launcher::{LaunchArgs, SamplingDefaults};
+use crate::store::Store;
+use crate::store::rusqlite::{OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+/// Where a model stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelStatus {
+    /// Launched; `/health` or `/v1/models` not yet answering for it.
+    Loading,
+    /// Serving.
+    Loaded,
+    /// Failed to start, or died; `error` says why.
+    Error,
+    /// Stopped by us (or never started).
+    Unloaded,
+    /// Being stopped.
+    Stopping,
+    /// vLLM sleep mode: weights offloaded, process alive.
+    Sleeping,
+}
+
+impl ModelStatus {
+    /// The lowercase name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelStatus::Loading => "loading",
+            ModelStatus::Loaded => "loaded",
+            ModelStatus::Error => "error",
+            ModelStatus::Unloaded => "unloaded",
+            ModelStatus::Stopping => "stopping",
+            ModelStatus::Sleeping => "sleeping",
+        }
+    }
+
+    fn parse(s: &str) -> ModelStatus {
+        match s {
+            "loading" => ModelStatus::Loading,
+            "loaded" => ModelStatus::Loaded,
+            "unloaded" => ModelStatus::Unloaded,
+            "stopping" => ModelStatus::Stopping,
+            "sleeping" => ModelStatus::Sleeping,
+            _ => ModelStatus::Error,
+        }
+    }
+
+    /// A process is (or should be) running.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            ModelStatus::Loading
+                | ModelStatus::Loaded
+                | ModelStatus::Stopping
+                | ModelStatus::Sleeping
+        )
+    }
+}
+
+/// Why a model is in `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedError {
+    /// A [`crate::LoadFailure`] name (`PORT_IN_USE`, ...) or `ENGINE_DIED`, `START_TIMEOUT`.
+    pub reason: String,
+    pub message: String,
+    #[serde(default)]
+    pub details: Value,
+}
+
+/// A restart policy for a launched model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// `on-failure` (the only policy besides none).
+    pub mode: String,
+    /// Most restarts before the model stays in `error`.
+    pub max_restarts: u32,
+    /// Seconds before the first restart; doubled each time.
+    pub backoff_seconds: f64,
+}
+
+/// One launched model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// The served name and identity.
+    pub model_id: String,
+    /// What `vllm serve` loads.
+    pub source: String,
+    pub status: ModelStatus,
+    pub host: String,
+    /// The port, kept after unload so a reload gets it back.
+    pub port: Option<u16>,
+    /// The API server's pid, which is also its process group id.
+    pub pid: Option<u32>,
+    /// The leader's start time, so a recycled pid is not taken for it.
+    pub start_time: Option<u64>,
+    pub args: LaunchArgs,
+    /// The full command line, secrets removed.
+    pub argv: Vec<String>,
+    /// Names (never values) of the environment variables we set.
+    pub env_names: Vec<String>,
+    pub gpu_ids: Vec<u32>,
+    pub log_path: Option<PathBuf>,
+    pub launched_at: Option<f64>,
+    pub loaded_at: Option<f64>,
+    pub stopped_at: Option<f64>,
+    pub error: Option<RecordedError>,
+    pub restart_policy: Option<RestartPolicy>,
+    pub restarts: u32,
+    pub idle_ttl_seconds: Option<f64>,
+    pub memory_estimate_mb: Option<u64>,
+    pub updated_at: f64,
+}
+
+impl ModelRecord {
+    /// `http://host:port` of the server, when it has a port.
+    pub fn base_url(&self) -> Option<String> {
+        let host = if self.host == "0.0.0.0" {
+            "127.0.0.1"
+        } else {
+            &self.host
+        };
+        self.port.map(|p| format!("http://{host}:{p}"))
+    }
+}
+
+const COLUMNS: &str = "model_id, source, status, host, port, pid, start_time, args, argv, env_names, gpu_ids, \
+     log_path, launched_at, loaded_at, stopped_at, error, restart_policy, restarts, idle_ttl_seconds, \
+     memory_estimate_mb, updated_at";
+
+fn json_col<T: for<'de> Deserialize<'de>>(
+    row: &Row<'_>,
+    i: usize,
+) -> crate::store::rusqlite::Result<T> {
+    let text: String = row.get(i)?;
+    serde_json::from_str(&text).map_err(|e| {
+        crate::store::rusqlite::Error::FromSqlConversionFailure(
+            i,
+            crate::store::rusqlite::types::Type::Text,
+            Box::new(e),
+        )
+    })
+}
+
+fn opt_json_col<T: for<'de> Deserialize<'de>>(
+    row: &Row<'_>,
+    i: usize,
+) -> crate::store::rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(i)?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+fn from_row(row: &Row<'_>) -> crate::store::rusqlite::Result<ModelRecord> {
+    Ok(ModelRecord {
+        model_id: row.get(0)?,
+        source: row.get(1)?,
+        status: ModelStatus::parse(&row.get::<_, String>(2)?),
+        host: row.get(3)?,
+        port: row.get::<_, Option<i64>>(4)?.map(|p| p as u16),
+        pid: row.get::<_, Option<i64>>(5)?.map(|p| p as u32),
+        start_time: row.get::<_, Option<i64>>(6)?.map(|t| t as u64),
+        args: json_col(row, 7)?,
+        argv: json_col(row, 8)?,
+        env_names: json_col(row, 9)?,
+        gpu_ids: json_col(row, 10)?,
+        log_path: row.get::<_, Option<String>>(11)?.map(PathBuf::from),
+        launched_at: row.get(12)?,
+        loaded_at: row.get(13)?,
+        stopped_at: row.get(14)?,
+        error: opt_json_col(row, 15)?,
+        restart_policy: opt_json_col(row, 16)?,
+        restarts: row.get::<_, i64>(17)? as u32,
+        idle_ttl_seconds: row.get(18)?,
+        memory_estimate_mb: row.get::<_, Option<i64>>(19)?.map(|m| m as u64),
+        updated_at: row.get(20)?,
+    })
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+/// Reads one record.
+pub fn get(store: &Store, model_id: &str) -> Result<Option<ModelRecord>> {
+    store.read(|c| {
+        Ok(c.query_row(
+            &format!("SELECT {COLUMNS} FROM models WHERE model_id = ?1"),
+            [model_id],
+            from_row,
+        )
+        .optional()?)
+    })
+}
+
+/// Every record, by model id.
+pub fn list(store: &Store) -> Result<Vec<ModelRecord>> {
+    store.read(|c| {
+        let mut st = c.prepare(&format!("SELECT {COLUMNS} FROM models ORDER BY model_id"))?;
+        let rows = st
+            .query_map([], from_row)?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    })
+}
+
+/// Inserts or replaces a record inside a write transaction.
+pub fn put(tx: &crate::store::rusqlite::Transaction<'_>, r: &ModelRecord) -> Result<()> {
+    tx.execute(
+        &format!(
+            "INSERT OR REPLACE INTO models ({COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+        ),
+        params![
+            r.model_id,
+            r.source,
+            r.status.as_str(),
+            r.host,
+            r.port.map(i64::from),
+            r.pid.map(i64::from),
+            r.start_time.map(|t| t as i64),
+            to_json(&r.args),
+            to_json(&r.argv),
+            to_json(&r.env_names),
+            to_json(&r.gpu_ids),
+            r.log_path.as_ref().map(|p| p.display().to_string()),
+            r.launched_at,
+            r.loaded_at,
+            r.stopped_at,
+            r.error.as_ref().map(to_json),
+            r.restart_policy.as_ref().map(to_json),
+            i64::from(r.restarts),
+            r.idle_ttl_seconds,
+            r.memory_estimate_mb.map(|m| m as i64),
+            crate::time::unix_now(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Moves a record from one of `from` to `to`, only if its status and pid are still what
+/// the caller observed (compare-and-set): two instances observing the same death write
+/// one transition. Returns whether this call made the change.
+pub fn transition(
+    store: &Store,
+    model_id: &str,
+    from: ModelStatus,
+    pid: Option<u32>,
+    to: ModelStatus,
+    error: Option<&RecordedError>,
+) -> Result<bool> {
+    let now = crate::time::unix_now();
+    store.write(|tx| {
+        let n = tx.execute(
+            "UPDATE models SET status = ?1, updated_at = ?2,
+                 error = CASE WHEN ?3 IS NULL THEN (CASE WHEN ?1 = 'error' THEN error ELSE NULL END) ELSE ?3 END,
+                 loaded_at = CASE WHEN ?1 = 'loaded' THEN ?2 ELSE loaded_at END,
+                 stopped_at = CASE WHEN ?1 IN ('unloaded', 'error') THEN ?2 ELSE stopped_at END
+             WHERE model_id = ?4 AND status = ?5 AND pid IS ?6",
+            params![
+                to.as_str(),
+                now,
+                error.map(to_json),
+                model_id,
+                from.as_str(),
+                pid.map(i64::from)
+            ],
+        )?;
+        Ok(n == 1)
+    })
+}
+
+/// Ports of records that are active, to keep launches from colliding.
+pub fn active_ports(store: &Store) -> Result<HashSet<u16>> {
+    Ok(list(store)?
+        .into_iter()
+        .filter(|r| r.status.is_active())
+        .filter_map(|r| r.port)
+        .collect())
+}
+
+/// The sampling defaults of a model (empty when none were set).
+pub fn sampling(store: &Store, model_id: &str) -> Result<SamplingDefaults> {
+    store.read(|c| {
+        let text: Option<String> = c
+            .query_row(
+                "SELECT sampling FROM model_sampling WHERE model_id = ?1",
+                [model_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match text {
+            None => Ok(SamplingDefaults::new()),
+            Some(t) => serde_json::from_str(&t)
+                .map_err(|e| Error::storage(format!("sampling of {model_id}: {e}"))),
+        }
+    })
+}
+
+/// Replaces the sampling defaults of a model.
+pub fn set_sampling(store: &Store, model_id: &str, sampling: &SamplingDefaults) -> Result<()> {
+    store.write(|tx| {
+        tx.execute(
+            "INSERT OR REPLACE INTO model_sampling (model_id, sampling, updated_at) VALUES (?1, ?2, ?3)",
+            params![model_id, to_json(sampling), crate::time::unix_now()],
+        )?;
+        Ok(())
+    })
+}
+
+/// Records how long a launch took to be served (or to fail).
+pub fn record_load(store: &Store, model_id: &str, seconds: f64, ok: bool) -> Result<()> {
+    store.write(|tx| {
+        tx.execute(
+            "INSERT INTO load_history (model_id, seconds, ok, at) VALUES (?1, ?2, ?3, ?4)",
+            params![model_id, seconds, ok as i64, crate::time::unix_now()],
+        )?;
+        Ok(())
+    })
+}
+
+/// The most recent successful load times of a model, newest first (at most 20).
+pub fn past_loads(store: &Store, model_id: &str) -> Result<Vec<f64>> {
+    store.read(|c| {
+        let mut st = c.prepare(
+            "SELECT seconds FROM load_history WHERE model_id = ?1 AND ok = 1 ORDER BY at DESC LIMIT 20",
+        )?;
+        let v = st
+            .query_map([model_id], |r| r.get::<_, f64>(0))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, status: ModelStatus, pid: Option<u32>, port: u16) -> ModelRecord {
+        ModelRecord {
+            model_id: id.into(),
+            source: "/models/tiny".into(),
+            status,
+            host: "127.0.0.1".into(),
+            port: Some(port),
+            pid,
+            start_time: None,
+            args: LaunchArgs {
+                max_model_len: Some(512),
+                ..LaunchArgs::default()
+            },
+            argv: vec!["serve".into(), "/models/tiny".into()],
+            env_names: vec!["VLLM_API_KEY".into()],
+            gpu_ids: vec![0],
+            log_path: None,
+            launched_at: Some(1.0),
+            loaded_at: None,
+            stopped_at: None,
+            error: None,
+            restart_policy: None,
+            restarts: 0,
+            idle_ttl_seconds: None,
+            memory_estimate_mb: Some(10),
+            updated_at: 0.0,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_transitions_are_compare_and_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in_dir(dir.path()).unwrap();
+        let r = record("tiny", ModelStatus::Loading, Some(42), 8100);
+        store.write(|tx| put(tx, &r)).unwrap();
+        let mut back = get(&store, "tiny").unwrap().unwrap();
+        back.updated_at = 0.0;
+        assert_eq!(back, r);
+        assert_eq!(active_ports(&store).unwrap(), HashSet::from([8100]));
+
+        // A stale observer (other pid) changes nothing.
+        assert!(
+            !transition(
+                &store,
+                "tiny",
+                ModelStatus::Loading,
+                Some(7),
+                ModelStatus::Loaded,
+                None
+            )
+            .unwrap()
+        );
+        assert!(
+            transition(
+                &store,
+                "tiny",
+                ModelStatus::Loading,
+                Some(42),
+                ModelStatus::Loaded,
+                None
+            )
+            .unwrap()
+        );
+        assert!(
+            !transition(
+                &store,
+                "tiny",
+                ModelStatus::Loading,
+                Some(42),
+                ModelStatus::Error,
+                None
+            )
+            .unwrap()
+        );
+        let now = get(&store, "tiny").unwrap().unwrap();
+        assert_eq!(now.status, ModelStatus::Loaded);
+        assert!(now.loaded_at.is_some());
+
+        let err = RecordedError {
+            reason: "ENGINE_DIED".into(),
+            message: "the engine died".into(),
+            details: Value::Null,
+        };
+        assert!(
+            transition(
+                &store,
+                "tiny",
+                ModelStatus::Loaded,
+                Some(42),
+                ModelStatus::Error,
+                Some(&err)
+            )
+            .unwrap()
+        );
+        let now = get(&store, "tiny").unwrap().unwrap();
+        assert_eq!(now.error.as_ref(), Some(&err));
+        assert!(active_ports(&store).unwrap().is_empty());
+    }
+
+    #[test]
+    fn sampling_and_load_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in_dir(dir.path()).unwrap();
+        assert!(sampling(&store, "m").unwrap().is_empty());
+        let mut s = SamplingDefaults::new();
+        s.insert("temperature".into(), 0.7.into());
+        set_sampling(&store, "m", &s).unwrap();
+        assert_eq!(sampling(&store, "m").unwrap(), s);
+        record_load(&store, "m", 70.0, true).unwrap();
+        record_load(&store, "m", 5.0, false).unwrap();
+        record_load(&store, "m", 80.0, true).unwrap();
+        assert_eq!(past_loads(&store, "m").unwrap(), [80.0, 70.0]);
+    }
+}
