@@ -119,6 +119,16 @@ impl Notifier {
         }
     }
 
+    /// An operational event at `info` (model loaded, ...).
+    pub async fn info(&self, logger: &str, data: Value) {
+        self.log(LoggingLevel::Info, logger, data).await
+    }
+
+    /// An event that needs attention (alert fired, model failed, ...).
+    pub async fn warning(&self, logger: &str, data: Value) {
+        self.log(LoggingLevel::Warning, logger, data).await
+    }
+
     /// The connected client, once initialised.
     pub fn peer(&self) -> Option<&Peer<RoleServer>> {
         self.peer.get()

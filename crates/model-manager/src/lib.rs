@@ -1,17 +1,253 @@
 //! vllm-model-manager: loads, unloads and inspects vLLM models.
 //!
 //! The library holds the server so tests can run it in-process; `main.rs` only starts it.
+//! - [`params`]: tool parameters (what the model reads in the input schemas);
+//! - [`tools`]: list-models, load-model, unload-model, get-model-info, set-model-config;
+//! - [`resources`]: `vllm://model/{id}/config`, `vllm://model/{id}/logs`,
+//!   `vllm://crush/provider-config`.
+//!
+//! The lifecycle itself (launch, observe, stop) is `vllm_core::launcher::supervisor`,
+//! shared with the state-persistence server.
 
-use std::sync::Arc;
-use vllm_core::Result;
-use vllm_mcp_kit::{Kit, Service, Toolbox};
+pub mod params;
+pub mod resources;
+pub mod tools;
+
+use rmcp::model::{Resource, ResourceTemplate};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tools::{ModelSummary, Performance};
+use vllm_core::launcher::process;
+use vllm_core::launcher::supervisor::Launcher;
+use vllm_core::models::ModelRecord;
+use vllm_core::prom::{self, Exposition, Histogram, VllmSnapshot};
+use vllm_core::vllm::VllmClient;
+use vllm_core::{Error, Result, estimate, models};
+use vllm_mcp_kit::{Kit, ResourceBody, Service, Toolbox};
 
 /// The binary's name, also `serverInfo.name`.
 pub const NAME: &str = "vllm-model-manager";
 
+/// Scrapes older than this are not used as the start of a performance window.
+const WINDOW: Duration = Duration::from_secs(60);
+
 /// The server's state.
 pub struct ModelManager {
     kit: Arc<Kit>,
+    /// `None` when the store could not be opened (every tool then answers STORAGE_ERROR).
+    launcher: Option<Arc<Launcher>>,
+    /// Recent `/metrics` scrapes per server, to compute rates over the last minute.
+    scrapes: Mutex<HashMap<String, Vec<(Instant, Exposition)>>>,
+}
+
+impl ModelManager {
+    /// The launcher, or why it is unavailable.
+    pub fn launcher(&self) -> Result<&Launcher> {
+        match &self.launcher {
+            Some(l) => Ok(l),
+            None => Err(self
+                .kit
+                .store()
+                .err()
+                .unwrap_or_else(|| Error::storage("the store is not available"))),
+        }
+    }
+
+    /// Memory the serving processes of a record use now: NVML when it attributes memory
+    /// to them, else their resident memory.
+    pub fn memory_usage_mb(&self, r: &ModelRecord) -> Option<u64> {
+        let pid = r.pid.filter(|_| r.status.is_active())?;
+        let members = process::group_members(pid);
+        if let Ok(gpus) = self.kit.gpus.snapshots() {
+            let used: u64 = gpus
+                .iter()
+                .flat_map(|g| g.processes.iter().flatten())
+                .filter(|p| members.contains(&p.pid))
+                .filter_map(|p| p.used_mb)
+                .sum();
+            if used > 0 {
+                return Some(used);
+            }
+        }
+        Some(process::group_rss_mb(pid))
+    }
+
+    /// `list-models`' view of a launched model.
+    pub async fn summary_of_record(&self, r: &ModelRecord) -> ModelSummary {
+        let launcher = self.launcher().ok();
+        let window = r.args.max_model_len.or_else(|| {
+            launcher
+                .and_then(|l| l.config_json(&r.source))
+                .as_ref()
+                .and_then(estimate::model_max_len)
+        });
+        let sampling_max = launcher
+            .and_then(|l| models::sampling(l.store(), &r.model_id).ok())
+            .and_then(|s| s.get("max_tokens").and_then(serde_json::Value::as_u64));
+        ModelSummary {
+            id: r.model_id.clone(),
+            name: tools::display_name(&r.model_id),
+            status: r.status.as_str().into(),
+            origin: "launched".into(),
+            source: Some(r.source.clone()),
+            memory_usage_mb: if r.status.is_active() {
+                self.memory_usage_mb(r)
+            } else {
+                Some(0)
+            },
+            context_window: window,
+            max_tokens: sampling_max.or(window),
+            tensor_parallel_size: r.args.tensor_parallel_size.unwrap_or(1),
+            pipeline_parallel_size: r.args.pipeline_parallel_size.unwrap_or(1),
+            base_url: r.base_url(),
+            endpoint: None,
+            error: r
+                .error
+                .as_ref()
+                .map(|e| serde_json::to_value(e).unwrap_or_default()),
+        }
+    }
+
+    /// Performance of a launched, loaded model over (up to) the last minute.
+    pub async fn performance(&self, r: &ModelRecord) -> Performance {
+        let Some(client) = self.launcher().ok().and_then(|l| l.client_for(r)) else {
+            return Performance::default();
+        };
+        let mut p = self.performance_window(&client, &r.model_id).await;
+        p.memory_usage_mb = self.memory_usage_mb(r);
+        if let Some(pid) = r.pid {
+            p.gpu_utilization = self.gpu_utilization(pid);
+        }
+        p
+    }
+
+    /// Performance of a model on an attached endpoint (no process figures).
+    pub async fn performance_of_endpoint(
+        &self,
+        client: &VllmClient,
+        model_id: &str,
+    ) -> Performance {
+        let mut p = self.performance_window(client, model_id).await;
+        let extra =
+            "memory and GPU figures of an attached endpoint's processes are not visible here";
+        p.note = Some(match p.note {
+            Some(n) => format!("{n}; {extra}"),
+            None => extra.into(),
+        });
+        p
+    }
+
+    fn gpu_utilization(&self, pgid: u32) -> Option<f64> {
+        let members = process::group_members(pgid);
+        let gpus = self.kit.gpus.snapshots().ok()?;
+        let used: Vec<f64> = gpus
+            .iter()
+            .filter(|g| {
+                g.processes
+                    .iter()
+                    .flatten()
+                    .any(|p| members.contains(&p.pid))
+            })
+            .filter_map(|g| g.utilization_gpu)
+            .collect();
+        (!used.is_empty()).then(|| used.iter().sum::<f64>() / used.len() as f64)
+    }
+
+    async fn scrape(&self, client: &VllmClient) -> Option<Exposition> {
+        let text = client.metrics_text().await.ok()?;
+        let (exp, _) = prom::parse_lenient(&text);
+        let mut scrapes = self.scrapes.lock().unwrap_or_else(|e| e.into_inner());
+        let list = scrapes.entry(client.base_url().to_string()).or_default();
+        list.retain(|(t, _)| t.elapsed() < WINDOW * 2);
+        list.push((Instant::now(), exp.clone()));
+        Some(exp)
+    }
+
+    /// Rates between the oldest scrape of the last minute and now. Without an earlier
+    /// scrape, one is taken, then another a second later: a short window, but measured.
+    async fn performance_window(&self, client: &VllmClient, model_id: &str) -> Performance {
+        let earlier = {
+            let scrapes = self.scrapes.lock().unwrap_or_else(|e| e.into_inner());
+            scrapes.get(client.base_url()).and_then(|l| {
+                l.iter()
+                    .filter(|(t, _)| {
+                        t.elapsed() <= WINDOW && t.elapsed() >= Duration::from_millis(500)
+                    })
+                    .min_by_key(|(t, _)| *t)
+                    .map(|(t, e)| (*t, e.clone()))
+            })
+        };
+        let (t0, e0) = match earlier {
+            Some(x) => x,
+            None => {
+                let Some(e0) = self.scrape(client).await else {
+                    return Performance {
+                        note: Some("the server's /metrics did not answer".into()),
+                        ..Performance::default()
+                    };
+                };
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                (Instant::now() - Duration::from_secs(1), e0)
+            }
+        };
+        let Some(e1) = self.scrape(client).await else {
+            return Performance {
+                note: Some("the server's /metrics did not answer".into()),
+                ..Performance::default()
+            };
+        };
+        let window = t0.elapsed().as_secs_f64();
+        let m0 = VllmSnapshot::from_exposition(&e0).model(model_id).cloned();
+        let m1 = VllmSnapshot::from_exposition(&e1).model(model_id).cloned();
+        let Some(m1) = m1 else {
+            return Performance {
+                window_seconds: Some(window),
+                note: Some(format!(
+                    "the server's metrics have no series for `{model_id}`"
+                )),
+                ..Performance::default()
+            };
+        };
+        let counter = |a: Option<f64>, b: Option<f64>| -> Option<f64> {
+            let (a, b) = (a?, b?);
+            // A drop means the server restarted inside the window: the new value is the increase.
+            Some(if b >= a { b - a } else { b })
+        };
+        let hist_mean_ms = |a: Option<&Histogram>, b: Option<&Histogram>| -> Option<f64> {
+            let d = match (a, b) {
+                (Some(a), Some(b)) => Histogram::delta(b, a),
+                (None, Some(b)) => b.clone(),
+                _ => return None,
+            };
+            d.mean().map(|s| s * 1000.0)
+        };
+        let m0 = m0.unwrap_or_default();
+        let tokens = counter(m0.generation_tokens_total, m1.generation_tokens_total);
+        let latency = hist_mean_ms(
+            m0.e2e_request_latency_seconds.as_ref(),
+            m1.e2e_request_latency_seconds.as_ref(),
+        );
+        let ttft = hist_mean_ms(
+            m0.time_to_first_token_seconds.as_ref(),
+            m1.time_to_first_token_seconds.as_ref(),
+        );
+        let round = |v: f64| (v * 100.0).round() / 100.0;
+        Performance {
+            memory_usage_mb: None,
+            throughput_tokens_per_second: tokens.map(|t| round(t / window)),
+            latency_ms: latency.map(round),
+            time_to_first_token_ms: ttft.map(round),
+            gpu_utilization: None,
+            kv_cache_usage: m1.kv_cache_usage,
+            requests_running: m1.num_requests_running,
+            requests_waiting: m1.num_requests_waiting,
+            window_seconds: Some(round(window)),
+            note: latency
+                .is_none()
+                .then(|| "no request finished in the window: latency is null".to_string()),
+        }
+    }
 }
 
 impl Service for ModelManager {
@@ -20,13 +256,45 @@ impl Service for ModelManager {
     }
 
     fn instructions(&self) -> String {
-        "Manages vLLM models: list, load, unload, inspect and configure them. Call server-health to check the server, its store and the vLLM endpoints.".into()
+        "Manages vLLM models: list-models shows what is launched, served, configured or cached; load-model starts \
+         a vLLM server for a model (use dry_run to check memory first, wait_seconds to wait until it is served); \
+         unload-model stops it; get-model-info and set-model-config inspect and tune it. Resources \
+         vllm://model/{id}/config and vllm://model/{id}/logs show a model's configuration and log; \
+         vllm://crush/provider-config gives Crush provider blocks for the loaded models."
+            .into()
+    }
+
+    async fn resources(&self) -> Vec<Resource> {
+        resources::list(self).await
+    }
+
+    fn resource_templates(&self) -> Vec<ResourceTemplate> {
+        resources::templates()
+    }
+
+    async fn read_resource(&self, uri: &str) -> Option<Result<ResourceBody>> {
+        resources::read(self, uri).await
     }
 }
 
 /// Builds the server and its tools over a kit.
 pub fn build(kit: Arc<Kit>) -> Result<(ModelManager, Toolbox<ModelManager>)> {
-    let mut tools = Toolbox::default();
-    vllm_mcp_kit::health::add_health_tool(&mut tools);
-    Ok((ModelManager { kit }, tools))
+    let launcher = kit.store().ok().map(|s| {
+        Arc::new(Launcher::new(
+            kit.config.clone(),
+            s.clone(),
+            kit.gpus.clone(),
+        ))
+    });
+    let mut t = Toolbox::default();
+    vllm_mcp_kit::health::add_health_tool(&mut t);
+    tools::register(&mut t);
+    Ok((
+        ModelManager {
+            kit,
+            launcher,
+            scrapes: Mutex::new(HashMap::new()),
+        },
+        t,
+    ))
 }
