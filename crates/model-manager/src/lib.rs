@@ -3,6 +3,7 @@
 //! The library holds the server so tests can run it in-process; `main.rs` only starts it.
 //! - [`params`]: tool parameters (what the model reads in the input schemas);
 //! - [`tools`]: list-models, load-model, unload-model, get-model-info, set-model-config;
+//! - [`runtime_tools`]: load-lora-adapter, unload-lora-adapter, sleep-model, wake-model, chat;
 //! - [`resources`]: `vllm://model/{id}/config`, `vllm://model/{id}/logs`,
 //!   `vllm://crush/provider-config`.
 //!
@@ -11,6 +12,7 @@
 
 pub mod params;
 pub mod resources;
+pub mod runtime_tools;
 pub mod tools;
 
 use rmcp::model::{Resource, ResourceTemplate};
@@ -289,6 +291,7 @@ pub fn build(kit: Arc<Kit>) -> Result<(ModelManager, Toolbox<ModelManager>)> {
     let mut t = Toolbox::default();
     vllm_mcp_kit::health::add_health_tool(&mut t);
     tools::register(&mut t);
+    runtime_tools::register(&mut t);
     Ok((
         ModelManager {
             kit,
