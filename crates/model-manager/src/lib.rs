@@ -279,6 +279,43 @@ impl Service for ModelManager {
     }
 }
 
+/// How often the duty holder looks at every model (deaths, queue, restarts, idle TTLs).
+pub const SUPERVISE_INTERVAL: Duration = Duration::from_secs(1);
+/// Lease time of the supervision duties: a killed holder is replaced at once on this host
+/// (dead pid), elsewhere after this.
+const DUTY_TTL: Duration = Duration::from_secs(15);
+
+/// Runs the singleton duties this process holds: every instance keeps the leases, one
+/// holds each, and any may take over when the holder dies.
+async fn supervise(launcher: Arc<Launcher>, store: vllm_core::store::Store) {
+    use vllm_core::coordination::{HolderId, LeaseKeeper, duties};
+    use vllm_core::launcher::supervisor::{Duties, DutyState};
+    let holder = HolderId::for_process().clone();
+    let keep = |duty| LeaseKeeper::spawn(store.clone(), duty, holder.clone(), DUTY_TTL);
+    let (queue, reaper, autostart) = (
+        keep(duties::LAUNCH_QUEUE),
+        keep(duties::IDLE_REAPER),
+        keep(duties::AUTOSTART),
+    );
+    let mut state = DutyState::default();
+    let mut every = tokio::time::interval(SUPERVISE_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let held = Duties {
+            queue: queue.is_held(),
+            reaper: reaper.is_held(),
+            autostart: autostart.is_held(),
+        };
+        if !(held.queue || held.reaper || held.autostart) {
+            continue;
+        }
+        if let Err(e) = launcher.tick(held, &mut state).await {
+            tracing::warn!(error = %e, "supervision round failed");
+        }
+    }
+}
+
 /// Builds the server and its tools over a kit.
 pub fn build(kit: Arc<Kit>) -> Result<(ModelManager, Toolbox<ModelManager>)> {
     let launcher = kit.store().ok().map(|s| {
@@ -288,6 +325,11 @@ pub fn build(kit: Arc<Kit>) -> Result<(ModelManager, Toolbox<ModelManager>)> {
             kit.gpus.clone(),
         ))
     });
+    if let (Some(l), Ok(store)) = (&launcher, kit.store())
+        && tokio::runtime::Handle::try_current().is_ok()
+    {
+        tokio::spawn(supervise(l.clone(), store.clone()));
+    }
     let mut t = Toolbox::default();
     vllm_mcp_kit::health::add_health_tool(&mut t);
     tools::register(&mut t);

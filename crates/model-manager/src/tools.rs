@@ -256,6 +256,8 @@ pub struct LoadAnswer {
     pub memory_check: Option<Value>,
     /// How the requirement was estimated (weights, KV cache, sources, notes).
     pub estimate: Option<Value>,
+    /// Another model is loading on the same GPUs: this one waits its turn (status `loading`).
+    pub queued: bool,
     /// The model already ran with the same arguments: nothing was launched.
     pub already_running: bool,
     /// What differs from the running model's arguments (`replace: true` relaunches).
@@ -349,11 +351,11 @@ async fn load_model(s: &ModelManager, p: LoadParams, ctx: CallCtx) -> Result<Bat
         }
     };
     if let Some(t) = p.idle_ttl_seconds
-        && !(t.is_finite() && t >= 10.0)
+        && !(t.is_finite() && t >= 1.0)
     {
         return Err(Error::invalid(
             "idle_ttl_seconds",
-            format!("{t} must be at least 10 seconds"),
+            format!("{t} must be at least 1 second"),
         ));
     }
     let single = p.model_ids.is_none();
@@ -425,6 +427,25 @@ async fn load_one(
                     ),
                 }),
                 ..LoadAnswer::default()
+            })
+        }
+        LaunchOutcome::Queued {
+            record,
+            preflight,
+            ahead,
+        } => {
+            let (required, check, est) = preflight_parts(&preflight);
+            Ok(LoadAnswer {
+                estimated_load_time: Some(preflight.estimated_load_seconds),
+                memory_required_mb: required,
+                memory_check: check,
+                estimate: est,
+                queued: true,
+                note: Some(format!(
+                    "{ahead} load(s) on the same GPUs go first; it starts when they are served \
+                     (list-models shows its progress)"
+                )),
+                ..answer_of_record(&record)
             })
         }
         LaunchOutcome::AlreadyRunning { record } => Ok(LoadAnswer {
@@ -686,6 +707,14 @@ pub struct ServerInfo {
     pub env_names: Vec<String>,
     pub log_uri: String,
     pub config_uri: String,
+    /// Relaunches so far by the restart policy or after port conflicts.
+    pub restarts: u32,
+    /// `{mode, max_restarts, backoff_seconds}` when set.
+    pub restart_policy: Option<Value>,
+    /// Unloaded after this many seconds without requests, when set.
+    pub idle_ttl_seconds: Option<f64>,
+    /// Waiting in the launch queue for GPUs another model is loading onto.
+    pub queued: bool,
 }
 
 fn rfc(t: Option<f64>) -> Option<String> {
@@ -765,6 +794,13 @@ async fn get_model_info(s: &ModelManager, p: InfoParams) -> Result<InfoAnswer> {
                 env_names: r.env_names.clone(),
                 log_uri: crate::resources::logs_uri(&r.model_id),
                 config_uri: crate::resources::config_uri(&r.model_id),
+                restarts: r.restarts,
+                restart_policy: r
+                    .restart_policy
+                    .as_ref()
+                    .map(|p| serde_json::to_value(p).unwrap_or_default()),
+                idle_ttl_seconds: r.idle_ttl_seconds,
+                queued: r.status == ModelStatus::Loading && r.pid.is_none(),
             }),
             error: r
                 .error
@@ -816,6 +852,10 @@ async fn get_model_info(s: &ModelManager, p: InfoParams) -> Result<InfoAnswer> {
                     env_names: Vec::new(),
                     log_uri: crate::resources::logs_uri(&card.id),
                     config_uri: crate::resources::config_uri(&card.id),
+                    restarts: 0,
+                    restart_policy: None,
+                    idle_ttl_seconds: None,
+                    queued: false,
                 }),
                 error: None,
             });
@@ -972,9 +1012,9 @@ async fn set_model_config(s: &ModelManager, p: SetConfigParams) -> Result<SetCon
         launcher.stop(&r.model_id, false).await?;
         let status = match launcher.launch(&req).await? {
             LaunchOutcome::Started { record, .. } => record.status,
-            LaunchOutcome::AlreadyRunning { record } | LaunchOutcome::Differs { record, .. } => {
-                record.status
-            }
+            LaunchOutcome::AlreadyRunning { record }
+            | LaunchOutcome::Differs { record, .. }
+            | LaunchOutcome::Queued { record, .. } => record.status,
             LaunchOutcome::DryRun { .. } => ModelStatus::Unloaded,
         };
         (

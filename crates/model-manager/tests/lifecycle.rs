@@ -34,7 +34,12 @@ impl Rig {
 
     /// Adds `[launcher.env]` entries.
     fn with_env(self, pairs: &[(&str, &str)]) -> Rig {
-        let mut text = std::fs::read_to_string(&self.config).unwrap();
+        let mut text: String = std::fs::read_to_string(&self.config)
+            .unwrap()
+            .lines()
+            .filter(|l| !pairs.iter().any(|(k, _)| l.starts_with(&format!("{k} ="))))
+            .map(|l| format!("{l}\n"))
+            .collect();
         for (k, v) in pairs {
             text.push_str(&format!("{k} = {v:?}\n"));
         }
@@ -663,4 +668,232 @@ async fn resources_list_and_read_config_logs_and_provider_blocks() {
     assert!(m.read("vllm://nowhere").await.is_err());
     m.call("unload-model", json!({"model_id": "org/tiny"}))
         .await;
+}
+
+/// Polls get-model-info until `done` holds for it.
+async fn wait_info(
+    m: &McpProcess,
+    id: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let a = m.call("get-model-info", json!({"model_id": id})).await;
+        if done(&a.json) {
+            return a.json;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not met in time: {}",
+            a.json
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn restart_policy_relaunches_a_crashing_model_up_to_its_maximum() {
+    let rig = Rig::new("").with_env(&[("MOCK_VLLM_CRASH_AFTER", "0.5")]);
+    let m = rig.manager(&[]).await;
+    let a = m
+        .call(
+            "load-model",
+            json!({"model_id": "crashy", "source": "mock/tiny",
+                   "restart_policy": {"mode": "on-failure", "max_restarts": 2, "backoff_seconds": 0.2}}),
+        )
+        .await;
+    assert!(!a.is_error, "{}", a.json);
+    let first_pid = a.json["pid"].clone();
+    let done = wait_info(&m, "crashy", Duration::from_secs(40), |j| {
+        j["status"] == "error" && j["server"]["restarts"] == 2
+    })
+    .await;
+    assert_ne!(done["server"]["pid"], first_pid);
+    assert_eq!(done["server"]["restart_policy"]["max_restarts"], 2);
+    // It stays in error: no third restart.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = m
+        .call("get-model-info", json!({"model_id": "crashy"}))
+        .await;
+    assert_eq!(later.json["server"]["restarts"], 2);
+    assert_eq!(later.json["status"], "error");
+}
+
+#[tokio::test]
+async fn a_port_conflict_is_retried_on_other_ports() {
+    let rig = Rig::new("").with_env(&[("MOCK_VLLM_FAIL", "port-in-use")]);
+    let m = rig.manager(&[]).await;
+    let a = m
+        .call(
+            "load-model",
+            json!({"model_id": "p", "source": "mock/tiny"}),
+        )
+        .await;
+    let first_port = a.json["port"].clone();
+    let done = wait_info(&m, "p", Duration::from_secs(30), |j| {
+        j["status"] == "error" && j["server"]["restarts"] == 3
+    })
+    .await;
+    assert_eq!(done["error"]["reason"], "PORT_IN_USE");
+    assert_ne!(
+        done["server"]["port"], first_port,
+        "the retries moved to another port"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_model_is_unloaded_after_its_ttl() {
+    let rig = Rig::new("");
+    let m = rig.manager(&[]).await;
+    let a = m
+        .call(
+            "load-model",
+            json!({"model_id": "idle", "source": "mock/tiny", "idle_ttl_seconds": 2, "wait_seconds": 30}),
+        )
+        .await;
+    assert_eq!(a.json["status"], "loaded", "{}", a.json);
+    let pid = a.json["pid"].as_u64().unwrap() as u32;
+    let t = Instant::now();
+    wait_status(&m, "idle", "unloaded", Duration::from_secs(20)).await;
+    assert!(t.elapsed() >= Duration::from_secs(2), "not before its TTL");
+    assert!(group_pids(pid).is_empty());
+}
+
+#[tokio::test]
+async fn loads_on_the_same_gpu_wait_in_order() {
+    let rig = Rig::new("").with_env(&[("MOCK_VLLM_START_DELAY", "1.5")]);
+    let m = rig.manager(&[("VLLM_MCP_FAKE_GPUS", "1")]).await;
+    let a = m
+        .call(
+            "load-model",
+            json!({"model_id": "first", "source": "mock/tiny"}),
+        )
+        .await;
+    assert!(!a.is_error, "{}", a.json);
+    assert_eq!(a.json["queued"], false);
+    let b = m
+        .call(
+            "load-model",
+            json!({"model_id": "second", "source": "mock/tiny"}),
+        )
+        .await;
+    assert!(!b.is_error, "{}", b.json);
+    assert_eq!(b.json["queued"], true, "{}", b.json);
+    assert_eq!(b.json["status"], "loading");
+    assert!(b.json["pid"].is_null(), "no process before its turn");
+    let first = wait_status(&m, "first", "loaded", Duration::from_secs(20)).await;
+    assert!(first["status"] == "loaded");
+    let second = wait_info(&m, "second", Duration::from_secs(20), |j| {
+        j["status"] == "loaded"
+    })
+    .await;
+    let first_info = m.call("get-model-info", json!({"model_id": "first"})).await;
+    let loaded_first =
+        vllm_core::time::parse_rfc3339(first_info.json["server"]["loaded_at"].as_str().unwrap())
+            .unwrap();
+    let launched_second =
+        vllm_core::time::parse_rfc3339(second["server"]["launched_at"].as_str().unwrap()).unwrap();
+    assert!(
+        launched_second >= loaded_first,
+        "the second started after the first was served"
+    );
+    for id in ["first", "second"] {
+        m.call("unload-model", json!({"model_id": id})).await;
+    }
+}
+
+#[tokio::test]
+async fn autostart_models_start_once_per_boot() {
+    let rig = Rig::new(
+        "[catalog.auto]\nsource = \"mock/tiny\"\n[catalog.auto.args]\nmax_model_len = 256\n",
+    );
+    let mut text = std::fs::read_to_string(&rig.config).unwrap();
+    text = text.replace("[launcher]\n", "[launcher]\nautostart = [\"auto\"]\n");
+    std::fs::write(&rig.config, text).unwrap();
+    let m = rig.manager(&[]).await;
+    let auto = wait_status(&m, "auto", "loaded", Duration::from_secs(20)).await;
+    assert_eq!(auto["context_window"], 256, "catalog presets applied");
+    assert!(
+        !m.call("unload-model", json!({"model_id": "auto"}))
+            .await
+            .is_error
+    );
+    m.close().await;
+    // A new manager (another Crush session) does not start it again on this boot.
+    let m2 = rig.manager(&[]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = wait_status(&m2, "auto", "unloaded", Duration::from_secs(1)).await;
+    assert_eq!(still["status"], "unloaded");
+}
+
+#[tokio::test]
+async fn unload_waits_for_running_requests_then_refuses_unless_forced() {
+    // Slow tokens: a 100-token answer runs for about 20 s.
+    let rig = Rig::new("").with_env(&[("MOCK_VLLM_TOKEN_LATENCY_MS", "200")]);
+    let m = rig.manager(&[]).await;
+    let a = m
+        .call(
+            "load-model",
+            json!({"model_id": "busy", "source": "mock/tiny", "wait_seconds": 30}),
+        )
+        .await;
+    assert_eq!(a.json["status"], "loaded", "{}", a.json);
+    let base = a.json["base_url"].as_str().unwrap().to_string();
+    let client = vllm_core::vllm::VllmClient::new(vllm_core::vllm::EndpointSpec::new(
+        "t",
+        &base,
+        &Default::default(),
+    ))
+    .unwrap();
+    let long = tokio::spawn(async move {
+        client
+            .completion(&json!({"model": "busy", "prompt": "go", "max_tokens": 100}))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    let refused = m.call("unload-model", json!({"model_id": "busy"})).await;
+    assert_eq!(code(&refused), "MODEL_BUSY", "{}", refused.json);
+    assert!(
+        t.elapsed() >= Duration::from_secs(3),
+        "it waited the grace period first"
+    );
+    wait_status(&m, "busy", "loaded", Duration::from_secs(2)).await;
+    let forced = m
+        .call("unload-model", json!({"model_id": "busy", "force": true}))
+        .await;
+    assert!(!forced.is_error, "{}", forced.json);
+    assert_eq!(forced.json["terminated_gracefully"], false);
+    assert!(long.await.unwrap().is_err(), "the cut-off request failed");
+}
+
+#[tokio::test]
+async fn batch_load_and_unload_answer_per_model() {
+    let rig = Rig::new("");
+    let m = rig.manager(&[]).await;
+    let a = m
+        .call(
+            "load-model",
+            json!({"model_ids": ["mock/a", "mock/b", "bad id!"], "wait_seconds": 30}),
+        )
+        .await;
+    assert!(!a.is_error, "{}", a.json);
+    let results = a.json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["status"], "loaded", "{}", a.json);
+    assert_eq!(results[1]["status"], "loaded");
+    assert_eq!(results[2]["success"], false);
+    assert_eq!(results[2]["error"]["code"], "INVALID_ARGUMENT");
+    let u = m
+        .call("unload-model", json!({"model_ids": ["mock/a", "mock/b"]}))
+        .await;
+    let results = u.json["results"].as_array().unwrap();
+    assert!(
+        results
+            .iter()
+            .all(|r| r["status"] == "unloaded" && r["success"] == true),
+        "{}",
+        u.json
+    );
 }

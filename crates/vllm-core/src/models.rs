@@ -281,6 +281,17 @@ pub fn transition(
     })
 }
 
+/// Sets a record's restart count (forgiven after a long healthy run).
+pub fn set_restarts(store: &Store, model_id: &str, restarts: u32) -> Result<()> {
+    store.write(|tx| {
+        tx.execute(
+            "UPDATE models SET restarts = ?1, updated_at = ?2 WHERE model_id = ?3",
+            params![i64::from(restarts), crate::time::unix_now(), model_id],
+        )?;
+        Ok(())
+    })
+}
+
 /// Ports of records that are active, to keep launches from colliding.
 pub fn active_ports(store: &Store) -> Result<HashSet<u16>> {
     Ok(list(store)?

@@ -77,6 +77,48 @@ pub enum LaunchOutcome {
         preflight: Preflight,
         source: String,
     },
+    /// Another model is loading on the same GPUs: this launch waits in the queue and
+    /// the lease holder starts it when they are free. `ahead` loads go first.
+    Queued {
+        record: ModelRecord,
+        preflight: Preflight,
+        ahead: usize,
+    },
+}
+
+/// Where [`Launcher::place`] put a launch.
+#[derive(Debug, Clone)]
+pub enum Placed {
+    Spawned(ModelRecord),
+    Queued(ModelRecord, usize),
+}
+
+/// What to place: the request and what the preflight decided.
+struct Plan<'a> {
+    req: &'a LaunchRequest,
+    source: &'a str,
+    args: &'a LaunchArgs,
+    gpu_ids: &'a [u32],
+    memory_mb: Option<u64>,
+    /// A port that just failed (in use): not taken again.
+    avoid_port: Option<u16>,
+    /// `Some`: set the restart count; `None`: keep the record's.
+    restarts: Option<u32>,
+    /// When this launch joined the queue, if it is already queued: its place in line.
+    queued_since: Option<f64>,
+}
+
+/// An active record, as the placement transaction sees it.
+struct Active {
+    model_id: String,
+    port: Option<u16>,
+    memory_mb: Option<i64>,
+    loading: bool,
+    /// `None` for a queued launch (no process yet).
+    pid: Option<i64>,
+    gpu_ids: Vec<u32>,
+    /// For a queued launch: when it joined the queue.
+    since: f64,
 }
 
 /// What [`Launcher::stop`] did.
@@ -364,36 +406,58 @@ impl Launcher {
                 details,
             });
         }
-        let record = self.spawn_locked(req, &source, &args, &preflight)?;
-        Ok(LaunchOutcome::Started { record, preflight })
+        let placed = self.place(&Plan {
+            req,
+            source: &source,
+            args: &args,
+            gpu_ids: &preflight.gpu_ids,
+            memory_mb: preflight
+                .check
+                .as_ref()
+                .map(|c| c.required_mb)
+                .or(preflight.estimate.total_mb),
+            avoid_port: None,
+            restarts: None,
+            queued_since: None,
+        })?;
+        Ok(match placed {
+            Placed::Spawned(record) => LaunchOutcome::Started { record, preflight },
+            Placed::Queued(record, ahead) => LaunchOutcome::Queued {
+                record,
+                preflight,
+                ahead,
+            },
+        })
     }
 
-    /// Checks the limits, picks the port and spawns inside one store transaction, so
-    /// instances launching at once cannot both take the last slot or the same port.
-    fn spawn_locked(
-        &self,
-        req: &LaunchRequest,
-        source: &str,
-        args: &LaunchArgs,
-        pre: &Preflight,
-    ) -> Result<ModelRecord> {
+    /// Checks the limits, then either queues the launch (another model is loading on
+    /// one of its GPUs) or picks the port and spawns — all inside one store
+    /// transaction, so instances launching at once cannot both take the last slot, the
+    /// same port, or the same GPUs while they load.
+    fn place(&self, plan: &Plan<'_>) -> Result<Placed> {
         let cfg = &self.config;
+        let req = plan.req;
         let sampling = models::sampling(&self.store, &req.model_id)?;
         self.store.write(|tx| {
             let rows = {
                 let mut st = tx.prepare(
-                    "SELECT model_id, port, memory_estimate_mb FROM models WHERE status IN ('loading','loaded','stopping','sleeping')",
+                    "SELECT model_id, port, memory_estimate_mb, status, gpu_ids, pid, updated_at FROM models \
+                     WHERE status IN ('loading','loaded','stopping','sleeping')",
                 )?;
                 st.query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, Option<i64>>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                    ))
+                    Ok(Active {
+                        model_id: r.get(0)?,
+                        port: r.get::<_, Option<i64>>(1)?.map(|p| p as u16),
+                        memory_mb: r.get(2)?,
+                        loading: r.get::<_, String>(3)? == "loading",
+                        gpu_ids: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
+                        pid: r.get(5)?,
+                        since: r.get(6)?,
+                    })
                 })?
                 .collect::<std::result::Result<Vec<_>, _>>()?
             };
-            let others: Vec<_> = rows.iter().filter(|(id, _, _)| *id != req.model_id).collect();
+            let others: Vec<&Active> = rows.iter().filter(|a| a.model_id != req.model_id).collect();
             if others.len() as u32 >= cfg.limits.max_models {
                 return Err(Error::LimitExceeded {
                     limit: "limits.max_models".into(),
@@ -404,10 +468,10 @@ impl Launcher {
                     ),
                 });
             }
-            if let (Some(budget), Some(need)) = (cfg.limits.gpu_memory_budget_mb, pre.check.as_ref().map(|c| c.required_mb))
-                && !pre.gpu_ids.is_empty()
+            if let (Some(budget), Some(need)) = (cfg.limits.gpu_memory_budget_mb, plan.memory_mb)
+                && !plan.gpu_ids.is_empty()
             {
-                let used: i64 = others.iter().filter_map(|(_, _, m)| *m).sum();
+                let used: i64 = others.iter().filter_map(|a| a.memory_mb).sum();
                 if used as u64 + need > budget {
                     return Err(Error::LimitExceeded {
                         limit: "limits.gpu_memory_budget_mb".into(),
@@ -424,8 +488,55 @@ impl Launcher {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .ok();
-            let exclude = others.iter().filter_map(|(_, p, _)| p.map(|p| p as u16)).collect();
-            let preferred = previous.as_ref().and_then(|(p, _)| p.map(|p| p as u16));
+            let restarts = plan
+                .restarts
+                .unwrap_or_else(|| previous.as_ref().map(|(_, r)| *r as u32).unwrap_or(0));
+            let now = crate::time::unix_now();
+            let mut record = ModelRecord {
+                model_id: req.model_id.clone(),
+                source: plan.source.to_string(),
+                status: ModelStatus::Loading,
+                host: cfg.launcher.host.clone(),
+                port: previous.as_ref().and_then(|(p, _)| p.map(|p| p as u16)),
+                pid: None,
+                start_time: None,
+                args: plan.args.clone(),
+                argv: Vec::new(),
+                env_names: Vec::new(),
+                gpu_ids: plan.gpu_ids.to_vec(),
+                log_path: Some(self.log_path(&req.model_id)),
+                launched_at: None,
+                loaded_at: None,
+                stopped_at: None,
+                error: None,
+                restart_policy: req.restart_policy.clone(),
+                restarts,
+                idle_ttl_seconds: req.idle_ttl_seconds,
+                memory_estimate_mb: plan.memory_mb,
+                updated_at: now,
+            };
+            // GPUs another model is still loading onto: wait in order (the queue is
+            // the loading records without a process, oldest first).
+            // Ahead of us: loads with a process on our GPUs, and queued loads that
+            // joined the queue before us.
+            let since = plan.queued_since.unwrap_or(now);
+            let ahead = others
+                .iter()
+                .filter(|a| a.loading && a.gpu_ids.iter().any(|g| plan.gpu_ids.contains(g)))
+                .filter(|a| a.pid.is_some() || a.since < since)
+                .count();
+            if ahead > 0 {
+                if plan.queued_since.is_none() {
+                    models::put(tx, &record)?;
+                }
+                return Ok(Placed::Queued(record, ahead));
+            }
+            let exclude = others
+                .iter()
+                .filter_map(|a| a.port)
+                .chain(plan.avoid_port)
+                .collect();
+            let preferred = record.port.filter(|p| Some(*p) != plan.avoid_port);
             let [lo, hi] = cfg.launcher.port_range;
             let port = process::pick_port(&cfg.launcher.host, (lo, hi), preferred, &exclude).ok_or_else(|| {
                 Error::LimitExceeded {
@@ -435,15 +546,15 @@ impl Launcher {
             })?;
             let (program, argv) = command_line(&CommandSpec {
                 command: &cfg.launcher.command,
-                source,
+                source: plan.source,
                 model_id: &req.model_id,
                 host: &cfg.launcher.host,
                 port,
-                args,
+                args: plan.args,
                 sampling: &sampling,
                 executor_backend: cfg.launcher.distributed_executor_backend.as_deref(),
             });
-            let (env, env_remove) = self.child_env(&pre.gpu_ids);
+            let (env, env_remove) = self.child_env(plan.gpu_ids);
             let log_path = self.log_path(&req.model_id);
             let spawned = process::spawn_detached(&SpawnSpec {
                 program: program.clone(),
@@ -455,32 +566,44 @@ impl Launcher {
             })?;
             let mut full = vec![program];
             full.extend(argv);
-            let now = crate::time::unix_now();
-            let record = ModelRecord {
-                model_id: req.model_id.clone(),
-                source: source.to_string(),
-                status: ModelStatus::Loading,
-                host: cfg.launcher.host.clone(),
-                port: Some(port),
-                pid: Some(spawned.pid),
-                start_time: spawned.start_time,
-                args: args.clone(),
-                argv: crate::redact::redact_args(&full),
-                env_names: env.iter().map(|(k, _)| k.clone()).collect(),
-                gpu_ids: pre.gpu_ids.clone(),
-                log_path: Some(log_path),
-                launched_at: Some(now),
-                loaded_at: None,
-                stopped_at: None,
-                error: None,
-                restart_policy: req.restart_policy.clone(),
-                restarts: previous.map(|(_, r)| r as u32).unwrap_or(0),
-                idle_ttl_seconds: req.idle_ttl_seconds,
-                memory_estimate_mb: pre.check.as_ref().map(|c| c.required_mb).or(pre.estimate.total_mb),
-                updated_at: now,
-            };
+            record.port = Some(port);
+            record.pid = Some(spawned.pid);
+            record.start_time = spawned.start_time;
+            record.argv = crate::redact::redact_args(&full);
+            record.env_names = env.iter().map(|(k, _)| k.clone()).collect();
+            record.launched_at = Some(now);
             models::put(tx, &record)?;
-            Ok(record)
+            Ok(Placed::Spawned(record))
+        })
+    }
+
+    /// Launches a record again with its stored request: after a crash (restart policy),
+    /// a port conflict (`avoid_port`), or when it waited in the queue.
+    pub fn relaunch(
+        &self,
+        r: &ModelRecord,
+        avoid_port: Option<u16>,
+        restarts: u32,
+    ) -> Result<Placed> {
+        let queued = r.status == ModelStatus::Loading && r.pid.is_none();
+        let req = LaunchRequest {
+            model_id: r.model_id.clone(),
+            source: Some(r.source.clone()),
+            args: r.args.clone(),
+            gpu_ids: (!r.gpu_ids.is_empty()).then(|| r.gpu_ids.clone()),
+            restart_policy: r.restart_policy.clone(),
+            idle_ttl_seconds: r.idle_ttl_seconds,
+            ..LaunchRequest::default()
+        };
+        self.place(&Plan {
+            req: &req,
+            source: &r.source,
+            args: &r.args,
+            gpu_ids: &r.gpu_ids,
+            memory_mb: r.memory_estimate_mb,
+            avoid_port,
+            restarts: Some(restarts),
+            queued_since: queued.then_some(r.updated_at),
         })
     }
 
@@ -582,14 +705,34 @@ impl Launcher {
             let took = crate::time::unix_now() - record.launched_at.unwrap_or_default();
             let _ = models::record_load(&self.store, &record.model_id, took, true);
         }
-        let _ = models::transition(
+        let won = models::transition(
             &self.store,
             &record.model_id,
             record.status,
             Some(pid),
             to,
             error.as_ref(),
-        );
+        )
+        .unwrap_or(false);
+        // A port taken between our check and vLLM's bind: start again elsewhere, at
+        // once and a few times at most. Only the instance whose transition won does it.
+        if won
+            && to == ModelStatus::Error
+            && error
+                .as_ref()
+                .is_some_and(|e| e.reason == LoadFailure::PortInUse.as_str())
+            && record.restarts < PORT_RETRIES
+            && let Ok(Some(current)) = models::get(&self.store, &record.model_id)
+        {
+            match self.relaunch(&current, record.port, record.restarts + 1) {
+                Ok(_) => {
+                    tracing::info!(model = %record.model_id, port = ?record.port, "port in use; relaunched on another port")
+                }
+                Err(e) => {
+                    tracing::warn!(model = %record.model_id, error = %e, "relaunch after a port conflict failed")
+                }
+            }
+        }
         models::get(&self.store, &record.model_id)
             .ok()
             .flatten()
@@ -703,6 +846,25 @@ impl Launcher {
             .get(model_id)
             .await?
             .ok_or_else(|| Error::ModelNotFound(model_id.to_string()))?;
+        if record.status == ModelStatus::Loading && record.pid.is_none() {
+            // Still waiting in the launch queue: leaving it is the whole unload.
+            models::transition(
+                &self.store,
+                model_id,
+                ModelStatus::Loading,
+                None,
+                ModelStatus::Unloaded,
+                None,
+            )?;
+            return Ok(StopOutcome {
+                model_id: model_id.to_string(),
+                was_running: false,
+                memory_freed_mb: 0,
+                terminated_gracefully: true,
+                remaining_pids: Vec::new(),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
         let Some(pid) = record.pid.filter(|_| record.status.is_active()) else {
             return Ok(StopOutcome {
                 model_id: model_id.to_string(),
@@ -791,6 +953,184 @@ impl Launcher {
                 .sum(),
         )
     }
+}
+
+/// Relaunches after a port conflict before the model is left in `error`.
+pub const PORT_RETRIES: u32 = 3;
+/// A model serving this long has its restart count forgiven.
+pub const RESTARTS_FORGIVEN_AFTER_SECONDS: f64 = 300.0;
+
+/// Which leased duties this process holds for one [`Launcher::tick`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Duties {
+    /// The launch queue and restart policies (`duties::LAUNCH_QUEUE`).
+    pub queue: bool,
+    /// Unloading models idle past their TTL (`duties::IDLE_REAPER`).
+    pub reaper: bool,
+    /// Starting the configured autostart models (`duties::AUTOSTART`).
+    pub autostart: bool,
+}
+
+/// What the duty holder remembers between ticks (lost, harmlessly, when the lease moves:
+/// idle clocks restart, so a model is never unloaded early).
+#[derive(Debug, Default)]
+pub struct DutyState {
+    /// Per model: a figure that changes whenever it serves, and when it last changed.
+    activity: HashMap<String, (f64, std::time::Instant)>,
+    autostart_done: bool,
+}
+
+impl Launcher {
+    /// One round of the singleton duties this process holds. Also observes every model,
+    /// so deaths are noticed (and port conflicts retried) even when nobody asks.
+    pub async fn tick(&self, duties: Duties, state: &mut DutyState) -> Result<()> {
+        let records = self.list().await?;
+        let now = crate::time::unix_now();
+        if duties.queue {
+            self.run_queue(&records)?;
+            self.apply_restart_policies(&records, now)?;
+        }
+        if duties.reaper {
+            self.reap_idle(&records, state).await;
+        }
+        if duties.autostart && !state.autostart_done {
+            state.autostart_done = true;
+            self.autostart(&records).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts queued launches, oldest first, whose GPUs are free of loading models.
+    fn run_queue(&self, records: &[ModelRecord]) -> Result<()> {
+        let mut queued: Vec<&ModelRecord> = records
+            .iter()
+            .filter(|r| r.status == ModelStatus::Loading && r.pid.is_none())
+            .collect();
+        queued.sort_by(|a, b| a.updated_at.total_cmp(&b.updated_at));
+        for r in queued {
+            match self.relaunch(r, None, r.restarts) {
+                Ok(Placed::Spawned(n)) => {
+                    tracing::info!(model = %n.model_id, pid = ?n.pid, "started from the launch queue")
+                }
+                Ok(Placed::Queued(..)) => {}
+                Err(e) => {
+                    let err = RecordedError {
+                        reason: LoadFailure::ProcessExited.as_str().into(),
+                        message: format!("could not start from the launch queue: {e}"),
+                        details: e.to_json()["error"].clone(),
+                    };
+                    models::transition(
+                        &self.store,
+                        &r.model_id,
+                        ModelStatus::Loading,
+                        None,
+                        ModelStatus::Error,
+                        Some(&err),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `on-failure` policies: relaunch with exponential backoff up to the maximum, and
+    /// forgive the count after a long healthy run.
+    fn apply_restart_policies(&self, records: &[ModelRecord], now: f64) -> Result<()> {
+        for r in records {
+            let Some(policy) = r.restart_policy.as_ref().filter(|p| p.mode == "on-failure") else {
+                continue;
+            };
+            if r.status == ModelStatus::Error && r.restarts < policy.max_restarts {
+                let wait = policy.backoff_seconds * 2f64.powi(r.restarts as i32);
+                if now - r.stopped_at.unwrap_or(now) >= wait {
+                    tracing::info!(model = %r.model_id, restart = r.restarts + 1, "restart policy: relaunching");
+                    if let Err(e) = self.relaunch(r, None, r.restarts + 1) {
+                        tracing::warn!(model = %r.model_id, error = %e, "restart failed");
+                    }
+                }
+            } else if r.status == ModelStatus::Loaded
+                && r.restarts > 0
+                && now - r.loaded_at.unwrap_or(now) > RESTARTS_FORGIVEN_AFTER_SECONDS
+            {
+                models::set_restarts(&self.store, &r.model_id, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unloads loaded models that served nothing for their idle TTL.
+    async fn reap_idle(&self, records: &[ModelRecord], state: &mut DutyState) {
+        for r in records.iter().filter(|r| r.status == ModelStatus::Loaded) {
+            let Some(ttl) = r.idle_ttl_seconds else {
+                continue;
+            };
+            let Some(client) = self.client_for(r) else {
+                continue;
+            };
+            let Ok(text) = client.metrics_text().await else {
+                continue;
+            };
+            let (figure, busy) = activity_of(&text);
+            let entry = state
+                .activity
+                .entry(r.model_id.clone())
+                .or_insert((figure, std::time::Instant::now()));
+            if busy || entry.0 != figure {
+                *entry = (figure, std::time::Instant::now());
+            } else if entry.1.elapsed().as_secs_f64() >= ttl {
+                tracing::info!(model = %r.model_id, idle_seconds = ttl, "idle TTL reached: unloading");
+                match self.stop(&r.model_id, false).await {
+                    Ok(_) => {
+                        state.activity.remove(&r.model_id);
+                    }
+                    Err(e) => tracing::warn!(model = %r.model_id, error = %e, "idle unload failed"),
+                }
+            }
+        }
+    }
+
+    /// Starts the configured autostart models, once per machine boot: a model the user
+    /// unloaded stays unloaded when another manager instance takes the duty over.
+    async fn autostart(&self, records: &[ModelRecord]) -> Result<()> {
+        let boot = crate::coordination::HolderId::for_process()
+            .boot_id()
+            .unwrap_or("unknown")
+            .to_string();
+        for id in &self.config.launcher.autostart {
+            let key = format!("autostart:{id}");
+            if self.store.meta_get(&key)?.as_deref() == Some(boot.as_str()) {
+                continue;
+            }
+            if !records
+                .iter()
+                .any(|r| &r.model_id == id && r.status.is_active())
+            {
+                let req = LaunchRequest {
+                    model_id: id.clone(),
+                    ..LaunchRequest::default()
+                };
+                match self.launch(&req).await {
+                    Ok(_) => tracing::info!(model = %id, "autostarted"),
+                    Err(e) => tracing::warn!(model = %id, error = %e, "autostart failed"),
+                }
+            }
+            self.store.meta_set(&key, &boot)?;
+        }
+        Ok(())
+    }
+}
+
+/// A figure that grows with every request served, and whether requests run or wait now.
+fn activity_of(metrics: &str) -> (f64, bool) {
+    let exp = crate::prom::parse_lenient(metrics).0;
+    let sum = |name: &str| {
+        exp.family(name)
+            .and_then(|f| f.sum_where(|_| true))
+            .unwrap_or(0.0)
+    };
+    let served = sum("vllm:prompt_tokens_total") + sum("vllm:generation_tokens_total");
+    let busy = sum("vllm:num_requests_running") + sum("vllm:num_requests_waiting") > 0.0;
+    (served, busy)
 }
 
 /// `vllm:num_requests_running` summed over models, 0 when absent.
