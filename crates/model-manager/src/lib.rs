@@ -60,7 +60,12 @@ impl ModelManager {
     /// to them, else their resident memory.
     pub fn memory_usage_mb(&self, r: &ModelRecord) -> Option<u64> {
         let pid = r.pid.filter(|_| r.status.is_active())?;
-        let members = process::group_members(pid);
+        self.memory_of_members(&process::group_members(pid))
+    }
+
+    /// Memory of a model's processes: NVML's figure when it attributes GPU memory to
+    /// them, else their resident memory.
+    pub fn memory_of_members(&self, members: &[u32]) -> Option<u64> {
         if let Ok(gpus) = self.kit.gpus.snapshots() {
             let used: u64 = gpus
                 .iter()
@@ -72,11 +77,15 @@ impl ModelManager {
                 return Some(used);
             }
         }
-        Some(process::group_rss_mb(pid))
+        Some(process::rss_mb_of(members))
     }
 
-    /// `list-models`' view of a launched model.
-    pub async fn summary_of_record(&self, r: &ModelRecord) -> ModelSummary {
+    /// `list-models`' view of a launched model; `groups` is one scan of the process table.
+    pub fn summary_of_record(
+        &self,
+        r: &ModelRecord,
+        groups: &HashMap<u32, Vec<u32>>,
+    ) -> ModelSummary {
         let launcher = self.launcher().ok();
         let window = r.args.max_model_len.or_else(|| {
             launcher
@@ -93,10 +102,11 @@ impl ModelManager {
             status: r.status.as_str().into(),
             origin: "launched".into(),
             source: Some(r.source.clone()),
-            memory_usage_mb: if r.status.is_active() {
-                self.memory_usage_mb(r)
-            } else {
-                Some(0)
+            memory_usage_mb: match r.pid.filter(|_| r.status.is_active()) {
+                Some(pid) => {
+                    self.memory_of_members(groups.get(&pid).map(Vec::as_slice).unwrap_or(&[]))
+                }
+                None => Some(0),
             },
             context_window: window,
             max_tokens: sampling_max.or(window),

@@ -134,9 +134,10 @@ async fn list_models(s: &ModelManager, p: ListParams) -> Result<ListAnswer> {
     let launcher = s.launcher()?;
     let mut all = Vec::new();
     let mut seen = HashSet::new();
-    for r in launcher.list().await? {
+    let groups = vllm_core::launcher::process::groups();
+    for r in launcher.list_quick().await? {
         seen.insert(r.model_id.clone());
-        all.push(s.summary_of_record(&r).await);
+        all.push(s.summary_of_record(&r, &groups));
     }
     let mut unreachable = Vec::new();
     for ep in &s.kit.endpoints {

@@ -817,13 +817,33 @@ async fn wait_until_empty(pgid: u32, deadline: Instant) -> bool {
 /// 0 when it has no live member. The sum of each member's RSS
 /// (`/proc/<pid>/statm`): pages shared between members count once per member.
 pub fn group_rss_mb(pgid: u32) -> u64 {
+    rss_mb_of(&group_members(pgid))
+}
+
+/// Every live process group: pgid → member pids, from one scan of `/proc` (a list of
+/// twenty models reads the process table once, not twenty times).
+pub fn groups() -> std::collections::HashMap<u32, Vec<u32>> {
+    let mut out: std::collections::HashMap<u32, Vec<u32>> = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        if let Some(p) = process_info(pid).filter(|p| p.is_live()) {
+            out.entry(p.pgid).or_default().push(pid);
+        }
+    }
+    out
+}
+
+/// Resident memory of these processes, MiB, rounded up (see [`group_rss_mb`]).
+pub fn rss_mb_of(pids: &[u32]) -> u64 {
     // SAFETY: sysconf has no preconditions.
     let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
         p if p > 0 => p as u64,
         _ => 4096,
     };
-    let bytes: u64 = group_members(pgid)
-        .into_iter()
+    let bytes: u64 = pids
+        .iter()
         .filter_map(|pid| {
             let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
             let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;

@@ -797,11 +797,25 @@ impl Launcher {
 
     /// Every record, observed now.
     pub async fn list(&self) -> Result<Vec<ModelRecord>> {
-        let mut out = Vec::new();
-        for r in models::list(&self.store)? {
-            out.push(self.observe(r).await);
-        }
-        Ok(out)
+        // Concurrently: each look is two loopback requests.
+        let records = models::list(&self.store)?;
+        Ok(futures_util::future::join_all(records.into_iter().map(|r| self.observe(r))).await)
+    }
+
+    /// Every record, observed cheaply: a loaded or sleeping model whose server process
+    /// is alive is taken as it is (the supervision round checks its HTTP health every
+    /// second); loading ones and dead ones get the full look. For answers that list
+    /// many models and must stay fast.
+    pub async fn list_quick(&self) -> Result<Vec<ModelRecord>> {
+        let records = models::list(&self.store)?;
+        let looks = records.into_iter().map(|r| async move {
+            let settled = matches!(r.status, ModelStatus::Loaded | ModelStatus::Sleeping);
+            match r.pid {
+                Some(pid) if settled && crate::coordination::process_alive(pid, r.start_time) => r,
+                _ => self.observe(r).await,
+            }
+        });
+        Ok(futures_util::future::join_all(looks).await)
     }
 
     /// One record, observed now.
