@@ -12,10 +12,13 @@
 //! - [`models`]: records of launched models and their observed status.
 //! - [`estimate`]: memory a model needs, checked before launching.
 //! - [`coordination`]: leases that give singleton duties one owner across processes.
+//! - [`states`]: saved serving states (format, compression, checksums, store rows).
+//! - [`crush_db`]: Crush's session database, read and restored.
 //! - [`redact`], [`time`]: secrets out of logs, RFC 3339 timestamps.
 
 pub mod config;
 pub mod coordination;
+pub mod crush_db;
 pub mod error;
 pub mod estimate;
 pub mod gpu;
@@ -24,6 +27,7 @@ pub mod model_files;
 pub mod models;
 pub mod prom;
 pub mod redact;
+pub mod states;
 pub mod store;
 pub mod time;
 pub mod vllm;

@@ -1,0 +1,1 @@
+//! Saved serving states: payload format, compression, checksums, and their rows in the store.
