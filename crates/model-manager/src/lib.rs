@@ -270,9 +270,10 @@ impl Service for ModelManager {
     fn instructions(&self) -> String {
         "Manages vLLM models: list-models shows what is launched, served, configured or cached; load-model starts \
          a vLLM server for a model (use dry_run to check memory first, wait_seconds to wait until it is served); \
-         unload-model stops it; get-model-info and set-model-config inspect and tune it. Resources \
-         vllm://model/{id}/config and vllm://model/{id}/logs show a model's configuration and log; \
-         vllm://crush/provider-config gives Crush provider blocks for the loaded models."
+         unload-model stops it; get-model-info and set-model-config inspect and tune it; chat tries a loaded model; \
+         load-lora-adapter and unload-lora-adapter manage runtime LoRA adapters; sleep-model and wake-model use \
+         vLLM's sleep mode. Resources vllm://model/{id}/config and vllm://model/{id}/logs show a model's \
+         configuration and log; vllm://crush/provider-config gives Crush provider blocks for the loaded models."
             .into()
     }
 

@@ -124,6 +124,15 @@ pub struct ListAnswer {
     pub unreachable_endpoints: Vec<String>,
 }
 
+/// `sleeping` when an attached server says so (dev-mode endpoint), else `loaded`: it
+/// answered `/v1/models`. Servers without the endpoint answer 404, which means awake.
+async fn attached_status(ep: &vllm_core::vllm::VllmClient) -> &'static str {
+    match ep.is_sleeping().await {
+        Ok(true) => "sleeping",
+        _ => "loaded",
+    }
+}
+
 /// A readable name from an id: `meta-llama/Llama-3.1-8B-Instruct` → `Llama 3.1 8B Instruct`.
 pub fn display_name(id: &str) -> String {
     let last = id.trim_end_matches('/').rsplit('/').next().unwrap_or(id);
@@ -143,13 +152,14 @@ async fn list_models(s: &ModelManager, p: ListParams) -> Result<ListAnswer> {
     for ep in &s.kit.endpoints {
         match ep.models().await {
             Ok(cards) => {
+                let status = attached_status(ep).await;
                 for c in cards {
                     if !seen.insert(c.id.clone()) {
                         continue;
                     }
                     all.push(ModelSummary {
                         name: display_name(&c.id),
-                        status: "loaded".into(),
+                        status: status.into(),
                         origin: "attached".into(),
                         source: c.root.clone(),
                         memory_usage_mb: None,
@@ -818,7 +828,7 @@ async fn get_model_info(s: &ModelManager, p: InfoParams) -> Result<InfoAnswer> {
             return Ok(InfoAnswer {
                 model_id: card.id.clone(),
                 name: display_name(&card.id),
-                status: "loaded".into(),
+                status: attached_status(ep).await.into(),
                 origin: "attached".into(),
                 source: card.root.clone(),
                 config: ModelConfigInfo {

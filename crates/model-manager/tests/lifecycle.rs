@@ -897,3 +897,74 @@ async fn batch_load_and_unload_answer_per_model() {
         u.json
     );
 }
+
+mod progress {
+    //! `wait_seconds` reports progress to clients that ask for it (Crush does not).
+
+    use super::*;
+    use rmcp::ClientHandler;
+    use rmcp::ServiceExt;
+    use rmcp::model::{
+        CallToolRequestParams, NumberOrString, ProgressNotificationParam, ProgressToken,
+        RequestMetaObject,
+    };
+    use rmcp::service::{NotificationContext, RoleClient};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Progress(Arc<Mutex<Vec<ProgressNotificationParam>>>);
+
+    impl ClientHandler for Progress {
+        async fn on_progress(
+            &self,
+            p: ProgressNotificationParam,
+            _: NotificationContext<RoleClient>,
+        ) {
+            self.0.lock().unwrap().push(p);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waited_load_sends_progress_notifications() {
+        let rig = Rig::new("").with_env(&[("MOCK_VLLM_START_DELAY", "1.5")]);
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vllm-model-manager"));
+        cmd.env("VLLM_MCP_CONFIG", &rig.config);
+        let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let seen = Progress::default();
+        let client = seen.clone().serve(transport).await.unwrap();
+        let mut params = CallToolRequestParams::new("load-model").with_arguments(
+            json!({"model_id": "tiny", "source": "mock/tiny", "wait_seconds": 30})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        params.meta = Some(RequestMetaObject::with_progress_token(ProgressToken(
+            NumberOrString::Number(7),
+        )));
+        let r = client.call_tool(params).await.unwrap();
+        let a = vllm_mcp_testkit::answer_of(r);
+        assert_eq!(a.json["status"], "loaded", "{}", a.json);
+        let seen = seen.0.lock().unwrap().clone();
+        assert!(!seen.is_empty(), "progress was reported while loading");
+        // rmcp's client gives each request its own token: all notifications carry it.
+        assert!(
+            seen.iter()
+                .all(|p| p.progress_token == seen[0].progress_token)
+        );
+        assert!(
+            seen.windows(2).all(|w| w[0].progress <= w[1].progress),
+            "progress only grows"
+        );
+        let p = serde_json::json!({"model_id": "tiny"});
+        client
+            .call_tool(
+                CallToolRequestParams::new("unload-model")
+                    .with_arguments(p.as_object().unwrap().clone()),
+            )
+            .await
+            .unwrap();
+    }
+}

@@ -659,6 +659,17 @@ async fn an_attached_endpoint_chats_sleeps_takes_adapters_and_is_not_managed() {
     assert_eq!(s.json["status"], "sleeping");
     assert!(s.json["memory_freed_mb"].is_null(), "{}", s.json);
     assert!(s.json["note"].as_str().unwrap().contains("attached"));
+    // The attached server's sleep shows in the listing and the model's info.
+    let listed = m.call("list-models", json!({})).await;
+    let ext = listed.json["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "ext")
+        .unwrap();
+    assert_eq!(ext["status"], "sleeping", "{}", listed.json);
+    let info = m.call("get-model-info", json!({"model_id": "ext"})).await;
+    assert_eq!(info.json["status"], "sleeping");
     let asleep = m
         .call("chat", json!({"model_id": "ext", "messages": user("hi")}))
         .await;
