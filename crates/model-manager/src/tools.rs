@@ -569,19 +569,49 @@ fn answer_of_record(r: &ModelRecord) -> LoadAnswer {
     }
 }
 
+/// A model on an endpoint we did not start cannot be stopped; when its server has sleep
+/// mode (the dev-mode endpoints answer), unloading puts it to sleep instead, which frees
+/// its accelerator memory. Otherwise `NOT_MANAGED`.
+async fn unload_attached(ep: &vllm_core::vllm::VllmClient, model_id: &str) -> Result<UnloadAnswer> {
+    let t = std::time::Instant::now();
+    match ep.is_sleeping().await {
+        Ok(asleep) => {
+            if !asleep {
+                ep.sleep(1).await?;
+            }
+            Ok(UnloadAnswer {
+                model_id: model_id.to_string(),
+                status: "sleeping".into(),
+                memory_freed_mb: None,
+                was_running: !asleep,
+                terminated_gracefully: true,
+                seconds: (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                note: Some(format!(
+                    "`{model_id}` is served by {}, which vllm-mcp did not start: it was put to sleep (level 1) \
+                     rather than stopped; wake-model brings it back. Its memory is not visible from here.",
+                    ep.base_url()
+                )),
+            })
+        }
+        Err(_) => Err(Error::NotManaged(model_id.to_string())),
+    }
+}
+
 /// The answer of `unload-model` for one model.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct UnloadAnswer {
     pub model_id: String,
     /// `unloaded`.
     pub status: String,
-    /// Memory given back, measured (GPU memory via NVML, else the processes' resident memory), MiB.
-    pub memory_freed_mb: u64,
+    /// Memory given back, measured (GPU memory via NVML, else the processes' resident
+    /// memory), MiB; null for an attached server whose processes are not visible here.
+    pub memory_freed_mb: Option<u64>,
     /// It was running when asked (false: already unloaded, nothing to do).
     pub was_running: bool,
     /// It stopped on SIGTERM within the grace period (false: it had to be killed).
     pub terminated_gracefully: bool,
     pub seconds: f64,
+    pub note: Option<String>,
 }
 
 async fn unload_model(s: &ModelManager, p: UnloadParams) -> Result<Batch<UnloadAnswer>> {
@@ -601,7 +631,7 @@ async fn unload_one(s: &ModelManager, model_id: &str, force: bool) -> Result<Unl
             if let Ok(cards) = ep.models().await
                 && cards.iter().any(|c| c.id == model_id)
             {
-                return Err(Error::NotManaged(model_id.to_string()));
+                return unload_attached(ep, model_id).await;
             }
         }
         return Err(Error::ModelNotFound(model_id.to_string()));
@@ -625,7 +655,8 @@ async fn unload_one(s: &ModelManager, model_id: &str, force: bool) -> Result<Unl
     Ok(UnloadAnswer {
         model_id: model_id.to_string(),
         status: "unloaded".into(),
-        memory_freed_mb: out.memory_freed_mb,
+        memory_freed_mb: Some(out.memory_freed_mb),
+        note: None,
         was_running: out.was_running,
         terminated_gracefully: out.terminated_gracefully,
         seconds: (out.seconds * 1000.0).round() / 1000.0,

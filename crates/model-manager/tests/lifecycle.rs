@@ -968,3 +968,25 @@ mod progress {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn an_attached_model_without_sleep_mode_is_not_managed() {
+    let ext = vllm_mcp_testkit::MockVllm::start(&["mock/ext", "--served-model-name", "ext"], &[]);
+    let rig = Rig::new("");
+    let m = rig.manager(&[("VLLM_BASE_URL", &ext.base_url)]).await;
+    let listed = wait_status(&m, "ext", "loaded", Duration::from_secs(5)).await;
+    assert_eq!(listed["origin"], "attached");
+    let u = m.call("unload-model", json!({"model_id": "ext"})).await;
+    assert_eq!(code(&u), "NOT_MANAGED", "{}", u.json);
+    assert!(
+        u.json["error"]["details"]["suggestion"]
+            .as_str()
+            .unwrap()
+            .contains("sleep")
+    );
+    // Still served: nothing was done to it.
+    assert_eq!(
+        vllm_mcp_testkit::http_status(ext.port, "/health"),
+        Some(200)
+    );
+}

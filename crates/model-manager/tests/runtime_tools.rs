@@ -650,9 +650,17 @@ async fn an_attached_endpoint_chats_sleeps_takes_adapters_and_is_not_managed() {
     assert!(!c.is_error, "{}", c.json);
     assert_eq!(c.json["usage"]["completion_tokens"], 3);
 
+    // Its server has sleep mode: unloading puts it to sleep instead of refusing.
     let u = m.call("unload-model", json!({"model_id": "ext"})).await;
-    assert_eq!(code(&u), "NOT_MANAGED", "{}", u.json);
-    assert!(suggestion(&u).contains("sleep-model"));
+    assert!(!u.is_error, "{}", u.json);
+    assert_eq!(u.json["status"], "sleeping");
+    assert!(
+        u.json["memory_freed_mb"].is_null(),
+        "not visible from here: {}",
+        u.json
+    );
+    let w0 = m.call("wake-model", json!({"model_id": "ext"})).await;
+    assert_eq!(w0.json["was_sleeping"], true, "{}", w0.json);
 
     let s = m.call("sleep-model", json!({"model_id": "ext"})).await;
     assert!(!s.is_error, "{}", s.json);
