@@ -990,3 +990,50 @@ async fn an_attached_model_without_sleep_mode_is_not_managed() {
         Some(200)
     );
 }
+
+#[tokio::test]
+async fn catalog_and_hf_cache_models_are_listed_as_unloaded() {
+    let hub = temp_dir();
+    let snap = hub.path().join("models--org--cached-model/snapshots/abc");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(hub.path().join("models--org--cached-model/refs")).unwrap();
+    std::fs::write(
+        hub.path().join("models--org--cached-model/refs/main"),
+        "abc",
+    )
+    .unwrap();
+    std::fs::write(
+        snap.join("config.json"),
+        r#"{"max_position_embeddings": 4096}"#,
+    )
+    .unwrap();
+    let rig = Rig::new("[catalog.fast]\nsource = \"org/fast-model\"\nname = \"Fast Model\"\n");
+    let m = rig
+        .manager(&[("HF_HUB_CACHE", hub.path().to_str().unwrap())])
+        .await;
+    let a = m.call("list-models", json!({})).await;
+    let models = a.json["models"].as_array().unwrap();
+    let cached = models
+        .iter()
+        .find(|x| x["id"] == "org/cached-model")
+        .expect("cache model listed");
+    assert_eq!(cached["origin"], "cache");
+    assert_eq!(cached["status"], "unloaded");
+    assert_eq!(cached["context_window"], 4096);
+    assert_eq!(cached["memory_usage_mb"], 0);
+    let fast = models
+        .iter()
+        .find(|x| x["id"] == "fast")
+        .expect("catalog alias listed");
+    assert_eq!(
+        (fast["origin"].as_str(), fast["name"].as_str()),
+        (Some("catalog"), Some("Fast Model"))
+    );
+    let info = m
+        .call("get-model-info", json!({"model_id": "org/cached-model"}))
+        .await;
+    assert_eq!(info.json["status"], "unloaded", "{}", info.json);
+    assert_eq!(info.json["config"]["context_window"], 4096);
+    let only_loaded = m.call("list-models", json!({"status": "loaded"})).await;
+    assert_eq!(only_loaded.json["total"], 0);
+}
