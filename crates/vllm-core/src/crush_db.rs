@@ -1,1 +1,0 @@
-//! Crush's session database: read conversations safely while Crush writes, restore missing sessions.
