@@ -1,10 +1,22 @@
 //! vllm-state-persistence: saves and restores vLLM serving state and Crush conversations.
 //!
 //! The library holds the server so tests can run it in-process; `main.rs` only starts it.
+//! - [`tools`]: save-state, load-state, clear-state, export-state, import-state;
+//! - [`resources`]: `vllm://state/sessions`, `vllm://state/session/{id}/summary`,
+//!   `vllm://state/session/{id}/conversation`.
+//!
+//! The format, checksums and store rows are `vllm_core::states`; Crush's database is
+//! `vllm_core::crush_db`; relaunching models goes through the model manager's
+//! `vllm_core::launcher::supervisor::Launcher`, so its queue and limits apply.
 
+pub mod resources;
+pub mod tools;
+
+use rmcp::model::{Resource, ResourceTemplate};
 use std::sync::Arc;
-use vllm_core::Result;
-use vllm_mcp_kit::{Kit, Service, Toolbox};
+use vllm_core::launcher::supervisor::Launcher;
+use vllm_core::{Error, Result};
+use vllm_mcp_kit::{Kit, ResourceBody, Service, Toolbox};
 
 /// The binary's name, also `serverInfo.name`.
 pub const NAME: &str = "vllm-state-persistence";
@@ -12,6 +24,27 @@ pub const NAME: &str = "vllm-state-persistence";
 /// The server's state.
 pub struct StatePersistence {
     kit: Arc<Kit>,
+    /// `None` when the store could not be opened (tools then answer STORAGE_ERROR).
+    launcher: Option<Arc<Launcher>>,
+}
+
+impl StatePersistence {
+    /// The shared context.
+    pub fn kit_ref(&self) -> &Kit {
+        &self.kit
+    }
+
+    /// The launcher, or why it is unavailable.
+    pub fn launcher(&self) -> Result<&Launcher> {
+        match &self.launcher {
+            Some(l) => Ok(l),
+            None => Err(self
+                .kit
+                .store()
+                .err()
+                .unwrap_or_else(|| Error::storage("the store is not available"))),
+        }
+    }
 }
 
 impl Service for StatePersistence {
@@ -20,13 +53,39 @@ impl Service for StatePersistence {
     }
 
     fn instructions(&self) -> String {
-        "Saves and restores vLLM serving state (models, their arguments and sampling defaults) and Crush conversations. Call server-health to check the server and its store.".into()
+        "Saves and restores vLLM serving state and Crush conversations. save-state records every launched model \
+         (source, arguments, sampling defaults, GPUs) and the Crush session's conversation (session_id `current` \
+         means Crush's most recent session); load-state relaunches the models with the same arguments and makes \
+         the conversation readable (vllm://state/session/{id}/conversation), or puts it back into Crush's database \
+         with restore_to_crush; clear-state deletes saved states; export-state and import-state move a state \
+         through a file under the data directory's exports/. vllm://state/sessions lists what is saved."
+            .into()
+    }
+
+    async fn resources(&self) -> Vec<Resource> {
+        resources::list(self).await
+    }
+
+    fn resource_templates(&self) -> Vec<ResourceTemplate> {
+        resources::templates()
+    }
+
+    async fn read_resource(&self, uri: &str) -> Option<Result<ResourceBody>> {
+        resources::read(self, uri).await
     }
 }
 
 /// Builds the server and its tools over a kit.
 pub fn build(kit: Arc<Kit>) -> Result<(StatePersistence, Toolbox<StatePersistence>)> {
+    let launcher = kit.store().ok().map(|s| {
+        Arc::new(Launcher::new(
+            kit.config.clone(),
+            s.clone(),
+            kit.gpus.clone(),
+        ))
+    });
     let mut tools = Toolbox::default();
     vllm_mcp_kit::health::add_health_tool(&mut tools);
-    Ok((StatePersistence { kit }, tools))
+    tools::register(&mut tools);
+    Ok((StatePersistence { kit, launcher }, tools))
 }

@@ -14,6 +14,7 @@
 //! - [`coordination`]: leases that give singleton duties one owner across processes.
 //! - [`states`]: saved serving states (format, compression, checksums, store rows).
 //! - [`crush_db`]: Crush's session database, read and restored.
+//! - [`monitor`]: the metrics sampler, its history in the store, and window figures.
 //! - [`redact`], [`time`]: secrets out of logs, RFC 3339 timestamps.
 
 pub mod config;
@@ -25,6 +26,7 @@ pub mod gpu;
 pub mod launcher;
 pub mod model_files;
 pub mod models;
+pub mod monitor;
 pub mod prom;
 pub mod redact;
 pub mod states;

@@ -176,6 +176,106 @@ CREATE TABLE load_history (
 CREATE INDEX load_history_model ON load_history(model_id, at);
 "#,
     },
+    Migration {
+        version: 3,
+        name: "saved states, their parts, restored conversations",
+        sql: r#"
+-- One row per saved state: what summaries need, so listing never decodes a blob.
+-- See vllm_core::states.
+CREATE TABLE states (
+    state_id       TEXT PRIMARY KEY,
+    session_id     TEXT NOT NULL,
+    created_at     REAL NOT NULL,
+    created_text   TEXT NOT NULL,
+    format_version INTEGER NOT NULL,
+    vllm_versions  TEXT NOT NULL,
+    title          TEXT,
+    model_count    INTEGER NOT NULL,
+    session_count  INTEGER NOT NULL,
+    message_count  INTEGER NOT NULL,
+    -- {model_id: {source, args, status}}: summaries diff two states without decoding them.
+    models_index   TEXT NOT NULL,
+    note           TEXT
+) STRICT;
+CREATE INDEX states_session ON states(session_id, created_at);
+CREATE INDEX states_created ON states(created_at);
+
+-- The payload of a state, one self-checking frame per part (`models`, `conversations`),
+-- so clear-state can drop one part and keep the other.
+CREATE TABLE state_parts (
+    state_id    TEXT NOT NULL REFERENCES states(state_id) ON DELETE CASCADE,
+    part        TEXT NOT NULL,
+    codec       TEXT NOT NULL,
+    raw_size    INTEGER NOT NULL,
+    stored_size INTEGER NOT NULL,
+    data        BLOB NOT NULL,
+    PRIMARY KEY (state_id, part)
+) STRICT;
+
+-- Crush sessions made readable by load-state (restore_conversations), and from which state.
+CREATE TABLE restored_conversations (
+    session_id  TEXT PRIMARY KEY,
+    state_id    TEXT NOT NULL REFERENCES states(state_id) ON DELETE CASCADE,
+    restored_at REAL NOT NULL
+) STRICT;
+CREATE INDEX restored_conversations_state ON restored_conversations(state_id);
+"#,
+    },
+    Migration {
+        version: 4,
+        name: "metric samples and GPU samples of the performance monitor",
+        sql: r#"
+-- One row per endpoint, served model and scrape; see vllm_core::monitor::history.
+-- The figures window queries scan are columns of this small row; the rest (histogram
+-- buckets, requests by finished_reason, the KV-cache configuration) is a JSON blob in
+-- metric_sample_details, read only at the edges of a window. `model` is '' for a scrape
+-- that found no model (the endpoint was down).
+CREATE TABLE metric_samples (
+    id                INTEGER PRIMARY KEY,
+    ts                REAL NOT NULL,
+    endpoint          TEXT NOT NULL,
+    base_url          TEXT NOT NULL,
+    model             TEXT NOT NULL,
+    up                INTEGER NOT NULL,
+    error             TEXT,
+    start_time        REAL,
+    prompt_tokens     REAL,
+    generation_tokens REAL,
+    requests_finished REAL,
+    requests_failed   REAL,
+    preemptions       REAL,
+    running           REAL,
+    waiting           REAL,
+    kv_cache_usage    REAL,
+    e2e_count         REAL,
+    e2e_sum           REAL,
+    ttft_count        REAL,
+    itl_count         REAL,
+    queue_count       REAL
+) STRICT;
+CREATE INDEX metric_samples_ts ON metric_samples(ts);
+CREATE INDEX metric_samples_series ON metric_samples(endpoint, model, ts);
+
+-- Kept apart so that scanning a window does not page through the blobs.
+CREATE TABLE metric_sample_details (
+    id     INTEGER PRIMARY KEY REFERENCES metric_samples(id) ON DELETE CASCADE,
+    detail TEXT NOT NULL
+) STRICT;
+
+-- One row per GPU and sampling round.
+CREATE TABLE gpu_samples (
+    ts              REAL NOT NULL,
+    gpu             INTEGER NOT NULL,
+    utilization     REAL,
+    memory_used_mb  INTEGER,
+    memory_total_mb INTEGER,
+    temperature_c   INTEGER,
+    power_w         REAL,
+    PRIMARY KEY (gpu, ts)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX gpu_samples_ts ON gpu_samples(ts);
+"#,
+    },
 ];
 
 /// The schema version this binary writes: the last migration's.

@@ -1,0 +1,1104 @@
+//! The state tools: save-state, load-state, clear-state, export-state, import-state.
+//!
+//! Every tool validates all of its input (ids, hours, paths, and for load-state the
+//! whole saved payload) before it acts, so a refused call changed nothing. Blocking
+//! work (SQLite, zstd, Crush's database) runs on the blocking pool.
+
+use crate::StatePersistence;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use vllm_core::config::Tier;
+use vllm_core::crush_db::{self, Conversation, CrushDb, RestoreReport};
+use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest};
+use vllm_core::models::{ModelRecord, ModelStatus};
+use vllm_core::states::{
+    self, Configurations, EncodedPart, IndexedModel, ModelsPart, PartKind, SavedModel, Selection,
+    StateMeta,
+};
+use vllm_core::{Error, Result, models};
+use vllm_mcp_kit::{CallCtx, ToolDef, Toolbox};
+
+/// How long save-state waits for a server's `/version`.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Ids listed in an answer at most (the counts are always whole).
+const LISTED_IDS_MAX: usize = 100;
+/// The session label that means Crush's most recently updated session.
+pub const CURRENT: &str = "current";
+
+fn yes() -> bool {
+    true
+}
+
+/// save-state's arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaveParams {
+    /// A label for the state: a Crush session id (its conversation is saved with it), or `current` for
+    /// Crush's most recently updated session. Letters, digits and `._-:`, at most 128 characters.
+    pub session_id: String,
+    /// Save every launched model: source, launch arguments, GPUs, sampling defaults (default true).
+    #[serde(default = "yes")]
+    pub include_models: bool,
+    /// Save the Crush session's conversation and its sub-agent sessions (default true).
+    #[serde(default = "yes")]
+    pub include_conversations: bool,
+    /// Save performance metrics (default false; recorded as null until the monitor keeps samples).
+    #[serde(default)]
+    pub include_metrics: bool,
+    /// zstd-compress the payload (default true).
+    #[serde(default = "yes")]
+    pub compression: bool,
+}
+
+/// save-state's answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SaveAnswer {
+    /// The session saved: `current` resolved to Crush's session id.
+    pub session_id: String,
+    pub state_id: String,
+    /// Bytes stored (compressed frames).
+    pub size_bytes: u64,
+    /// Bytes before compression.
+    pub raw_bytes: u64,
+    pub compression_ratio: f64,
+    /// When the state was saved, RFC 3339 UTC.
+    pub timestamp: String,
+    /// Models saved.
+    pub models: u64,
+    /// Crush sessions saved (the session and its sub-agent sessions).
+    pub conversations: u64,
+    pub messages: u64,
+    /// vLLM versions of the servers saved (from their /version).
+    pub vllm_versions: Vec<String>,
+    pub format_version: u16,
+    /// Crush's database the conversation came from; null when none was found.
+    pub conversation_source: Option<String>,
+    /// Older states of the session deleted by the retention policy.
+    pub pruned_states: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// load-state's arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadParams {
+    /// The session whose state to load (`current`: Crush's most recently updated session).
+    pub session_id: String,
+    /// A state of that session; default its newest.
+    pub state_id: Option<String>,
+    /// Relaunch the saved models with their saved arguments (default true).
+    #[serde(default = "yes")]
+    pub restore_models: bool,
+    /// Make the saved conversation readable at vllm://state/session/{id}/conversation (default true).
+    #[serde(default = "yes")]
+    pub restore_conversations: bool,
+    /// Also insert the saved sessions into Crush's database when missing there (never touches
+    /// existing ones). Destructive tier.
+    #[serde(default)]
+    pub restore_to_crush: bool,
+    /// Relaunch models running with arguments other than the saved ones. Destructive tier.
+    #[serde(default)]
+    pub replace_drifted: bool,
+}
+
+/// Counts of what load-state really restored.
+#[derive(Debug, Default, Serialize, JsonSchema)]
+pub struct Restored {
+    /// Models launched (or queued to launch).
+    pub models: u64,
+    /// Crush sessions made readable.
+    pub conversations: u64,
+    /// Models whose sampling defaults were set back.
+    pub configurations: u64,
+}
+
+/// What load-state did with one saved model.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ModelAction {
+    pub model_id: String,
+    /// `launched`, `queued`, `already_running`, `drift` (running with other arguments; not
+    /// touched), `replaced` (drifted and relaunched), `not_running_when_saved`, `failed`.
+    pub action: String,
+    /// For drift: `{field: {current, requested}}`.
+    pub differences: Option<Map<String, Value>>,
+    /// The launched command line, secrets removed.
+    pub argv: Option<Vec<String>>,
+    /// For `failed`: the error.
+    pub error: Option<Value>,
+}
+
+/// load-state's answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LoadAnswer {
+    pub session_id: String,
+    pub state_id: String,
+    pub restored: Restored,
+    /// Messages in the conversations made readable.
+    pub messages: u64,
+    /// When the state was saved, RFC 3339 UTC.
+    pub timestamp: String,
+    pub model_actions: Vec<ModelAction>,
+    /// Models running with arguments other than the saved ones.
+    pub drift: Vec<String>,
+    /// What restore_to_crush inserted into Crush's database.
+    pub crush: Option<Value>,
+    /// Resources where the restored conversations are readable.
+    pub conversation_uris: Vec<String>,
+    /// The effective configuration differs from the one the state was saved under.
+    pub config_changed: Option<bool>,
+    pub notes: Vec<String>,
+}
+
+/// clear-state's arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClearParams {
+    /// Only this session's states.
+    pub session_id: Option<String>,
+    /// Only states saved more than this many hours ago (>= 0).
+    pub older_than_hours: Option<f64>,
+    /// Remove the models part (models, configurations, metrics) of matching states (default true).
+    #[serde(default = "yes")]
+    pub include_models: bool,
+    /// Remove the conversations part of matching states (default true).
+    #[serde(default = "yes")]
+    pub include_conversations: bool,
+    /// Required to clear every state when neither session_id nor older_than_hours is given.
+    #[serde(default)]
+    pub all: bool,
+    /// Report what would be removed, remove nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// clear-state's answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ClearAnswer {
+    /// States deleted or trimmed.
+    pub cleared_items: u64,
+    /// Measured on disk (database + WAL, after a checkpoint and incremental vacuum); on a dry run,
+    /// the stored bytes that would go.
+    pub space_freed_bytes: u64,
+    pub dry_run: bool,
+    pub states_deleted: u64,
+    pub states_trimmed: u64,
+    pub parts_removed: u64,
+    /// Ids of the states deleted or trimmed (the first 100).
+    pub state_ids: Vec<String>,
+}
+
+/// export-state's arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    pub state_id: String,
+    /// A file name or path under the data directory's `exports/` (relative paths are taken from there).
+    pub path: String,
+}
+
+/// export-state's answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ExportAnswer {
+    pub state_id: String,
+    pub session_id: String,
+    /// The file written (absolute).
+    pub path: String,
+    pub size_bytes: u64,
+}
+
+/// import-state's arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportParams {
+    /// A file under the data directory's `exports/` written by export-state.
+    pub path: String,
+}
+
+/// import-state's answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ImportAnswer {
+    /// The id it was stored under (a new one when the original is taken).
+    pub state_id: String,
+    pub session_id: String,
+    /// When the state was originally saved, RFC 3339 UTC.
+    pub timestamp: String,
+    pub size_bytes: u64,
+    pub models: u64,
+    pub messages: u64,
+}
+
+/// Registers the state tools.
+pub fn register(t: &mut Toolbox<StatePersistence>) {
+    t.add(
+        ToolDef {
+            tier: Tier::Control,
+            read_only: false,
+            idempotent: false,
+            ..ToolDef::read(
+                "save-state",
+                "Save the serving state: every launched model (source, launch arguments, GPUs, sampling defaults, vLLM \
+                 version) and the Crush session's conversation with its sub-agent sessions. session_id `current` means \
+                 Crush's most recently updated session. Answers state_id, size_bytes and timestamp.",
+            )
+        },
+        |s: Arc<StatePersistence>, p: SaveParams, _ctx: CallCtx| async move { save(&s, p).await },
+    );
+    t.add(
+        ToolDef {
+            tier: Tier::Control,
+            raising_args: &["restore_to_crush", "replace_drifted"],
+            read_only: false,
+            idempotent: false,
+            ..ToolDef::read(
+                "load-state",
+                "Restore a saved state (the session's newest unless state_id is given): relaunch its models with their \
+                 saved arguments (skipping those already running the same way, reporting drift), and make its \
+                 conversation readable at vllm://state/session/{id}/conversation. restore_to_crush puts missing \
+                 sessions back into Crush's database; replace_drifted relaunches models running with other arguments.",
+            )
+        },
+        |s: Arc<StatePersistence>, p: LoadParams, _ctx: CallCtx| async move { load(&s, p).await },
+    );
+    t.add(
+        ToolDef {
+            tier: Tier::Destructive,
+            read_only: false,
+            destructive: true,
+            idempotent: true,
+            ..ToolDef::read(
+                "clear-state",
+                "Delete saved states selected by session_id and/or older_than_hours (all: true for every state). \
+                 include_models / include_conversations choose which parts go; a state left empty is deleted. \
+                 dry_run reports what would go. Answers cleared_items and space_freed_bytes (measured).",
+            )
+        },
+        |s: Arc<StatePersistence>, p: ClearParams, _ctx: CallCtx| async move { clear(&s, p).await },
+    );
+    t.add(
+        ToolDef {
+            tier: Tier::Control,
+            read_only: false,
+            idempotent: false,
+            ..ToolDef::read(
+                "export-state",
+                "Write a saved state to one portable, checksummed file under the data directory's exports/.",
+            )
+        },
+        |s: Arc<StatePersistence>, p: ExportParams, _ctx: CallCtx| async move {
+            export(&s, p).await
+        },
+    );
+    t.add(
+        ToolDef {
+            tier: Tier::Destructive,
+            read_only: false,
+            destructive: true,
+            idempotent: false,
+            ..ToolDef::read(
+                "import-state",
+                "Store a state from a file written by export-state (under the data directory's exports/). It counts \
+                 toward its session's retention, so it may prune the session's oldest state.",
+            )
+        },
+        |s: Arc<StatePersistence>, p: ImportParams, _ctx: CallCtx| async move {
+            import(&s, p).await
+        },
+    );
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// Resolves `current` to Crush's most recently updated top-level session; any other
+/// label is itself. Without a Crush database (or sessions), `current` stays `current`.
+fn resolve_session(crush: Option<&CrushDb>, label: &str) -> Result<String> {
+    if label == CURRENT
+        && let Some(db) = crush
+        && let Some(id) = db.latest_session()?
+    {
+        states::validate_session_id("session_id", &id).map_err(|_| {
+            Error::Internal(format!(
+                "Crush's latest session id `{id}` is not a valid session id"
+            ))
+        })?;
+        return Ok(id);
+    }
+    Ok(label.to_string())
+}
+
+fn open_crush(s: &StatePersistence) -> Result<Option<CrushDb>> {
+    match crush_db::locate(&s.kit.config) {
+        Some(p) => CrushDb::open_read_only(&p).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn no_crush_note(s: &StatePersistence) -> String {
+    let where_ = s
+        .kit
+        .config
+        .crush
+        .db_path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".crush/crush.db"));
+    format!(
+        "no conversation source was found: Crush's database is not at {} (set crush.db_path or VLLM_MCP_CRUSH_DB); \
+         models and configurations only",
+        where_.display()
+    )
+}
+
+/// A model record as saved, with its sampling defaults and the serving vLLM's version.
+async fn saved_model(s: &StatePersistence, r: &ModelRecord) -> Result<SavedModel> {
+    let launcher = s.launcher()?;
+    let sampling = models::sampling(launcher.store(), &r.model_id)?;
+    let vllm_version = match (r.status.is_active(), launcher.client_for(r)) {
+        (true, Some(c)) => tokio::time::timeout(VERSION_TIMEOUT, c.version())
+            .await
+            .ok()
+            .and_then(|v| v.ok()),
+        _ => None,
+    };
+    Ok(SavedModel {
+        model_id: r.model_id.clone(),
+        source: r.source.clone(),
+        status: r.status.as_str().into(),
+        args: r.args.clone(),
+        argv: r.argv.clone(),
+        env_names: r.env_names.clone(),
+        gpu_ids: r.gpu_ids.clone(),
+        sampling,
+        vllm_version,
+        restart_policy: r.restart_policy.clone(),
+        idle_ttl_seconds: r.idle_ttl_seconds,
+    })
+}
+
+async fn save(s: &StatePersistence, p: SaveParams) -> Result<SaveAnswer> {
+    states::validate_session_id("session_id", &p.session_id)?;
+    let store = s.kit.store()?.clone();
+    let mut notes = Vec::new();
+
+    // The conversation first: `current` decides the session id.
+    let crush_path = crush_db::locate(&s.kit.config);
+    let label = p.session_id.clone();
+    let want_conv = p.include_conversations;
+    let cp = crush_path.clone();
+    let (session_id, conversation) = blocking(move || {
+        let Some(path) = cp else {
+            return Ok((label, None));
+        };
+        let db = CrushDb::open_read_only(&path)?;
+        let id = resolve_session(Some(&db), &label)?;
+        let conv = if want_conv { db.export(&id)? } else { None };
+        Ok((id, conv))
+    })
+    .await?;
+    if crush_path.is_none() {
+        notes.push(no_crush_note(s));
+    } else if want_conv && conversation.is_none() {
+        notes.push(format!(
+            "Crush's database has no session `{session_id}`: no conversation saved"
+        ));
+    }
+    if let Some(c) = &conversation
+        && !c.skipped.is_empty()
+    {
+        notes.push(format!(
+            "skipped while reading Crush's database: {}",
+            c.skipped.join("; ")
+        ));
+    }
+
+    let mut models_part = None;
+    if p.include_models || p.include_metrics {
+        let launcher = s.launcher()?;
+        let records = if p.include_models {
+            launcher.list().await?
+        } else {
+            Vec::new()
+        };
+        let saved = futures_join(records.iter().map(|r| saved_model(s, r))).await?;
+        let mut part = ModelsPart {
+            configurations: Configurations {
+                sampling: saved
+                    .iter()
+                    .filter(|m| !m.sampling.is_empty())
+                    .map(|m| (m.model_id.clone(), m.sampling.clone()))
+                    .collect(),
+                config_digest: states::config_digest(&s.kit.config),
+            },
+            models: saved,
+            ..ModelsPart::default()
+        };
+        if p.include_metrics {
+            part.metrics = None;
+            part.metrics_note = Some(
+                "metrics are not recorded: the performance monitor keeps no samples yet; nothing was invented".into(),
+            );
+            notes.push(part.metrics_note.clone().unwrap_or_default());
+        }
+        models_part = Some(part);
+    }
+    if models_part.is_none() && conversation.is_none() {
+        return Err(Error::invalid(
+            "include_models",
+            "nothing to save: models are excluded and no conversation was found for this session",
+        ));
+    }
+
+    let now = vllm_core::time::unix_now();
+    let compress = p.compression;
+    let sid = session_id.clone();
+    let (meta, pruned) = blocking(move || {
+        let mut parts: Vec<EncodedPart> = Vec::new();
+        let mut meta = StateMeta {
+            state_id: states::new_state_id(),
+            session_id: sid,
+            created_at: now,
+            timestamp: vllm_core::time::format_rfc3339(now as i64),
+            format_version: states::FORMAT_VERSION,
+            vllm_versions: Vec::new(),
+            title: None,
+            model_count: 0,
+            session_count: 0,
+            message_count: 0,
+            models_index: BTreeMap::new(),
+            note: None,
+            parts: Vec::new(),
+        };
+        if let Some(m) = &models_part {
+            meta.model_count = m.models.len() as u64;
+            meta.vllm_versions = m
+                .models
+                .iter()
+                .filter_map(|x| x.vllm_version.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            meta.models_index = m
+                .models
+                .iter()
+                .map(|x| {
+                    (
+                        x.model_id.clone(),
+                        IndexedModel {
+                            source: x.source.clone(),
+                            status: x.status.clone(),
+                            args: x.args.clone(),
+                        },
+                    )
+                })
+                .collect();
+            parts.push(states::encode_part(PartKind::Models, m, compress)?);
+        }
+        if let Some(c) = conversation {
+            meta.title = c.title();
+            meta.session_count = c.session_count() as u64;
+            meta.message_count = c.message_count() as u64;
+            parts.push(states::encode_part(PartKind::Conversations, &c, compress)?);
+            // The rows are in the frame now; free them before the write copies the frame.
+            drop(c);
+        }
+        meta.parts = states::part_infos(&parts);
+        let pruned = states::insert(&store, &meta, &parts, states::KEEP_PER_SESSION);
+        drop(parts);
+        release_memory();
+        Ok((meta, pruned?))
+    })
+    .await?;
+    Ok(SaveAnswer {
+        session_id: meta.session_id.clone(),
+        state_id: meta.state_id.clone(),
+        size_bytes: meta.size_bytes(),
+        raw_bytes: meta.raw_bytes(),
+        compression_ratio: round2(meta.compression_ratio()),
+        timestamp: meta.timestamp.clone(),
+        models: meta.model_count,
+        conversations: meta.session_count,
+        messages: meta.message_count,
+        vllm_versions: meta.vllm_versions.clone(),
+        format_version: meta.format_version,
+        conversation_source: crush_path.map(|p| p.display().to_string()),
+        pruned_states: pruned,
+        notes,
+    })
+}
+
+/// Gives freed heap memory back to the OS. A save or load allocates tens of MB on a
+/// blocking-pool thread; glibc keeps that thread's arena otherwise, and each thread has
+/// its own, so the resident size would grow with every large call instead of returning
+/// to the baseline.
+pub fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+async fn futures_join<T, F>(futs: impl Iterator<Item = F>) -> Result<Vec<T>>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    // At once: one at a time would wait VERSION_TIMEOUT per unreachable server.
+    futures_util::future::join_all(futs)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// The state a load or export names: `state_id` (which must belong to the session when
+/// one is given), else the session's newest.
+fn find_state(
+    store: &vllm_core::store::Store,
+    session: Option<&str>,
+    state_id: Option<&str>,
+) -> Result<StateMeta> {
+    match state_id {
+        Some(id) => {
+            let m = states::get(store, id)?.ok_or_else(|| Error::StateNotFound(id.to_string()))?;
+            if let Some(sess) = session
+                && m.session_id != sess
+            {
+                return Err(Error::StateNotFound(format!("{id} (of session {sess})")));
+            }
+            Ok(m)
+        }
+        None => {
+            let sess = session.unwrap_or_default();
+            states::newest(store, sess)?
+                .ok_or_else(|| Error::StateNotFound(format!("session {sess}")))
+        }
+    }
+}
+
+/// What load-state decoded and checked before acting.
+struct Decoded {
+    meta: StateMeta,
+    models: Option<ModelsPart>,
+    conversation: Option<Conversation>,
+}
+
+async fn load(s: &StatePersistence, p: LoadParams) -> Result<LoadAnswer> {
+    states::validate_session_id("session_id", &p.session_id)?;
+    if let Some(id) = &p.state_id {
+        states::validate_state_id("state_id", id)?;
+    }
+    let store = s.kit.store()?.clone();
+    let crush_path = crush_db::locate(&s.kit.config);
+    if p.restore_to_crush && crush_path.is_none() {
+        return Err(Error::invalid("restore_to_crush", no_crush_note(s)));
+    }
+    let label = p.session_id.clone();
+    let state_id = p.state_id.clone();
+    let (want_models, want_conv) = (p.restore_models, p.restore_conversations);
+    let crush = open_crush(s);
+    let decoded = blocking(move || {
+        let crush = crush?;
+        let session = resolve_session(crush.as_ref(), &label)?;
+        // A state saved as `current` before Crush had sessions is found under its label.
+        let meta = match find_state(&store, Some(&session), state_id.as_deref()) {
+            Err(e) if session != label && state_id.is_none() => {
+                find_state(&store, Some(&label), None).map_err(|_| e)?
+            }
+            other => other?,
+        };
+        if meta.format_version > states::FORMAT_VERSION {
+            return Err(Error::StateIncompatible {
+                state: meta.state_id.clone(),
+                reason: format!(
+                    "written with state format {}; this vllm-mcp reads up to {}",
+                    meta.format_version,
+                    states::FORMAT_VERSION
+                ),
+            });
+        }
+        // Every part is checked, even one not restored: a damaged state is reported as such.
+        let mut models = None;
+        let mut conversation = None;
+        for part in meta.parts.iter().map(|p| p.part) {
+            let frame = states::read_frame(&store, &meta.state_id, part)?.ok_or_else(|| {
+                Error::StateCorrupted {
+                    state: meta.state_id.clone(),
+                    reason: format!("part `{}` is listed but missing", part.as_str()),
+                }
+            })?;
+            match part {
+                PartKind::Models if want_models => {
+                    models = Some(states::decode_part::<ModelsPart>(
+                        &meta.state_id,
+                        part,
+                        &frame,
+                    )?)
+                }
+                PartKind::Conversations if want_conv => {
+                    conversation = Some(states::decode_part::<Conversation>(
+                        &meta.state_id,
+                        part,
+                        &frame,
+                    )?)
+                }
+                _ => {
+                    states::check_frame(&meta.state_id, &frame)?;
+                }
+            }
+        }
+        Ok(Decoded {
+            meta,
+            models,
+            conversation,
+        })
+    })
+    .await?;
+    let meta = decoded.meta;
+    let mut answer = LoadAnswer {
+        session_id: meta.session_id.clone(),
+        state_id: meta.state_id.clone(),
+        restored: Restored::default(),
+        messages: 0,
+        timestamp: meta.timestamp.clone(),
+        model_actions: Vec::new(),
+        drift: Vec::new(),
+        crush: None,
+        conversation_uris: Vec::new(),
+        config_changed: None,
+        notes: Vec::new(),
+    };
+    if p.restore_models && !meta.has(PartKind::Models) {
+        answer
+            .notes
+            .push("the state has no models part (saved without models, or cleared)".into());
+    }
+    if p.restore_conversations && !meta.has(PartKind::Conversations) {
+        answer.notes.push(
+            "the state has no conversation (none was found when saved, or it was cleared)".into(),
+        );
+    }
+
+    // Validate every launch before any of them happens.
+    let mut plans: Vec<(SavedModel, LaunchRequest)> = Vec::new();
+    if let Some(mp) = &decoded.models {
+        let launcher = s.launcher()?;
+        answer.config_changed =
+            Some(mp.configurations.config_digest != states::config_digest(&s.kit.config));
+        for m in &mp.models {
+            let active = ModelStatus::from_name(&m.status).is_some_and(ModelStatus::is_active);
+            if !active {
+                answer.model_actions.push(ModelAction {
+                    model_id: m.model_id.clone(),
+                    action: "not_running_when_saved".into(),
+                    differences: None,
+                    argv: None,
+                    error: None,
+                });
+                continue;
+            }
+            let req = LaunchRequest {
+                model_id: m.model_id.clone(),
+                source: Some(m.source.clone()),
+                args: m.args.clone(),
+                gpu_ids: (!m.gpu_ids.is_empty()).then(|| m.gpu_ids.clone()),
+                restart_policy: m.restart_policy.clone(),
+                idle_ttl_seconds: m.idle_ttl_seconds,
+                ..LaunchRequest::default()
+            };
+            launcher.validate(&req)?;
+            plans.push((m.clone(), req));
+        }
+    }
+
+    // Conversations: readable here, and into Crush's database when asked.
+    if let Some(conv) = decoded.conversation {
+        let ids: Vec<String> = conv
+            .sessions
+            .iter()
+            .filter_map(|r| r.get("id").and_then(Value::as_str).map(String::from))
+            .collect();
+        let store = s.kit.store()?.clone();
+        let sid = meta.state_id.clone();
+        let to_crush = p.restore_to_crush.then(|| crush_path.clone()).flatten();
+        let ids2 = ids.clone();
+        let report = blocking(move || {
+            let report = match to_crush {
+                Some(path) => Some(crush_db::restore(&path, &conv)?),
+                None => None,
+            };
+            states::mark_restored(&store, &sid, &ids2)?;
+            let n = conv.message_count() as u64;
+            drop(conv);
+            release_memory();
+            Ok((report, n))
+        })
+        .await?;
+        answer.crush = report
+            .0
+            .map(|r: RestoreReport| serde_json::to_value(r).unwrap_or_default());
+        answer.messages = report.1;
+        answer.restored.conversations = ids.len() as u64;
+        answer.conversation_uris = ids
+            .iter()
+            .map(|i| crate::resources::conversation_uri(i))
+            .collect();
+    }
+
+    // Models: same arguments running → skipped; other arguments → drift (or replaced).
+    if !plans.is_empty() {
+        let launcher = s.launcher()?;
+        for (m, mut req) in plans {
+            let current = launcher.get(&m.model_id).await?;
+            let current_sampling = models::sampling(launcher.store(), &m.model_id)?;
+            let sampling_differs = current_sampling != m.sampling;
+            let mut differences = Map::new();
+            if let Some(r) = current.as_ref().filter(|r| r.status.is_active()) {
+                differences = r.args.differences(&m.args);
+                if r.source != m.source {
+                    differences.insert(
+                        "source".into(),
+                        json!({"current": r.source, "requested": m.source}),
+                    );
+                }
+                if sampling_differs {
+                    differences.insert(
+                        "sampling".into(),
+                        json!({"current": current_sampling, "requested": m.sampling}),
+                    );
+                }
+                if differences.is_empty() {
+                    answer.model_actions.push(ModelAction {
+                        model_id: m.model_id.clone(),
+                        action: "already_running".into(),
+                        differences: None,
+                        argv: Some(r.argv.clone()),
+                        error: None,
+                    });
+                    continue;
+                }
+                answer.drift.push(m.model_id.clone());
+                if !p.replace_drifted {
+                    answer.model_actions.push(ModelAction {
+                        model_id: m.model_id.clone(),
+                        action: "drift".into(),
+                        differences: Some(differences),
+                        argv: Some(r.argv.clone()),
+                        error: None,
+                    });
+                    continue;
+                }
+                req.replace = true;
+                if r.args.differences(&m.args).is_empty() && r.source == m.source {
+                    // Only the sampling defaults differ: launch would find it already
+                    // running, so stop it first; the launch below applies the saved ones.
+                    if let Err(e) = launcher.stop(&m.model_id, true).await {
+                        answer.model_actions.push(failed(&m.model_id, &e));
+                        continue;
+                    }
+                }
+            }
+            if sampling_differs {
+                models::set_sampling(launcher.store(), &m.model_id, &m.sampling)?;
+                answer.restored.configurations += 1;
+            }
+            let replaced = req.replace;
+            match launcher.launch(&req).await {
+                Ok(LaunchOutcome::Started { record, .. }) => {
+                    answer.restored.models += 1;
+                    answer.model_actions.push(ModelAction {
+                        model_id: m.model_id.clone(),
+                        action: if replaced { "replaced" } else { "launched" }.into(),
+                        differences: replaced.then_some(differences),
+                        argv: Some(record.argv),
+                        error: None,
+                    });
+                }
+                Ok(LaunchOutcome::Queued { .. }) => {
+                    answer.restored.models += 1;
+                    answer.model_actions.push(ModelAction {
+                        model_id: m.model_id.clone(),
+                        action: "queued".into(),
+                        differences: replaced.then_some(differences),
+                        argv: None,
+                        error: None,
+                    });
+                }
+                Ok(LaunchOutcome::AlreadyRunning { record }) => {
+                    answer.model_actions.push(ModelAction {
+                        model_id: m.model_id.clone(),
+                        action: "already_running".into(),
+                        differences: None,
+                        argv: Some(record.argv),
+                        error: None,
+                    })
+                }
+                Ok(LaunchOutcome::Differs {
+                    record,
+                    differences,
+                }) => {
+                    answer.drift.push(m.model_id.clone());
+                    answer.model_actions.push(ModelAction {
+                        model_id: m.model_id.clone(),
+                        action: "drift".into(),
+                        differences: Some(differences),
+                        argv: Some(record.argv),
+                        error: None,
+                    });
+                }
+                Ok(LaunchOutcome::DryRun { .. }) => {}
+                Err(e) => answer.model_actions.push(failed(&m.model_id, &e)),
+            }
+        }
+        answer.drift.dedup();
+    }
+    Ok(answer)
+}
+
+fn failed(model_id: &str, e: &Error) -> ModelAction {
+    ModelAction {
+        model_id: model_id.to_string(),
+        action: "failed".into(),
+        differences: None,
+        argv: None,
+        error: Some(e.to_json()["error"].clone()),
+    }
+}
+
+/// A model status from its stored name.
+trait StatusName {
+    fn from_name(s: &str) -> Option<ModelStatus>;
+}
+
+impl StatusName for ModelStatus {
+    fn from_name(s: &str) -> Option<ModelStatus> {
+        [
+            ModelStatus::Loading,
+            ModelStatus::Loaded,
+            ModelStatus::Error,
+            ModelStatus::Unloaded,
+            ModelStatus::Stopping,
+            ModelStatus::Sleeping,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+    }
+}
+
+async fn clear(s: &StatePersistence, p: ClearParams) -> Result<ClearAnswer> {
+    if let Some(id) = &p.session_id {
+        states::validate_session_id("session_id", id)?;
+    }
+    if let Some(h) = p.older_than_hours
+        && !(h.is_finite() && h >= 0.0)
+    {
+        return Err(Error::invalid(
+            "older_than_hours",
+            format!("{h} is not a number of hours >= 0"),
+        ));
+    }
+    if p.session_id.is_none() && p.older_than_hours.is_none() && !p.all {
+        return Err(Error::invalid(
+            "all",
+            "give session_id and/or older_than_hours, or all: true to clear every saved state",
+        ));
+    }
+    let mut parts = Vec::new();
+    if p.include_models {
+        parts.push(PartKind::Models);
+    }
+    if p.include_conversations {
+        parts.push(PartKind::Conversations);
+    }
+    if parts.is_empty() {
+        return Err(Error::invalid(
+            "include_models",
+            "include_models and include_conversations are both false: nothing would be cleared",
+        ));
+    }
+    let crush = open_crush(s);
+    let session = match &p.session_id {
+        Some(label) => {
+            let label = label.clone();
+            Some(blocking(move || resolve_session(crush?.as_ref(), &label)).await?)
+        }
+        None => None,
+    };
+    let sel = Selection {
+        session_id: session,
+        before: p
+            .older_than_hours
+            .map(|h| vllm_core::time::unix_now() - h * 3600.0),
+    };
+    let store = s.kit.store()?.clone();
+    let dry = p.dry_run;
+    let r = blocking(move || states::clear(&store, &sel, &parts, dry)).await?;
+    Ok(ClearAnswer {
+        cleared_items: r.cleared_items,
+        space_freed_bytes: r.space_freed_bytes,
+        dry_run: p.dry_run,
+        states_deleted: r.states_deleted.len() as u64,
+        states_trimmed: r.states_trimmed.len() as u64,
+        parts_removed: r.parts_removed,
+        state_ids: r
+            .states_deleted
+            .iter()
+            .chain(r.states_trimmed.iter())
+            .take(LISTED_IDS_MAX)
+            .cloned()
+            .collect(),
+    })
+}
+
+/// The directory export and import files live in: `<data_dir>/exports`, created if needed.
+pub fn exports_dir(s: &StatePersistence) -> PathBuf {
+    s.kit.config.data_dir.join("exports")
+}
+
+/// Resolves `given` to a file inside `base`: relative paths are taken from `base`;
+/// `..` is refused (INVALID_ARGUMENT); anything that lands outside `base` once
+/// symlinks are resolved, or is itself a symlink, is refused (PERMISSION_DENIED).
+pub fn confine(tool: &str, base: &Path, given: &str) -> Result<PathBuf> {
+    if given.is_empty() || given.contains('\0') {
+        return Err(Error::invalid("path", "must be a non-empty path"));
+    }
+    let p = Path::new(given);
+    if p.components().any(|c| c == Component::ParentDir) {
+        return Err(Error::invalid("path", "`..` is not allowed"));
+    }
+    std::fs::create_dir_all(base).map_err(|e| Error::Storage {
+        message: format!("cannot create the exports directory: {e}"),
+        path: Some(base.to_path_buf()),
+    })?;
+    let base = base.canonicalize().map_err(|e| Error::Storage {
+        message: format!("cannot resolve the exports directory: {e}"),
+        path: Some(base.to_path_buf()),
+    })?;
+    let full = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
+    let denied = |reason: String| Error::PermissionDenied {
+        tool: tool.to_string(),
+        reason,
+    };
+    let name = full
+        .file_name()
+        .ok_or_else(|| Error::invalid("path", "must name a file"))?;
+    let parent = full.parent().unwrap_or(&base);
+    let parent = match parent.canonicalize() {
+        Ok(p) => p,
+        Err(_) if !p.is_absolute() || parent.starts_with(&base) => {
+            return Err(Error::invalid(
+                "path",
+                format!("the directory {} does not exist", parent.display()),
+            ));
+        }
+        Err(_) => {
+            return Err(denied(format!(
+                "{} is outside the exports directory {}",
+                full.display(),
+                base.display()
+            )));
+        }
+    };
+    if !parent.starts_with(&base) {
+        return Err(denied(format!(
+            "{} is outside the exports directory {} (symlinks are followed)",
+            full.display(),
+            base.display()
+        )));
+    }
+    let target = parent.join(name);
+    if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(denied(format!("{} is a symlink", target.display())));
+    }
+    Ok(target)
+}
+
+async fn export(s: &StatePersistence, p: ExportParams) -> Result<ExportAnswer> {
+    states::validate_state_id("state_id", &p.state_id)?;
+    let target = confine("export-state", &exports_dir(s), &p.path)?;
+    if target.exists() {
+        return Err(Error::invalid(
+            "path",
+            format!(
+                "{} exists; choose another name (exports are never overwritten)",
+                target.display()
+            ),
+        ));
+    }
+    let store = s.kit.store()?.clone();
+    let id = p.state_id.clone();
+    blocking(move || {
+        let meta = find_state(&store, None, Some(&id))?;
+        let mut frames = Vec::new();
+        for part in meta.parts.iter().map(|p| p.part) {
+            let f = states::read_frame(&store, &meta.state_id, part)?.ok_or_else(|| {
+                Error::StateCorrupted {
+                    state: meta.state_id.clone(),
+                    reason: format!("part `{}` is listed but missing", part.as_str()),
+                }
+            })?;
+            // A damaged state is not exported as if it were whole.
+            states::check_frame(&meta.state_id, &f)?;
+            frames.push(f);
+        }
+        let size = states::write_export(&target, &meta, &frames)?;
+        Ok(ExportAnswer {
+            state_id: meta.state_id,
+            session_id: meta.session_id,
+            path: target.display().to_string(),
+            size_bytes: size,
+        })
+    })
+    .await
+}
+
+async fn import(s: &StatePersistence, p: ImportParams) -> Result<ImportAnswer> {
+    let source = confine("import-state", &exports_dir(s), &p.path)?;
+    if !source.is_file() {
+        return Err(Error::invalid(
+            "path",
+            format!("{} is not a file", source.display()),
+        ));
+    }
+    let store = s.kit.store()?.clone();
+    blocking(move || {
+        let (meta, frames) = states::read_export(&source)?;
+        states::validate_session_id("session_id", &meta.session_id)?;
+        states::validate_state_id("state_id", &meta.state_id)?;
+        // Decode every part fully: an import that would not load is refused now.
+        for f in &frames {
+            let h = states::check_frame(&meta.state_id, f)?;
+            match h.kind {
+                PartKind::Models => {
+                    states::decode_part::<ModelsPart>(&meta.state_id, h.kind, f)?;
+                }
+                PartKind::Conversations => {
+                    states::decode_part::<Conversation>(&meta.state_id, h.kind, f)?;
+                }
+            }
+        }
+        let m = states::import(&store, meta, frames, states::KEEP_PER_SESSION)?;
+        Ok(ImportAnswer {
+            state_id: m.state_id.clone(),
+            session_id: m.session_id.clone(),
+            timestamp: m.timestamp.clone(),
+            size_bytes: m.size_bytes(),
+            models: m.model_count,
+            messages: m.message_count,
+        })
+    })
+    .await
+}
