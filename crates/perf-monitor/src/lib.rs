@@ -1,17 +1,34 @@
 //! vllm-perf-monitor: watches vLLM throughput, latency, GPU health and alerts.
 //!
 //! The library holds the server so tests can run it in-process; `main.rs` only starts it.
+//! - [`metrics`]: get-metrics, figures over a window from the sampled history;
+//! - [`gpu`]: get-gpu-stats, NVML per GPU with processes mapped to launched models;
+//! - [`memory`]: get-memory-stats, GPU, host and per-model memory;
+//! - [`resources`]: `vllm://metrics/current`, `vllm://metrics/history/{duration}`,
+//!   `vllm://alerts/active`.
+//!
+//! Sampling, history and window arithmetic are `vllm_core::monitor`. Every instance runs
+//! the sampling loop, which samples only while its process holds the `metrics_sampler`
+//! lease, so several instances (one per Crush session) sample once, not once each; every
+//! instance answers from the store.
 
+pub mod gpu;
+pub mod memory;
+pub mod metrics;
+pub mod resources;
+
+use rmcp::model::{Resource, ResourceTemplate};
 use std::sync::Arc;
-use vllm_core::Result;
-use vllm_mcp_kit::{Kit, Service, Toolbox};
+use vllm_core::monitor::Sampler;
+use vllm_core::{Result, monitor};
+use vllm_mcp_kit::{Kit, NoParams, ResourceBody, Service, ToolDef, Toolbox};
 
 /// The binary's name, also `serverInfo.name`.
 pub const NAME: &str = "vllm-perf-monitor";
 
 /// The server's state.
 pub struct PerfMonitor {
-    kit: Arc<Kit>,
+    pub(crate) kit: Arc<Kit>,
 }
 
 impl Service for PerfMonitor {
@@ -20,13 +37,77 @@ impl Service for PerfMonitor {
     }
 
     fn instructions(&self) -> String {
-        "Reports vLLM performance: throughput, latency percentiles, memory, GPU health and active alerts. Call server-health to check the server, its store, the vLLM endpoints and NVML.".into()
+        "Reports vLLM performance from metrics sampled every few seconds and kept in a history: get-metrics gives \
+         throughput, latency percentiles, memory, GPU and request figures over a window (duration_seconds, e.g. 300 \
+         or \"1h\"; per_model and include_history for more); get-gpu-stats gives per-GPU utilization, memory, \
+         temperature, power and processes; get-memory-stats gives GPU, host and per-model memory. Resources: \
+         vllm://metrics/current, vllm://metrics/history/{duration}, vllm://alerts/active. Call server-health to \
+         check the server, its store, the vLLM endpoints and NVML."
+            .into()
+    }
+
+    async fn resources(&self) -> Vec<Resource> {
+        resources::list(self)
+    }
+
+    fn resource_templates(&self) -> Vec<ResourceTemplate> {
+        resources::templates()
+    }
+
+    async fn read_resource(&self, uri: &str) -> Option<Result<ResourceBody>> {
+        // The readers take an Arc (they hand work to blocking threads); the state is cheap
+        // to rebuild around the shared kit.
+        let me = Arc::new(PerfMonitor {
+            kit: self.kit.clone(),
+        });
+        resources::read(&me, uri).await
     }
 }
 
-/// Builds the server and its tools over a kit.
+/// Builds the server and its tools over a kit, and starts the sampling loop.
 pub fn build(kit: Arc<Kit>) -> Result<(PerfMonitor, Toolbox<PerfMonitor>)> {
-    let mut tools = Toolbox::default();
-    vllm_mcp_kit::health::add_health_tool(&mut tools);
-    Ok((PerfMonitor { kit }, tools))
+    if let Ok(store) = kit.store()
+        && tokio::runtime::Handle::try_current().is_ok()
+    {
+        let sampler = Arc::new(Sampler::new(
+            kit.config.clone(),
+            store.clone(),
+            kit.gpus.clone(),
+            kit.endpoints.clone(),
+        ));
+        tokio::spawn(monitor::sampler::run(sampler, kit.holder.clone()));
+    }
+    let mut t = Toolbox::default();
+    vllm_mcp_kit::health::add_health_tool(&mut t);
+    t.add(
+        ToolDef::read(
+            "get-metrics",
+            "Performance over a window ending now (duration_seconds: seconds or \"90s\", \"5m\", \"1h30m\", \"1d\"; \
+             default 60): throughput (tokens/s, requests/s, batch size), latency (p50/p95/p99/avg ms, plus time to \
+             first token, inter-token latency and queue time), memory (GPU used/total, vLLM process RAM, KV-cache \
+             usage), GPUs, and requests (total, successful, failed, error rate). metrics picks groups; per_model \
+             splits by model; include_history adds time series. Null figures are explained in notes.",
+        ),
+        |s: Arc<PerfMonitor>, p: metrics::MetricsParams, _| async move {
+            metrics::get_metrics(&s, p).await
+        },
+    );
+    t.add(
+        ToolDef::read(
+            "get-gpu-stats",
+            "Per-GPU statistics from NVML: memory, utilization, temperature (with the alert threshold), power, \
+             clocks, throttle reasons, ECC errors, and the processes on each GPU mapped to launched models. \
+             gpu_ids picks GPUs (default all).",
+        ),
+        |s: Arc<PerfMonitor>, p: gpu::GpuParams, _| async move { gpu::get_gpu_stats(&s, p).await },
+    );
+    t.add(
+        ToolDef::read(
+            "get-memory-stats",
+            "Memory now: GPU memory (allocated to weights and KV cache, the rest, free, fragmentation), host memory \
+             of the vLLM processes, available and swap, and each model's weights, KV cache and activations (MiB).",
+        ),
+        |s: Arc<PerfMonitor>, _: NoParams, _| async move { memory::get_memory_stats(&s).await },
+    );
+    Ok((PerfMonitor { kit }, t))
 }
