@@ -334,3 +334,24 @@ pub fn process_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// The other half of the contract: a server given an invalid config refuses to start
+/// with exit code 2, prints nothing on stdout (the protocol channel), and names the key
+/// and the file on stderr.
+pub fn check_bad_config_refused(bin: &Path) {
+    let dir = temp_dir();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "[launcher]\nport_range = [9, 1]\n").expect("write config");
+    let out = Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("run the server");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "stdout is the protocol channel");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("launcher.port_range") && err.contains("config.toml"),
+        "{err}"
+    );
+}
