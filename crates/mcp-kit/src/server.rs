@@ -20,13 +20,14 @@ use rmcp::model::{
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
     LoggingMessageNotificationParam, PaginatedRequestParams, ProtocolVersion,
     ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-    ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, SetLevelRequestParams,
-    Tool,
+    ResourceContents, ResourceTemplate, ResourceUpdatedNotificationParam, ServerCapabilities,
+    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler};
 use serde_json::Value;
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -79,6 +80,12 @@ pub trait Service: Send + Sync + 'static {
         let _ = uri;
         async { None }
     }
+
+    /// Whether clients may subscribe to resources (`resources.subscribe`): the server
+    /// then calls [`Notifier::resource_updated`] when a resource changes.
+    fn supports_subscriptions(&self) -> bool {
+        false
+    }
 }
 
 /// Sends MCP logging notifications to the connected client, when there is one and the
@@ -87,6 +94,8 @@ pub trait Service: Send + Sync + 'static {
 pub struct Notifier {
     peer: Arc<OnceLock<Peer<RoleServer>>>,
     min_level: Arc<Mutex<Option<LoggingLevel>>>,
+    /// Resource URIs the client subscribed to.
+    subscribed: Arc<Mutex<BTreeSet<String>>>,
 }
 
 fn rank(l: LoggingLevel) -> u8 {
@@ -127,6 +136,27 @@ impl Notifier {
     /// An event that needs attention (alert fired, model failed, ...).
     pub async fn warning(&self, logger: &str, data: Value) {
         self.log(LoggingLevel::Warning, logger, data).await
+    }
+
+    /// Sends `notifications/resources/updated` for `uri` when the client subscribed to it.
+    pub async fn resource_updated(&self, uri: &str) {
+        if !self.is_subscribed(uri) {
+            return;
+        }
+        if let Some(peer) = self.peer.get() {
+            let _ = peer
+                .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
+                .await;
+        }
+    }
+
+    /// Whether the client subscribed to `uri`.
+    pub fn is_subscribed(&self, uri: &str) -> bool {
+        self.subscriptions().contains(uri)
+    }
+
+    fn subscriptions(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.subscribed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The connected client, once initialised.
@@ -217,11 +247,14 @@ impl<S: Service> McpServer<S> {
 impl<S: Service> ServerHandler for McpServer<S> {
     fn get_info(&self) -> ServerConfig {
         let kit = self.state.kit();
-        let caps = ServerCapabilities::builder()
+        let mut caps = ServerCapabilities::builder()
             .enable_tools()
             .enable_resources()
-            .enable_logging()
-            .build();
+            .enable_logging();
+        if self.state.supports_subscriptions() {
+            caps = caps.enable_resources_subscribe();
+        }
+        let caps = caps.build();
         InitializeResult::new(caps)
             .with_server_info(Implementation::new(kit.server, kit.version))
             .with_instructions(self.state.instructions())
@@ -286,6 +319,35 @@ impl<S: Service> ServerHandler for McpServer<S> {
         ))
     }
 
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> std::result::Result<(), McpError> {
+        if !self.state.supports_subscriptions() {
+            return Err(McpError::method_not_found::<
+                rmcp::model::SubscribeRequestMethod,
+            >());
+        }
+        let _ = self.notifier.peer.set(context.peer);
+        self.notifier.subscriptions().insert(request.uri);
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<(), McpError> {
+        if !self.state.supports_subscriptions() {
+            return Err(McpError::method_not_found::<
+                rmcp::model::UnsubscribeRequestMethod,
+            >());
+        }
+        self.notifier.subscriptions().remove(&request.uri);
+        Ok(())
+    }
+
     async fn list_resource_templates(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -319,5 +381,22 @@ impl<S: Service> ServerHandler for McpServer<S> {
                 .into())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_are_remembered_per_uri() {
+        let n = Notifier::default();
+        assert!(!n.is_subscribed("vllm://alerts/active"));
+        n.subscriptions().insert("vllm://alerts/active".into());
+        let clone = n.clone();
+        assert!(clone.is_subscribed("vllm://alerts/active"));
+        assert!(!clone.is_subscribed("vllm://alerts/history"));
+        clone.subscriptions().remove("vllm://alerts/active");
+        assert!(!n.is_subscribed("vllm://alerts/active"));
     }
 }

@@ -5,13 +5,16 @@
 //! - [`gpu`]: get-gpu-stats, NVML per GPU with processes mapped to launched models;
 //! - [`memory`]: get-memory-stats, GPU, host and per-model memory;
 //! - [`resources`]: `vllm://metrics/current`, `vllm://metrics/history/{duration}`,
-//!   `vllm://alerts/active`.
+//!   `vllm://alerts/active`, `vllm://alerts/history`;
+//! - [`alerts`]: alert notifications (logging and `resources/updated`) of this instance.
 //!
 //! Sampling, history and window arithmetic are `vllm_core::monitor`. Every instance runs
 //! the sampling loop, which samples only while its process holds the `metrics_sampler`
-//! lease, so several instances (one per Crush session) sample once, not once each; every
-//! instance answers from the store.
+//! lease, so several instances (one per Crush session) sample once, not once each; the
+//! holder also evaluates the alert rules and posts the webhook; every instance answers
+//! and notifies its own client from the store.
 
+pub mod alerts;
 pub mod gpu;
 pub mod memory;
 pub mod metrics;
@@ -41,13 +44,18 @@ impl Service for PerfMonitor {
          throughput, latency percentiles, memory, GPU and request figures over a window (duration_seconds, e.g. 300 \
          or \"1h\"; per_model and include_history for more); get-gpu-stats gives per-GPU utilization, memory, \
          temperature, power and processes; get-memory-stats gives GPU, host and per-model memory. Resources: \
-         vllm://metrics/current, vllm://metrics/history/{duration}, vllm://alerts/active. Call server-health to \
+         vllm://metrics/current, vllm://metrics/history/{duration}, vllm://alerts/active (subscribable), \
+         vllm://alerts/history. Call server-health to \
          check the server, its store, the vLLM endpoints and NVML."
             .into()
     }
 
     async fn resources(&self) -> Vec<Resource> {
         resources::list(self)
+    }
+
+    fn supports_subscriptions(&self) -> bool {
+        true
     }
 
     fn resource_templates(&self) -> Vec<ResourceTemplate> {
@@ -76,6 +84,7 @@ pub fn build(kit: Arc<Kit>) -> Result<(PerfMonitor, Toolbox<PerfMonitor>)> {
             kit.endpoints.clone(),
         ));
         tokio::spawn(monitor::sampler::run(sampler, kit.holder.clone()));
+        tokio::spawn(alerts::watch(kit.clone(), store.clone()));
     }
     let mut t = Toolbox::default();
     vllm_mcp_kit::health::add_health_tool(&mut t);

@@ -1,25 +1,28 @@
-//! The monitor's resources: `vllm://metrics/current`, `vllm://metrics/history/{duration}`
-//! and `vllm://alerts/active`.
+//! The monitor's resources: `vllm://metrics/current`, `vllm://metrics/history/{duration}`,
+//! `vllm://alerts/active` and `vllm://alerts/history`.
 //!
 //! Crush lists only concrete resources, so `history/5m`, `history/1h` and `history/24h`
 //! (those within the retention) are listed beside the template.
 //!
-//! Alerts: only the `endpoint_down` rule is evaluated so far (from the samples in the
-//! store: an endpoint whose scrapes have all failed for at least the rule's `for_seconds`).
-//! The other rules of `[monitor.alerts]` land with the alert engine.
+//! Alerts: `vllm://alerts/active` (firing and pending) and `vllm://alerts/history`
+//! (resolved) read what the alert engine (`vllm_core::monitor::alerts`, run by the
+//! sampler's lease holder after each round) keeps in the store.
 
 use crate::PerfMonitor;
 use crate::metrics::{self, DurationArg, MetricsParams, rfc3339_ms};
 use rmcp::model::{Resource, ResourceTemplate};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use vllm_core::monitor::history;
+use vllm_core::monitor::alerts::{self, Alert};
 use vllm_core::{Error, Result};
 use vllm_mcp_kit::ResourceBody;
 
 pub const CURRENT_URI: &str = "vllm://metrics/current";
 pub const HISTORY_PREFIX: &str = "vllm://metrics/history/";
 pub const ALERTS_URI: &str = "vllm://alerts/active";
+pub const ALERTS_HISTORY_URI: &str = "vllm://alerts/history";
+/// Resolved alerts `vllm://alerts/history` shows.
+pub const HISTORY_LIMIT: usize = 100;
 
 /// The history durations listed as concrete resources.
 const LISTED: &[(&str, f64)] = &[("5m", 300.0), ("1h", 3600.0), ("24h", 86_400.0)];
@@ -58,7 +61,17 @@ pub fn list(s: &PerfMonitor) -> Vec<Resource> {
     }
     out.push(
         Resource::new(ALERTS_URI, "alerts-active")
-            .with_description("Alerts firing now (endpoint_down so far).")
+            .with_description(
+                "Alerts firing now and pending ones (every rule of [monitor.alerts]): rule, severity, target, since, \
+                 value, threshold, summary. Subscribe to be told when the set changes.",
+            )
+            .with_mime_type("application/json"),
+    );
+    out.push(
+        Resource::new(ALERTS_HISTORY_URI, "alerts-history")
+            .with_description(
+                "Resolved alerts, newest first (at most 100), with when they fired and resolved.",
+            )
             .with_mime_type("application/json"),
     );
     out
@@ -83,6 +96,9 @@ pub async fn read(s: &Arc<PerfMonitor>, uri: &str) -> Option<Result<ResourceBody
     if uri == ALERTS_URI {
         return Some(alerts(s).await.map(|v| ResourceBody::json(&v)));
     }
+    if uri == ALERTS_HISTORY_URI {
+        return Some(alert_history(s).await.map(|v| ResourceBody::json(&v)));
+    }
     None
 }
 
@@ -91,52 +107,63 @@ fn to_body<T: serde::Serialize>(v: T) -> Result<ResourceBody> {
     Ok(ResourceBody::json(&v))
 }
 
-/// The active alerts: `endpoint_down` evaluated on the stored samples.
+/// An alert as the resources show it.
+pub fn alert_json(a: &Alert) -> Value {
+    json!({
+        "rule": a.rule,
+        "severity": a.severity,
+        "state": a.state,
+        "target": a.target,
+        "since": rfc3339_ms(a.since()),
+        "pending_since": rfc3339_ms(a.pending_since),
+        "fired_at": a.fired_at.map(rfc3339_ms),
+        "resolved_at": a.resolved_at.map(rfc3339_ms),
+        "value": a.value.map(metrics::round2),
+        "threshold": a.threshold,
+        "summary": a.summary,
+        "last_evaluated": rfc3339_ms(a.last_evaluated),
+    })
+}
+
+/// The active alerts (firing) and the pending ones, as the evaluator left them in the
+/// store, with the rules in force.
 pub async fn alerts(s: &Arc<PerfMonitor>) -> Result<Value> {
-    let kit = s.kit.clone();
-    let rule = kit
+    let all = s.kit.with_store(alerts::active).await?;
+    let (firing, pending): (Vec<&Alert>, Vec<&Alert>) =
+        all.iter().partition(|a| a.state == "firing");
+    let rules: Vec<Value> = s
+        .kit
         .config
         .alert_rules()
         .into_iter()
-        .find(|r| r.name == "endpoint_down");
-    let statuses = s.kit.with_store(history::endpoint_status).await?;
-    let now = vllm_core::time::unix_now();
-    let interval = kit.config.monitor.sample_interval_seconds;
-    let mut active = Vec::new();
-    let mut pending = Vec::new();
-    if let Some(rule) = rule.filter(|r| r.enabled) {
-        for e in statuses {
-            // A status older than a few intervals is a server no longer sampled.
-            if e.up || now - e.last_sample_at > (10.0 * interval).max(60.0) {
-                continue;
-            }
-            let Some(since) = e.down_since else { continue };
-            let alert = json!({
-                "rule": "endpoint_down",
-                "severity": rule.severity,
-                "endpoint": e.endpoint,
-                "base_url": e.base_url,
-                "error": e.error,
-                "down_since": rfc3339_ms(since),
-                "down_seconds": metrics::round2(now - since),
-                "last_up_at": e.last_up_at.map(rfc3339_ms),
-                "for_seconds": rule.for_seconds,
-                "message": format!("endpoint {} ({}) has not answered /metrics since {}", e.endpoint, e.base_url, rfc3339_ms(since)),
-            });
-            if now - since >= rule.for_seconds {
-                active.push(alert);
-            } else {
-                pending.push(alert);
-            }
-        }
-    }
+        .map(|r| {
+            json!({
+                "rule": r.name,
+                "enabled": r.enabled,
+                "threshold": r.threshold,
+                "for_seconds": r.for_seconds,
+                "window_seconds": r.window_seconds,
+                "severity": r.severity,
+            })
+        })
+        .collect();
     Ok(json!({
         "timestamp": vllm_core::time::now_rfc3339(),
-        "alerts": active,
-        "pending": pending,
-        "rules_evaluated": ["endpoint_down"],
-        "note": "only the endpoint_down rule is evaluated so far; the other rules of [monitor.alerts] \
-                 (gpu_temperature, gpu_memory, kv_cache_usage, error_rate, p99_latency_ms, requests_waiting, \
-                 preemptions) land with the alert engine",
+        "alerts": firing.into_iter().map(alert_json).collect::<Vec<_>>(),
+        "pending": pending.into_iter().map(alert_json).collect::<Vec<_>>(),
+        "rules": rules,
+    }))
+}
+
+/// Resolved alerts, newest first, at most [`HISTORY_LIMIT`].
+pub async fn alert_history(s: &Arc<PerfMonitor>) -> Result<Value> {
+    let h = s
+        .kit
+        .with_store(|st| alerts::history(st, HISTORY_LIMIT))
+        .await?;
+    Ok(json!({
+        "timestamp": vllm_core::time::now_rfc3339(),
+        "limit": HISTORY_LIMIT,
+        "alerts": h.iter().map(alert_json).collect::<Vec<_>>(),
     }))
 }

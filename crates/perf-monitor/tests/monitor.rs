@@ -607,6 +607,7 @@ async fn resources_and_the_endpoint_down_alert() {
         "vllm://metrics/history/1h",
         "vllm://metrics/history/24h",
         "vllm://alerts/active",
+        "vllm://alerts/history",
     ] {
         assert!(uris.iter().any(|x| x == u), "{u} in {uris:?}");
     }
@@ -651,7 +652,7 @@ async fn resources_and_the_endpoint_down_alert() {
         if let Some(x) = alerts.first() {
             assert_eq!(alerts.len(), 1, "{al}");
             assert_eq!(x["rule"], "endpoint_down");
-            assert_eq!(x["endpoint"], "down");
+            assert_eq!(x["target"]["endpoint"], "down");
             assert_eq!(x["severity"], "critical");
             break;
         }

@@ -276,6 +276,50 @@ CREATE TABLE gpu_samples (
 CREATE INDEX gpu_samples_ts ON gpu_samples(ts);
 "#,
     },
+    Migration {
+        version: 5,
+        name: "alerts: active, resolved history, transition events",
+        sql: r#"
+-- Pending and firing alerts, one per rule and target; see vllm_core::monitor::alerts.
+CREATE TABLE alerts (
+    rule           TEXT NOT NULL,
+    -- Canonical JSON of the target labels (endpoint, model or gpu).
+    target         TEXT NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('pending', 'firing')),
+    severity       TEXT NOT NULL,
+    pending_since  REAL NOT NULL,
+    fired_at       REAL,
+    value          REAL,
+    threshold      REAL NOT NULL,
+    summary        TEXT NOT NULL,
+    last_evaluated REAL NOT NULL,
+    PRIMARY KEY (rule, target)
+) STRICT;
+
+CREATE TABLE alert_history (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule          TEXT NOT NULL,
+    target        TEXT NOT NULL,
+    severity      TEXT NOT NULL,
+    pending_since REAL NOT NULL,
+    fired_at      REAL,
+    resolved_at   REAL NOT NULL,
+    value         REAL,
+    threshold     REAL NOT NULL,
+    summary       TEXT NOT NULL
+) STRICT;
+CREATE INDEX alert_history_resolved ON alert_history(resolved_at);
+
+-- Firing and resolved transitions, tailed by every server instance for notifications.
+CREATE TABLE alert_events (
+    id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts    REAL NOT NULL,
+    kind  TEXT NOT NULL CHECK (kind IN ('firing', 'resolved')),
+    alert TEXT NOT NULL
+) STRICT;
+CREATE INDEX alert_events_ts ON alert_events(ts);
+"#,
+    },
 ];
 
 /// The schema version this binary writes: the last migration's.

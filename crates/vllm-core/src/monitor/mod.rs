@@ -17,6 +17,7 @@
 //! [`crate::coordination::duties::METRICS_SAMPLER`], and every reader (any server
 //! instance, even one started a second ago) computes its answers from the store.
 
+pub mod alerts;
 pub mod duration;
 pub mod history;
 pub mod memory;

@@ -234,6 +234,7 @@ pub async fn run(sampler: Arc<Sampler>, holder: HolderId) {
         if let Err(e) = sampler.round().await {
             tracing::warn!(error = %e, "metrics sampling round failed");
         }
+        super::alerts::after_round(&sampler.config, sampler.store()).await;
         if last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_INTERVAL) {
             last_maintenance = Some(Instant::now());
             match sampler.maintain().await {
