@@ -97,12 +97,14 @@ async fn main() {
     // Save.
     let mut saves = Vec::new();
     let mut peaks = Vec::new();
+    let mut split = Vec::new();
     let mut last = Value::Null;
     for _ in 0..RUNS {
         let base_kb = status_kb(pid, "VmRSS:");
         let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
         let (a, took) = call(&s, "save-state", json!({"session_id": root})).await;
         peaks.push((base_kb, status_kb(pid, "VmHWM:"), status_kb(pid, "VmRSS:")));
+        split.push((status_kb(pid, "RssAnon:"), status_kb(pid, "RssFile:")));
         saves.push(ms(took));
         last = a;
     }
@@ -140,6 +142,14 @@ async fn main() {
             .collect::<Vec<_>>()
     );
 
+    println!(
+        "  RSS after each run, anonymous / file-backed (MiB): {:?}",
+        split
+            .iter()
+            .map(|(a, f)| format!("{:.0}/{:.0}", *a as f64 / 1024.0, *f as f64 / 1024.0))
+            .collect::<Vec<_>>()
+    );
+
     // Load (conversations made readable; no models to launch).
     let mut loads = Vec::new();
     for _ in 0..RUNS {
@@ -174,6 +184,7 @@ async fn main() {
             message_count: 0,
             models_index: Default::default(),
             note: None,
+            metrics: None,
             parts: states::part_infos(std::slice::from_ref(&part)),
         };
         states::insert(&store, &meta, std::slice::from_ref(&part), 20).unwrap();

@@ -58,7 +58,7 @@ impl Service for StatePersistence {
          means Crush's most recent session); load-state relaunches the models with the same arguments and makes \
          the conversation readable (vllm://state/session/{id}/conversation), or puts it back into Crush's database \
          with restore_to_crush; clear-state deletes saved states; export-state and import-state move a state \
-         through a file under the data directory's exports/. vllm://state/sessions lists what is saved."
+         through a file under the data directory's exports/ (or a configured [state] export_dirs directory). vllm://state/sessions lists what is saved."
             .into()
     }
 
@@ -75,8 +75,34 @@ impl Service for StatePersistence {
     }
 }
 
+/// Largest allocation served from glibc's heaps; bigger ones are mmapped, and unmapped
+/// (given back to the OS) when freed.
+pub const MMAP_THRESHOLD: usize = 256 * 1024;
+
+/// Fixes glibc's mmap threshold at [`MMAP_THRESHOLD`] for this process.
+///
+/// By default glibc raises the threshold to the size of the largest mmapped block
+/// freed (a save's compressed frame, ~5 MB for a 20 MB conversation) and its trim
+/// threshold to twice that; from then on such blocks come from the heap of the thread's
+/// arena, and each blocking-pool thread's arena keeps up to that trim threshold (~10 MB)
+/// of free memory resident, which `malloc_trim` does not give back (it trims the top of
+/// the main arena only). Measured in the bench: RSS after a save grew by ~9.6 MiB per
+/// blocking thread used (10 → 41 MiB over five saves). A fixed threshold turns the
+/// dynamic adjustment off.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: mallopt only changes the allocator's parameters.
+        ONCE.call_once(|| unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
+        });
+    }
+}
+
 /// Builds the server and its tools over a kit.
 pub fn build(kit: Arc<Kit>) -> Result<(StatePersistence, Toolbox<StatePersistence>)> {
+    tune_allocator();
     let launcher = kit.store().ok().map(|s| {
         Arc::new(Launcher::new(
             kit.config.clone(),

@@ -232,6 +232,9 @@ fn summary(
                 "raw_bytes": m.raw_bytes(),
                 "compression_ratio": (m.compression_ratio() * 100.0).round() / 100.0,
                 "model_count": m.model_count,
+                // Monitor samples saved (include_metrics); null when metrics were not asked for.
+                "metric_samples": m.metrics.as_ref().map(|x| x.samples),
+                "metrics": m.metrics,
                 "conversations": m.session_count,
                 "message_count": m.message_count,
                 "title": m.title,

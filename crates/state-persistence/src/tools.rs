@@ -16,13 +16,18 @@ use vllm_core::config::Tier;
 use vllm_core::crush_db::{self, Conversation, CrushDb, RestoreReport};
 use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest};
 use vllm_core::models::{ModelRecord, ModelStatus};
+use vllm_core::monitor::history;
 use vllm_core::states::{
-    self, Configurations, EncodedPart, IndexedModel, ModelsPart, PartKind, SavedModel, Selection,
-    StateMeta,
+    self, Configurations, EncodedPart, IndexedModel, MetricsInfo, ModelsPart, PartKind,
+    SavedMetrics, SavedModel, Selection, StateMeta,
 };
 use vllm_core::{Error, Result, models};
 use vllm_mcp_kit::{CallCtx, ToolDef, Toolbox};
 
+/// The window of monitor samples save-state records with include_metrics.
+pub const METRICS_WINDOW_SECONDS: f64 = 3_600.0;
+/// The most monitor samples save-state records (the newest of the window).
+pub const METRICS_MAX_SAMPLES: usize = 5_000;
 /// How long save-state waits for a server's `/version`.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(2);
 /// Ids listed in an answer at most (the counts are always whole).
@@ -47,7 +52,8 @@ pub struct SaveParams {
     /// Save the Crush session's conversation and its sub-agent sessions (default true).
     #[serde(default = "yes")]
     pub include_conversations: bool,
-    /// Save performance metrics (default false; recorded as null until the monitor keeps samples).
+    /// Save the performance monitor's samples of the last hour, per endpoint and model (at most
+    /// 5,000, the newest; default false). Null with a note when the monitor has never sampled.
     #[serde(default)]
     pub include_metrics: bool,
     /// zstd-compress the payload (default true).
@@ -70,6 +76,9 @@ pub struct SaveAnswer {
     pub timestamp: String,
     /// Models saved.
     pub models: u64,
+    /// Monitor samples saved (include_metrics): those of the last hour, 5,000 at most; null when
+    /// metrics were not asked for or the monitor has never sampled.
+    pub metric_samples: Option<u64>,
     /// Crush sessions saved (the session and its sub-agent sessions).
     pub conversations: u64,
     pub messages: u64,
@@ -138,6 +147,9 @@ pub struct LoadAnswer {
     pub session_id: String,
     pub state_id: String,
     pub restored: Restored,
+    /// Monitor samples the state holds (saved with include_metrics); null when metrics were not
+    /// asked for when it was saved.
+    pub metric_samples: Option<u64>,
     /// Messages in the conversations made readable.
     pub messages: u64,
     /// When the state was saved, RFC 3339 UTC.
@@ -197,7 +209,8 @@ pub struct ClearAnswer {
 #[serde(deny_unknown_fields)]
 pub struct ExportParams {
     pub state_id: String,
-    /// A file name or path under the data directory's `exports/` (relative paths are taken from there).
+    /// A file name or path under the data directory's `exports/` (relative paths are taken from there)
+    /// or under a directory of the `[state] export_dirs` setting.
     pub path: String,
 }
 
@@ -215,7 +228,8 @@ pub struct ExportAnswer {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportParams {
-    /// A file under the data directory's `exports/` written by export-state.
+    /// A file written by export-state, under the data directory's `exports/` (relative paths are
+    /// taken from there) or a directory of the `[state] export_dirs` setting.
     pub path: String,
 }
 
@@ -286,7 +300,8 @@ pub fn register(t: &mut Toolbox<StatePersistence>) {
             idempotent: false,
             ..ToolDef::read(
                 "export-state",
-                "Write a saved state to one portable, checksummed file under the data directory's exports/.",
+                "Write a saved state to one portable, checksummed file under the data directory's exports/ (or a \
+                 directory of the [state] export_dirs setting, by absolute path).",
             )
         },
         |s: Arc<StatePersistence>, p: ExportParams, _ctx: CallCtx| async move {
@@ -301,7 +316,8 @@ pub fn register(t: &mut Toolbox<StatePersistence>) {
             idempotent: false,
             ..ToolDef::read(
                 "import-state",
-                "Store a state from a file written by export-state (under the data directory's exports/). It counts \
+                "Store a state from a file written by export-state (under the data directory's exports/ or an \
+                 [state] export_dirs directory). It counts \
                  toward its session's retention, so it may prune the session's oldest state.",
             )
         },
@@ -392,14 +408,16 @@ async fn save(s: &StatePersistence, p: SaveParams) -> Result<SaveAnswer> {
     let label = p.session_id.clone();
     let want_conv = p.include_conversations;
     let cp = crush_path.clone();
+    // The conversation is streamed from Crush's database into the encoder at the end
+    // (`CrushDb::export_to`): its rows are never all in memory. Here only its existence.
     let (session_id, conversation) = blocking(move || {
         let Some(path) = cp else {
             return Ok((label, None));
         };
         let db = CrushDb::open_read_only(&path)?;
         let id = resolve_session(Some(&db), &label)?;
-        let conv = if want_conv { db.export(&id)? } else { None };
-        Ok((id, conv))
+        let db = (want_conv && db.session_exists(&id)?).then_some(db);
+        Ok((id, db))
     })
     .await?;
     if crush_path.is_none() {
@@ -409,14 +427,67 @@ async fn save(s: &StatePersistence, p: SaveParams) -> Result<SaveAnswer> {
             "Crush's database has no session `{session_id}`: no conversation saved"
         ));
     }
-    if let Some(c) = &conversation
-        && !c.skipped.is_empty()
-    {
-        notes.push(format!(
-            "skipped while reading Crush's database: {}",
-            c.skipped.join("; ")
-        ));
-    }
+
+    // Metrics: the monitor's samples of the last hour, from the store (never invented).
+    let mut metrics_info = None;
+    let mut metric_samples = None;
+    let metrics = if p.include_metrics {
+        let store = store.clone();
+        let now = vllm_core::time::unix_now();
+        let (ever, mut recent) = blocking(move || {
+            let recent = history::read_recent(
+                &store,
+                now - METRICS_WINDOW_SECONDS,
+                METRICS_MAX_SAMPLES + 1,
+            )?;
+            let ever = !recent.is_empty() || history::count(&store, None)? > 0;
+            Ok((ever, recent))
+        })
+        .await?;
+        let truncated = recent.len() > METRICS_MAX_SAMPLES;
+        recent.truncate(METRICS_MAX_SAMPLES);
+        let saved = SavedMetrics::from_samples(
+            METRICS_WINDOW_SECONDS,
+            now,
+            METRICS_MAX_SAMPLES as u64,
+            truncated,
+            recent,
+        );
+        let note = if !ever {
+            "metrics: the performance monitor has never sampled (its history in the store is empty; \
+             is vllm-perf-monitor running?): none saved, nothing was invented"
+                .to_string()
+        } else if saved.samples == 0 {
+            "metrics: the performance monitor has no sample from the last hour: none saved"
+                .to_string()
+        } else {
+            format!(
+                "metrics: {} sample(s) of {} series (endpoint, model) from the last hour saved, {:.0} s \
+                 from the oldest to the newest{}",
+                saved.samples,
+                saved.series.len(),
+                saved.last_ts.unwrap_or(now) - saved.first_ts.unwrap_or(now),
+                if truncated {
+                    format!("; the newest {METRICS_MAX_SAMPLES} only, older ones left out")
+                } else {
+                    String::new()
+                }
+            )
+        };
+        notes.push(note.clone());
+        metric_samples = ever.then_some(saved.samples);
+        metrics_info = Some(if ever {
+            saved.info(Some(note.clone()))
+        } else {
+            MetricsInfo {
+                note: Some(note.clone()),
+                ..MetricsInfo::default()
+            }
+        });
+        Some((ever.then_some(saved), note))
+    } else {
+        None
+    };
 
     let mut models_part = None;
     if p.include_models || p.include_metrics {
@@ -439,12 +510,9 @@ async fn save(s: &StatePersistence, p: SaveParams) -> Result<SaveAnswer> {
             models: saved,
             ..ModelsPart::default()
         };
-        if p.include_metrics {
-            part.metrics = None;
-            part.metrics_note = Some(
-                "metrics are not recorded: the performance monitor keeps no samples yet; nothing was invented".into(),
-            );
-            notes.push(part.metrics_note.clone().unwrap_or_default());
+        if let Some((saved, note)) = metrics {
+            part.metrics = saved;
+            part.metrics_note = Some(note);
         }
         models_part = Some(part);
     }
@@ -458,7 +526,9 @@ async fn save(s: &StatePersistence, p: SaveParams) -> Result<SaveAnswer> {
     let now = vllm_core::time::unix_now();
     let compress = p.compression;
     let sid = session_id.clone();
-    let (meta, pruned) = blocking(move || {
+    let keep = s.kit.config.state.keep_per_session as usize;
+    let conv_id = session_id.clone();
+    let (meta, pruned, skipped) = blocking(move || {
         let mut parts: Vec<EncodedPart> = Vec::new();
         let mut meta = StateMeta {
             state_id: states::new_state_id(),
@@ -473,6 +543,7 @@ async fn save(s: &StatePersistence, p: SaveParams) -> Result<SaveAnswer> {
             message_count: 0,
             models_index: BTreeMap::new(),
             note: None,
+            metrics: metrics_info,
             parts: Vec::new(),
         };
         if let Some(m) = &models_part {
@@ -500,21 +571,44 @@ async fn save(s: &StatePersistence, p: SaveParams) -> Result<SaveAnswer> {
                 .collect();
             parts.push(states::encode_part(PartKind::Models, m, compress)?);
         }
-        if let Some(c) = conversation {
-            meta.title = c.title();
-            meta.session_count = c.session_count() as u64;
-            meta.message_count = c.message_count() as u64;
-            parts.push(states::encode_part(PartKind::Conversations, &c, compress)?);
-            // The rows are in the frame now; free them before the write copies the frame.
-            drop(c);
+        drop(models_part);
+        let mut skipped = Vec::new();
+        if let Some(db) = conversation {
+            // Row by row from Crush's database into the encoder (the same JSON as a
+            // serialized `Conversation`).
+            let (part, summary) =
+                states::encode_part_with(PartKind::Conversations, compress, |w| {
+                    db.export_to(&conv_id, w)
+                })?;
+            drop(db);
+            // Gone between the check and the read (Crush deleted it): nothing saved of it.
+            if let Some(c) = summary {
+                meta.title = c.title;
+                meta.session_count = c.session_count as u64;
+                meta.message_count = c.message_count as u64;
+                skipped = c.skipped;
+                parts.push(part);
+            }
+        }
+        if parts.is_empty() {
+            return Err(Error::invalid(
+                "include_models",
+                "nothing to save: models are excluded and no conversation was found for this session",
+            ));
         }
         meta.parts = states::part_infos(&parts);
-        let pruned = states::insert(&store, &meta, &parts, states::KEEP_PER_SESSION);
+        let pruned = states::insert(&store, &meta, &parts, keep);
         drop(parts);
         release_memory();
-        Ok((meta, pruned?))
+        Ok((meta, pruned?, skipped))
     })
     .await?;
+    if !skipped.is_empty() {
+        notes.push(format!(
+            "skipped while reading Crush's database: {}",
+            skipped.join("; ")
+        ));
+    }
     Ok(SaveAnswer {
         session_id: meta.session_id.clone(),
         state_id: meta.state_id.clone(),
@@ -523,6 +617,7 @@ async fn save(s: &StatePersistence, p: SaveParams) -> Result<SaveAnswer> {
         compression_ratio: round2(meta.compression_ratio()),
         timestamp: meta.timestamp.clone(),
         models: meta.model_count,
+        metric_samples,
         conversations: meta.session_count,
         messages: meta.message_count,
         vllm_versions: meta.vllm_versions.clone(),
@@ -668,6 +763,7 @@ async fn load(s: &StatePersistence, p: LoadParams) -> Result<LoadAnswer> {
         session_id: meta.session_id.clone(),
         state_id: meta.state_id.clone(),
         restored: Restored::default(),
+        metric_samples: meta.metrics.as_ref().map(|m| m.samples),
         messages: 0,
         timestamp: meta.timestamp.clone(),
         model_actions: Vec::new(),
@@ -964,10 +1060,16 @@ pub fn exports_dir(s: &StatePersistence) -> PathBuf {
     s.kit.config.data_dir.join("exports")
 }
 
-/// Resolves `given` to a file inside `base`: relative paths are taken from `base`;
-/// `..` is refused (INVALID_ARGUMENT); anything that lands outside `base` once
-/// symlinks are resolved, or is itself a symlink, is refused (PERMISSION_DENIED).
-pub fn confine(tool: &str, base: &Path, given: &str) -> Result<PathBuf> {
+/// The directories export and import may also use (`[state] export_dirs`).
+pub fn extra_export_dirs(s: &StatePersistence) -> &[PathBuf] {
+    &s.kit.config.state.export_dirs
+}
+
+/// Resolves `given` to a file inside `base` or one of `extra`: relative paths are taken
+/// from `base` (created when missing); `..` is refused (INVALID_ARGUMENT); anything that
+/// lands outside all of them once symlinks are resolved, or is itself a symlink, is
+/// refused (PERMISSION_DENIED). An `extra` directory that does not exist allows nothing.
+pub fn confine(tool: &str, base: &Path, extra: &[PathBuf], given: &str) -> Result<PathBuf> {
     if given.is_empty() || given.contains('\0') {
         return Err(Error::invalid("path", "must be a non-empty path"));
     }
@@ -983,6 +1085,13 @@ pub fn confine(tool: &str, base: &Path, given: &str) -> Result<PathBuf> {
         message: format!("cannot resolve the exports directory: {e}"),
         path: Some(base.to_path_buf()),
     })?;
+    let mut roots = vec![base.clone()];
+    roots.extend(extra.iter().filter_map(|d| d.canonicalize().ok()));
+    let allowed = || {
+        let mut names = vec![base.display().to_string()];
+        names.extend(extra.iter().map(|d| d.display().to_string()));
+        names.join(", ")
+    };
     let full = if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -998,7 +1107,11 @@ pub fn confine(tool: &str, base: &Path, given: &str) -> Result<PathBuf> {
     let parent = full.parent().unwrap_or(&base);
     let parent = match parent.canonicalize() {
         Ok(p) => p,
-        Err(_) if !p.is_absolute() || parent.starts_with(&base) => {
+        Err(_)
+            if !p.is_absolute()
+                || parent.starts_with(&base)
+                || roots.iter().any(|r| parent.starts_with(r)) =>
+        {
             return Err(Error::invalid(
                 "path",
                 format!("the directory {} does not exist", parent.display()),
@@ -1006,17 +1119,17 @@ pub fn confine(tool: &str, base: &Path, given: &str) -> Result<PathBuf> {
         }
         Err(_) => {
             return Err(denied(format!(
-                "{} is outside the exports directory {}",
+                "{} is outside the export directories ({}; more with [state] export_dirs)",
                 full.display(),
-                base.display()
+                allowed()
             )));
         }
     };
-    if !parent.starts_with(&base) {
+    if !roots.iter().any(|r| parent.starts_with(r)) {
         return Err(denied(format!(
-            "{} is outside the exports directory {} (symlinks are followed)",
+            "{} is outside the export directories ({}; more with [state] export_dirs; symlinks are followed)",
             full.display(),
-            base.display()
+            allowed()
         )));
     }
     let target = parent.join(name);
@@ -1028,7 +1141,12 @@ pub fn confine(tool: &str, base: &Path, given: &str) -> Result<PathBuf> {
 
 async fn export(s: &StatePersistence, p: ExportParams) -> Result<ExportAnswer> {
     states::validate_state_id("state_id", &p.state_id)?;
-    let target = confine("export-state", &exports_dir(s), &p.path)?;
+    let target = confine(
+        "export-state",
+        &exports_dir(s),
+        extra_export_dirs(s),
+        &p.path,
+    )?;
     if target.exists() {
         return Err(Error::invalid(
             "path",
@@ -1066,7 +1184,12 @@ async fn export(s: &StatePersistence, p: ExportParams) -> Result<ExportAnswer> {
 }
 
 async fn import(s: &StatePersistence, p: ImportParams) -> Result<ImportAnswer> {
-    let source = confine("import-state", &exports_dir(s), &p.path)?;
+    let source = confine(
+        "import-state",
+        &exports_dir(s),
+        extra_export_dirs(s),
+        &p.path,
+    )?;
     if !source.is_file() {
         return Err(Error::invalid(
             "path",
@@ -1074,6 +1197,7 @@ async fn import(s: &StatePersistence, p: ImportParams) -> Result<ImportAnswer> {
         ));
     }
     let store = s.kit.store()?.clone();
+    let keep = s.kit.config.state.keep_per_session as usize;
     blocking(move || {
         let (meta, frames) = states::read_export(&source)?;
         states::validate_session_id("session_id", &meta.session_id)?;
@@ -1090,7 +1214,7 @@ async fn import(s: &StatePersistence, p: ImportParams) -> Result<ImportAnswer> {
                 }
             }
         }
-        let m = states::import(&store, meta, frames, states::KEEP_PER_SESSION)?;
+        let m = states::import(&store, meta, frames, keep)?;
         Ok(ImportAnswer {
             state_id: m.state_id.clone(),
             session_id: m.session_id.clone(),

@@ -14,6 +14,8 @@ use vllm_core::crush_db::{self, Conversation, CrushDb};
 use vllm_core::launcher::LaunchArgs;
 use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
 use vllm_core::models::{self, ModelStatus};
+use vllm_core::monitor::{Sample, history};
+use vllm_core::states::{self, ModelsPart, PartKind};
 use vllm_core::store::{Store, rusqlite};
 use vllm_mcp_testkit::{Answer, McpProcess, bin, free_port, temp_dir};
 
@@ -350,14 +352,22 @@ async fn without_crush_db_models_and_configurations_only() {
         )
         .await;
     assert_eq!(code(&e), "INVALID_ARGUMENT");
-    // Metrics: null with a note, never invented.
+    // Metrics: the monitor never sampled, so null with a note, never invented.
     let m = ok(s
         .call(
             "save-state",
             json!({"session_id": "x", "include_metrics": true}),
         )
         .await);
-    assert!(m["notes"].to_string().contains("metrics are not recorded"));
+    assert!(m["notes"].to_string().contains("has never sampled"), "{m}");
+    assert!(m["metric_samples"].is_null(), "{m}");
+    let store = Store::open(&rig.store_path()).unwrap();
+    let frame = states::read_frame(&store, m["state_id"].as_str().unwrap(), PartKind::Models)
+        .unwrap()
+        .unwrap();
+    let part: ModelsPart = states::decode_part("x", PartKind::Models, &frame).unwrap();
+    assert_eq!(part.metrics, None);
+    assert!(part.metrics_note.unwrap().contains("never sampled"));
     // Retention keeps the newest 20 per session.
     let mut pruned = 0;
     for _ in 0..21 {
@@ -832,5 +842,181 @@ async fn export_import_round_trip_and_path_escapes() {
     std::fs::write(rig.dir.path().join("exports/bad.vmsx"), &bytes).unwrap();
     let b = s.call("import-state", json!({"path": "bad.vmsx"})).await;
     assert_eq!(code(&b), "STATE_CORRUPTED");
+    s.close().await;
+}
+
+fn sample(ts: f64, endpoint: &str, model: &str, tokens: f64) -> Sample {
+    Sample {
+        ts,
+        endpoint: endpoint.into(),
+        base_url: format!("http://127.0.0.1:1/{endpoint}"),
+        model: model.into(),
+        up: true,
+        start_time: Some(1.0e9),
+        generation_tokens: Some(tokens),
+        running: Some(1.0),
+        ..Sample::default()
+    }
+}
+
+#[tokio::test]
+async fn include_metrics_saves_the_monitors_last_hour() {
+    let rig = Rig::new("");
+    let ids = rig.crush_with(&[spec(12, 10, 0)]);
+    // Written through the monitor's own API, as its sampler would (no live sampler).
+    let store = Store::open(&rig.store_path()).unwrap();
+    let now = vllm_core::time::unix_now();
+    let old = now - 2.0 * 3600.0;
+    history::insert(&store, &[sample(old, "a", "m1", 1.0)], &[], old).unwrap();
+    for i in 0..3 {
+        let ts = now - 600.0 + f64::from(i) * 5.0;
+        let round = [
+            sample(ts, "a", "m1", 10.0 + f64::from(i)),
+            sample(ts, "b", "m2", 20.0 + f64::from(i)),
+        ];
+        history::insert(&store, &round, &[], ts).unwrap();
+    }
+    let s = rig.server().await;
+    let a = ok(s
+        .call(
+            "save-state",
+            json!({"session_id": ids[0], "include_metrics": true}),
+        )
+        .await);
+    assert_eq!(a["metric_samples"], 6, "{a}");
+    assert!(
+        a["notes"].to_string().contains("6 sample(s) of 2 series"),
+        "{a}"
+    );
+    let state_id = a["state_id"].as_str().unwrap().to_string();
+
+    // The summary shows the count.
+    let summary: Value = serde_json::from_str(
+        &s.read(&format!("vllm://state/session/{}/summary", ids[0]))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["states"][0]["metric_samples"], 6, "{summary}");
+    assert_eq!(summary["states"][0]["metrics"]["series"], 2, "{summary}");
+
+    // load-state says how many the state holds.
+    let l = ok(s.call("load-state", json!({"session_id": ids[0]})).await);
+    assert_eq!(l["metric_samples"], 6, "{l}");
+
+    // The part holds the samples, by series in time order; the old one is left out.
+    let frame = states::read_frame(&store, &state_id, PartKind::Models)
+        .unwrap()
+        .unwrap();
+    let part: ModelsPart = states::decode_part(&state_id, PartKind::Models, &frame).unwrap();
+    let m = part.metrics.unwrap();
+    assert_eq!(m.samples, 6);
+    assert!(!m.truncated);
+    assert_eq!(m.series.len(), 2);
+    assert_eq!(
+        (m.series[0].endpoint.as_str(), m.series[0].model.as_str()),
+        ("a", "m1")
+    );
+    let tokens: Vec<f64> = m.series[0]
+        .samples
+        .iter()
+        .map(|x| x.generation_tokens.unwrap())
+        .collect();
+    assert_eq!(tokens, [10.0, 11.0, 12.0]);
+    assert_eq!(m.series[1].samples[2], {
+        let mut x = sample(now - 600.0 + 10.0, "b", "m2", 22.0);
+        x.ts = m.series[1].samples[2].ts;
+        x
+    });
+    assert!(m.first_ts.unwrap() >= now - 3600.0);
+
+    // Without include_metrics: nothing about metrics.
+    let b = ok(s.call("save-state", json!({"session_id": ids[0]})).await);
+    assert!(b["metric_samples"].is_null(), "{b}");
+    s.close().await;
+}
+
+#[tokio::test]
+async fn retention_honours_keep_per_session() {
+    let rig = Rig::new("[state]\nkeep_per_session = 2\n");
+    let s = rig.server().await;
+    let mut saved = Vec::new();
+    let mut pruned = Vec::new();
+    for _ in 0..4 {
+        let a = ok(s.call("save-state", json!({"session_id": "ret"})).await);
+        saved.push(a["state_id"].as_str().unwrap().to_string());
+        pruned.extend(
+            a["pruned_states"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string()),
+        );
+    }
+    assert_eq!(pruned, saved[..2], "the oldest two go");
+    let summary: Value =
+        serde_json::from_str(&s.read("vllm://state/session/ret/summary").await.unwrap()).unwrap();
+    assert_eq!(summary["state_count"], 2, "{summary}");
+    s.close().await;
+}
+
+#[tokio::test]
+async fn export_dirs_are_accepted_and_others_refused() {
+    let allowed = temp_dir();
+    let other = temp_dir();
+    let allowed_dir = allowed.path().canonicalize().unwrap();
+    let rig = Rig::new(&format!(
+        "[state]\nexport_dirs = [{:?}]\n",
+        allowed_dir.display().to_string()
+    ));
+    let s = rig.server().await;
+    let a = ok(s.call("save-state", json!({"session_id": "ex"})).await);
+    let state_id = a["state_id"].as_str().unwrap();
+    let target = allowed_dir.join("ex.vmsx");
+    let e = ok(s
+        .call(
+            "export-state",
+            json!({"state_id": state_id, "path": target.to_str().unwrap()}),
+        )
+        .await);
+    assert_eq!(e["path"], target.to_str().unwrap());
+    assert!(target.is_file());
+    // Relative paths still go to <data_dir>/exports.
+    let r = ok(s
+        .call(
+            "export-state",
+            json!({"state_id": state_id, "path": "rel.vmsx"}),
+        )
+        .await);
+    assert!(r["path"].as_str().unwrap().contains("/exports/"), "{r}");
+    // Another directory is refused both ways.
+    let refused = other.path().join("no.vmsx");
+    let x = s
+        .call(
+            "export-state",
+            json!({"state_id": state_id, "path": refused.to_str().unwrap()}),
+        )
+        .await;
+    assert_eq!(code(&x), "PERMISSION_DENIED", "{}", x.json);
+    assert!(!refused.exists());
+    std::fs::copy(&target, &refused).unwrap();
+    let x = s
+        .call("import-state", json!({"path": refused.to_str().unwrap()}))
+        .await;
+    assert_eq!(code(&x), "PERMISSION_DENIED", "{}", x.json);
+    // A symlink inside the allowed directory pointing elsewhere is refused too.
+    std::os::unix::fs::symlink(other.path(), allowed_dir.join("link")).unwrap();
+    let x = s
+        .call(
+            "export-state",
+            json!({"state_id": state_id, "path": allowed_dir.join("link/y.vmsx").to_str().unwrap()}),
+        )
+        .await;
+    assert_eq!(code(&x), "PERMISSION_DENIED", "{}", x.json);
+    // Import from the allowed directory works.
+    let i = ok(s
+        .call("import-state", json!({"path": target.to_str().unwrap()}))
+        .await);
+    assert_eq!(i["session_id"], "ex");
     s.close().await;
 }

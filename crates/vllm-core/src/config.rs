@@ -38,6 +38,8 @@ pub struct Config {
     pub prometheus: PrometheusConfig,
     /// Where Crush keeps its sessions.
     pub crush: CrushConfig,
+    /// Saved states: retention and export directories.
+    pub state: StateConfig,
     /// The file this configuration was read from, if any (not a key).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -56,6 +58,7 @@ impl Default for Config {
             monitor: MonitorConfig::default(),
             prometheus: PrometheusConfig::default(),
             crush: CrushConfig::default(),
+            state: StateConfig::default(),
             source: None,
         }
     }
@@ -354,6 +357,26 @@ pub struct CrushConfig {
     pub db_path: Option<PathBuf>,
 }
 
+/// Saved states (the state persistence server).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// States kept per session (at least 1); a save beyond it prunes the oldest.
+    pub keep_per_session: u32,
+    /// Absolute directories export-state and import-state may use besides
+    /// `<data_dir>/exports/` (which relative paths are taken from). They must exist.
+    pub export_dirs: Vec<PathBuf>,
+}
+
+impl Default for StateConfig {
+    fn default() -> StateConfig {
+        StateConfig {
+            keep_per_session: crate::states::KEEP_PER_SESSION as u32,
+            export_dirs: Vec::new(),
+        }
+    }
+}
+
 /// Environment lookups, injectable so tests need not touch the process environment.
 pub type EnvFn<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -563,6 +586,20 @@ impl Config {
         if let Some(u) = &self.monitor.webhook_url {
             validate_base_url(u).map_err(|m| bad("monitor.webhook_url", m))?;
         }
+        if self.state.keep_per_session == 0 {
+            return Err(bad(
+                "state.keep_per_session",
+                "must be at least 1 (the state just saved is always kept)".into(),
+            ));
+        }
+        for (i, d) in self.state.export_dirs.iter().enumerate() {
+            if !d.is_absolute() || d.components().any(|c| c == std::path::Component::ParentDir) {
+                return Err(bad(
+                    &format!("state.export_dirs[{i}]"),
+                    format!("`{}` must be an absolute path without `..`", d.display()),
+                ));
+            }
+        }
         if let Some(l) = &self.prometheus.listen
             && l.parse::<std::net::SocketAddr>().is_err()
         {
@@ -737,6 +774,12 @@ mod tests {
                 "[monitor]\nsource = \"prometheus\"\n",
                 "monitor.prometheus_url",
             ),
+            ("[state]\nkeep_per_session = 0\n", "state.keep_per_session"),
+            (
+                "[state]\nexport_dirs = [\"relative/dir\"]\n",
+                "state.export_dirs[0]",
+            ),
+            ("[state]\nkeep = 3\n", "keep"),
         ];
         for (text, key) in cases {
             let e = Config::from_toml(text, None, &env).unwrap_err();
@@ -771,5 +814,20 @@ mod tests {
         let c = Config::from_toml(text, None, &env).unwrap();
         assert!(!c.endpoints.is_empty());
         assert!(!c.catalog.is_empty());
+        assert_eq!(c.state.keep_per_session, 20);
+        assert_eq!(c.state.export_dirs, vec![PathBuf::from("/srv/vllm-states")]);
+    }
+
+    #[test]
+    fn state_defaults() {
+        let env = env_of(&[]);
+        let c = Config::from_toml("", None, &env).unwrap();
+        assert_eq!(
+            c.state.keep_per_session as usize,
+            crate::states::KEEP_PER_SESSION
+        );
+        assert!(c.state.export_dirs.is_empty());
+        let c = Config::from_toml("[state]\nkeep_per_session = 3\n", None, &env).unwrap();
+        assert_eq!(c.state.keep_per_session, 3);
     }
 }

@@ -3,7 +3,7 @@
 //! # Format (version [`FORMAT_VERSION`])
 //!
 //! A state is one row of `states` (what summaries need: counts, title, the models'
-//! arguments) and one **frame** per part in `state_parts`: `models` (models,
+//! arguments, and in its `note` column a [`MetricsInfo`] when metrics were saved) and one **frame** per part in `state_parts`: `models` (models,
 //! configurations, metrics) and `conversations` (Crush sessions). Parts are separate so
 //! clear-state can drop one and keep the other. A frame is self-checking, so a part
 //! copied out (export) or read back can be verified on its own:
@@ -24,7 +24,9 @@
 //! binary encoding would only re-encode them, and zstd takes most of JSON's redundancy
 //! away. It is serialized *into* the compressor ([`encode_part`]): the uncompressed
 //! JSON never exists in memory as a whole, so saving holds the values plus the
-//! compressed bytes.
+//! compressed bytes. A conversation is not even held as values: [`encode_part_with`]
+//! lets `CrushDb::export_to` stream Crush's rows into the compressor one at a time,
+//! writing the same JSON as a serialized `Conversation` (so the format is one).
 //!
 //! Decoding checks, in order: the magic and length (`STATE_CORRUPTED`), the version
 //! (`STATE_INCOMPATIBLE` when newer than this binary's), the CRC (`STATE_CORRUPTED`),
@@ -40,9 +42,9 @@
 //!
 //! # Retention
 //!
-//! Each session keeps its newest [`KEEP_PER_SESSION`] states; older ones are deleted by
-//! the save that makes them surplus. (A config key, `[state] keep_per_session`, would
-//! set it; there is none yet.)
+//! Each session keeps its newest `[state] keep_per_session` states (default
+//! [`KEEP_PER_SESSION`], at least 1); older ones are deleted by the save (or import) that
+//! makes them surplus.
 
 use crate::error::{Error, Result};
 use crate::launcher::LaunchArgs;
@@ -58,7 +60,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The payload format this binary writes, and the newest it reads.
 pub const FORMAT_VERSION: u16 = 1;
-/// States kept per session; older ones are pruned when a new one is saved.
+/// The default of `[state] keep_per_session`: states kept per session; older ones are
+/// pruned when a new one is saved.
 pub const KEEP_PER_SESSION: usize = 20;
 /// The first bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"VMST";
@@ -218,9 +221,24 @@ pub fn encode_part<T: Serialize + ?Sized>(
     value: &T,
     compress: bool,
 ) -> Result<EncodedPart> {
+    encode_part_with(kind, compress, |w| {
+        serde_json::to_writer(w, value).map_err(io_internal)
+    })
+    .map(|(p, ())| p)
+}
+
+/// Like [`encode_part`], but the payload's JSON is written by `write` (for payloads
+/// streamed from elsewhere, e.g. [`crate::crush_db::CrushDb::export_to`], so they never
+/// exist in memory as values). `write` must write one JSON value; what it returns is
+/// handed back beside the part.
+pub fn encode_part_with<R>(
+    kind: PartKind,
+    compress: bool,
+    write: impl FnOnce(&mut dyn Write) -> Result<R>,
+) -> Result<(EncodedPart, R)> {
     let mut frame = Vec::with_capacity(64 * 1024);
     frame.extend_from_slice(&[0u8; HEADER_LEN]);
-    let (mut frame, raw_len) = if compress {
+    let (mut frame, raw_len, out) = if compress {
         let mut enc = zstd::stream::Encoder::new(frame, ZSTD_LEVEL).map_err(io_internal)?;
         enc.include_checksum(true).map_err(io_internal)?;
         // serde_json writes in small pieces; a buffer keeps zstd calls large.
@@ -228,16 +246,17 @@ pub fn encode_part<T: Serialize + ?Sized>(
             inner: std::io::BufWriter::with_capacity(256 * 1024, enc),
             n: 0,
         };
-        serde_json::to_writer(&mut w, value).map_err(io_internal)?;
+        let out = write(&mut w)?;
         let n = w.n;
         let enc = w.inner.into_inner().map_err(|e| io_internal(e.error()))?;
-        (enc.finish().map_err(io_internal)?, n)
+        (enc.finish().map_err(io_internal)?, n, out)
     } else {
         let before = frame.len();
-        serde_json::to_writer(&mut frame, value).map_err(io_internal)?;
+        let out = write(&mut frame)?;
         let n = (frame.len() - before) as u64;
-        (frame, n)
+        (frame, n, out)
     };
+    frame.shrink_to_fit();
     frame[0..4].copy_from_slice(&MAGIC);
     frame[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     frame[6] = u8::from(compress);
@@ -245,12 +264,15 @@ pub fn encode_part<T: Serialize + ?Sized>(
     frame[8..16].copy_from_slice(&raw_len.to_le_bytes());
     let crc = crc32c::update(crc32c::checksum(&frame[0..16]), &frame[HEADER_LEN..]);
     frame[16..20].copy_from_slice(&crc.to_le_bytes());
-    Ok(EncodedPart {
-        kind,
-        compressed: compress,
-        raw_len,
-        frame,
-    })
+    Ok((
+        EncodedPart {
+            kind,
+            compressed: compress,
+            raw_len,
+            frame,
+        },
+        out,
+    ))
 }
 
 /// A frame's header, read and checked (magic, version, checksum) but not decompressed.
@@ -383,12 +405,143 @@ pub struct Configurations {
 pub struct ModelsPart {
     pub models: Vec<SavedModel>,
     pub configurations: Configurations,
-    /// Present only when metrics were asked for; `null` until the monitor records samples.
+    /// Present only when metrics were asked for and the monitor has sampled: its recent
+    /// samples ([`SavedMetrics`]). `null` otherwise (and in states saved before metrics
+    /// were recorded); `metrics_note` says why.
     #[serde(default)]
-    pub metrics: Option<Value>,
+    pub metrics: Option<SavedMetrics>,
     /// Why `metrics` is what it is.
     #[serde(default)]
     pub metrics_note: Option<String>,
+}
+
+/// The monitor's recent samples, as saved in the `models` part: every sample of the
+/// window (newest [`SavedMetrics::limit`] at most), by series in time order. Only the
+/// columns the monitor scans are kept (counters, gauges, histogram counts and the e2e
+/// sum); the histogram buckets stay in the monitor's history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SavedMetrics {
+    /// The window asked for, in seconds back from `until`.
+    pub window_seconds: f64,
+    /// Unix seconds: the window is `until - window_seconds ..= until`.
+    pub until: f64,
+    /// The most samples saved; the oldest are left out beyond it (`truncated`).
+    pub limit: u64,
+    pub truncated: bool,
+    /// Samples saved, every series together.
+    pub samples: u64,
+    /// Oldest and newest sample saved (Unix seconds); `None` when there is none.
+    pub first_ts: Option<f64>,
+    pub last_ts: Option<f64>,
+    pub series: Vec<SavedSeries>,
+}
+
+/// One endpoint and served model's samples, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SavedSeries {
+    pub endpoint: String,
+    pub model: String,
+    pub samples: Vec<crate::monitor::Sample>,
+}
+
+impl SavedMetrics {
+    /// Groups samples (any order) into series by (endpoint, model), each in time order.
+    pub fn from_samples(
+        window_seconds: f64,
+        until: f64,
+        limit: u64,
+        truncated: bool,
+        samples: Vec<crate::monitor::Sample>,
+    ) -> SavedMetrics {
+        let n = samples.len() as u64;
+        let first_ts = samples.iter().map(|s| s.ts).reduce(f64::min);
+        let last_ts = samples.iter().map(|s| s.ts).reduce(f64::max);
+        let mut by: BTreeMap<(String, String), Vec<crate::monitor::Sample>> = BTreeMap::new();
+        for s in samples {
+            by.entry((s.endpoint.clone(), s.model.clone()))
+                .or_default()
+                .push(s);
+        }
+        let series = by
+            .into_iter()
+            .map(|((endpoint, model), mut samples)| {
+                samples.sort_by(|a, b| a.ts.total_cmp(&b.ts));
+                SavedSeries {
+                    endpoint,
+                    model,
+                    samples,
+                }
+            })
+            .collect();
+        SavedMetrics {
+            window_seconds,
+            until,
+            limit,
+            truncated,
+            samples: n,
+            first_ts,
+            last_ts,
+            series,
+        }
+    }
+
+    /// What a state row keeps of it.
+    pub fn info(&self, note: Option<String>) -> MetricsInfo {
+        MetricsInfo {
+            samples: self.samples,
+            series: self.series.len() as u64,
+            first_ts: self.first_ts,
+            last_ts: self.last_ts,
+            truncated: self.truncated,
+            note,
+        }
+    }
+}
+
+/// What a state's row says of its metrics (summaries read it without decoding the part).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricsInfo {
+    /// Samples saved (0 when the monitor had none in the window or never sampled).
+    pub samples: u64,
+    /// Series (endpoint, model) they belong to.
+    pub series: u64,
+    /// Oldest and newest sample saved, Unix seconds.
+    pub first_ts: Option<f64>,
+    pub last_ts: Option<f64>,
+    /// The bound left older samples of the window out.
+    #[serde(default)]
+    pub truncated: bool,
+    /// Why the metrics are what they are.
+    pub note: Option<String>,
+}
+
+/// The `note` column: a plain note, or, when the state recorded metrics, this as JSON.
+#[derive(Serialize, Deserialize)]
+struct NoteColumn {
+    #[serde(default)]
+    text: Option<String>,
+    metrics: MetricsInfo,
+}
+
+fn note_to_column(meta: &StateMeta) -> Option<String> {
+    match &meta.metrics {
+        None => meta.note.clone(),
+        Some(m) => serde_json::to_string(&NoteColumn {
+            text: meta.note.clone(),
+            metrics: m.clone(),
+        })
+        .ok(),
+    }
+}
+
+fn note_from_column(col: Option<String>) -> (Option<String>, Option<MetricsInfo>) {
+    match col {
+        Some(t) if t.starts_with('{') => match serde_json::from_str::<NoteColumn>(&t) {
+            Ok(n) => (n.text, Some(n.metrics)),
+            Err(_) => (Some(t), None),
+        },
+        other => (other, None),
+    }
 }
 
 /// A model as a summary sees it.
@@ -425,6 +578,10 @@ pub struct StateMeta {
     pub message_count: u64,
     pub models_index: BTreeMap<String, IndexedModel>,
     pub note: Option<String>,
+    /// What the state recorded of the monitor's samples; `None` when metrics were not
+    /// asked for (stored in the row's `note` column, see [`MetricsInfo`]).
+    #[serde(default)]
+    pub metrics: Option<MetricsInfo>,
     pub parts: Vec<PartInfo>,
 }
 
@@ -498,6 +655,7 @@ const META_COLUMNS: &str = "state_id, session_id, created_at, created_text, form
 fn meta_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StateMeta> {
     let versions: String = r.get(5)?;
     let index: String = r.get(10)?;
+    let (note, metrics) = note_from_column(r.get(11)?);
     Ok(StateMeta {
         state_id: r.get(0)?,
         session_id: r.get(1)?,
@@ -510,7 +668,8 @@ fn meta_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StateMeta> {
         session_count: r.get::<_, i64>(8)? as u64,
         message_count: r.get::<_, i64>(9)? as u64,
         models_index: serde_json::from_str(&index).unwrap_or_default(),
-        note: r.get(11)?,
+        note,
+        metrics,
         parts: Vec::new(),
     })
 }
@@ -577,7 +736,7 @@ fn insert_rows(
             meta.session_count as i64,
             meta.message_count as i64,
             serde_json::to_string(&meta.models_index).unwrap_or_else(|_| "{}".into()),
-            meta.note,
+            note_to_column(meta),
         ],
     )?;
     let mut st = tx.prepare_cached(
@@ -1081,6 +1240,7 @@ mod tests {
             message_count: 2,
             models_index: BTreeMap::new(),
             note: None,
+            metrics: None,
             parts: Vec::new(),
         }
     }
@@ -1097,6 +1257,16 @@ mod tests {
         for i in 0..5 {
             let mut m = meta(&format!("s{i}"), "a", 1000.0 + f64::from(i));
             m.parts = part_infos(&parts);
+            if i == 4 {
+                m.metrics = Some(MetricsInfo {
+                    samples: 3,
+                    series: 1,
+                    first_ts: Some(1.0),
+                    last_ts: Some(2.0),
+                    truncated: false,
+                    note: Some("n".into()),
+                });
+            }
             let pruned = insert(&store, &m, &parts, 3).unwrap();
             assert_eq!(pruned.len(), usize::from(i >= 3), "{i}");
         }
@@ -1109,6 +1279,10 @@ mod tests {
             ["s4", "s3", "s2"]
         );
         assert_eq!(listed[0].parts.len(), 2);
+        // Metrics info goes through the note column and back; the plain note stays.
+        assert_eq!(listed[0].metrics.as_ref().unwrap().samples, 3);
+        assert_eq!(listed[0].note.as_deref(), None);
+        assert_eq!(listed[1].metrics, None);
         assert_eq!(newest(&store, "a").unwrap().unwrap().state_id, "s4");
         assert_eq!(list_sessions(&store).unwrap()[0].state_count, 3);
 

@@ -11,7 +11,9 @@
 //! no write, no create). [`CrushDb::export`] reads a session, its sub-agent sessions
 //! (recursively, by `parent_session_id`), their messages, files and read files inside one
 //! read transaction: in WAL mode that is one consistent snapshot, taken without blocking
-//! Crush and without being blocked by it.
+//! Crush and without being blocked by it. [`CrushDb::export_to`] writes the same
+//! conversation as JSON to a writer row by row (a save streams it into the compressor),
+//! byte for byte what serializing `export`'s [`Conversation`] gives.
 //!
 //! # Rows
 //!
@@ -160,6 +162,54 @@ impl Conversation {
             })
             .sum()
     }
+}
+
+/// What [`CrushDb::export_to`] wrote, besides the JSON: what an answer says of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportSummary {
+    /// The root session's title.
+    pub title: Option<String>,
+    pub session_count: usize,
+    pub message_count: usize,
+    /// As [`Conversation::skipped`].
+    pub skipped: Vec<String>,
+}
+
+/// A write error while streaming a conversation out.
+fn write_error(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("writing the conversation: {e}"))
+}
+
+/// Streams the rows of a query as JSON objects separated by commas (the inside of a
+/// JSON array), checking each as [`CrushDb::export`] does. Returns the row count.
+#[allow(clippy::too_many_arguments)]
+fn stream_rows(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    table: &str,
+    out: &mut dyn std::io::Write,
+    notes: &mut Notes,
+    unknown_parts: &mut BTreeSet<String>,
+    map: &dyn Fn(rusqlite::Error) -> Error,
+) -> Result<usize> {
+    let mut st = conn.prepare(sql).map_err(map)?;
+    let names: Vec<String> = st.column_names().map(str::to_owned).collect();
+    let mut rows = st.query(params).map_err(map)?;
+    let mut n = 0usize;
+    while let Some(r) = rows.next().map_err(map)? {
+        let mut m = Row::new();
+        for (i, name) in names.iter().enumerate() {
+            m.insert(name.clone(), values::to_json(r.get_ref(i).map_err(map)?));
+        }
+        check_row(table, &m, notes, unknown_parts);
+        if n > 0 {
+            out.write_all(b",").map_err(write_error)?;
+        }
+        serde_json::to_writer(&mut *out, &m).map_err(write_error)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// A session, for listing.
@@ -567,6 +617,106 @@ impl CrushDb {
             files,
             read_files,
             skipped: notes.finish(),
+        }))
+    }
+
+    /// Writes the conversation [`CrushDb::export`] would return, as the JSON that
+    /// serializing that [`Conversation`] gives (byte for byte), straight to `out`, one row
+    /// at a time: the rows never exist in memory together. `None` (nothing written) when
+    /// the session does not exist.
+    ///
+    /// One read transaction, as for `export`, but held while `out` takes the rows (for a
+    /// save, the zstd encoder: a few hundred ms for tens of MB), so Crush's WAL
+    /// checkpoints wait that long to empty the WAL. `skipped` comes last in the JSON, so
+    /// the notes of the row checks are known by then.
+    pub fn export_to(
+        &self,
+        id: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Option<ExportSummary>> {
+        let map = self.map();
+        let tx = self.conn.unchecked_transaction().map_err(&map)?;
+        let sessions = query_rows(
+            &tx,
+            "WITH RECURSIVE tree(id) AS (
+                 SELECT id FROM sessions WHERE id = ?1
+                 UNION
+                 SELECT s.id FROM sessions s JOIN tree t ON s.parent_session_id = t.id
+             )
+             SELECT * FROM sessions WHERE id IN (SELECT id FROM tree) ORDER BY created_at, rowid",
+            [id],
+        )
+        .map_err(&map)?;
+        if sessions.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<&str> = sessions.iter().filter_map(|s| str_cell(s, "id")).collect();
+        let ids_json = serde_json::to_string(&ids).map_err(|e| Error::Internal(e.to_string()))?;
+        let tables = check_crush_tables(&tx, &self.path, self.busy_timeout)?;
+        let mut notes = Notes::default();
+        // Same order of notes as `export`: unknown tables, then the rows' checks by table.
+        self.note_unknown_tables(&tx, &tables, &ids_json, &mut notes)?;
+        let mut unknown_parts = BTreeSet::new();
+        let title = sessions
+            .iter()
+            .find(|s| str_cell(s, "id") == Some(id))
+            .and_then(|s| str_cell(s, "title"))
+            .map(str::to_owned);
+
+        // The field order of `Conversation`'s derived Serialize.
+        out.write_all(b"{\"root_id\":").map_err(write_error)?;
+        serde_json::to_writer(&mut *out, id).map_err(write_error)?;
+        out.write_all(b",\"sessions\":").map_err(write_error)?;
+        for row in &sessions {
+            check_row(SESSIONS, row, &mut notes, &mut unknown_parts);
+        }
+        serde_json::to_writer(&mut *out, &sessions).map_err(write_error)?;
+        let in_tree = "session_id IN (SELECT value FROM json_each(?1))";
+        out.write_all(b",\"messages\":[").map_err(write_error)?;
+        let message_count = stream_rows(
+            &tx,
+            &format!("SELECT * FROM messages WHERE {in_tree} ORDER BY created_at, rowid"),
+            [&ids_json],
+            MESSAGES,
+            out,
+            &mut notes,
+            &mut unknown_parts,
+            &map,
+        )?;
+        for (table, field, order) in [
+            (FILES, "files", "created_at"),
+            (READ_FILES, "read_files", "read_at"),
+        ] {
+            out.write_all(format!("],\"{field}\":[").as_bytes())
+                .map_err(write_error)?;
+            if tables.iter().any(|t| t == table) {
+                stream_rows(
+                    &tx,
+                    &format!("SELECT * FROM {table} WHERE {in_tree} ORDER BY {order}, rowid"),
+                    [&ids_json],
+                    table,
+                    out,
+                    &mut notes,
+                    &mut unknown_parts,
+                    &map,
+                )?;
+            }
+        }
+        drop(tx);
+        for kind in unknown_parts {
+            notes.push(format!(
+                "message part type `{kind}` is unknown to vllm-mcp (a newer Crush's?); kept as-is"
+            ));
+        }
+        let skipped = notes.finish();
+        out.write_all(b"],\"skipped\":").map_err(write_error)?;
+        serde_json::to_writer(&mut *out, &skipped).map_err(write_error)?;
+        out.write_all(b"}").map_err(write_error)?;
+        Ok(Some(ExportSummary {
+            title,
+            session_count: sessions.len(),
+            message_count,
+            skipped,
         }))
     }
 
@@ -994,4 +1144,65 @@ fn read_one(rows: &mut rusqlite::Rows<'_>, names: &[String]) -> rusqlite::Result
         m.insert(n.clone(), values::to_json(r.get_ref(i)?));
     }
     Ok(Some(m))
+}
+
+#[cfg(test)]
+mod export_to_tests {
+    use super::*;
+
+    /// `export_to` writes exactly the bytes of serializing `export`'s conversation, notes
+    /// included (an unknown table, a malformed row, an unknown part type).
+    #[test]
+    fn export_to_is_byte_exact_with_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crush.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        create_schema(&conn).unwrap();
+        let spec = |seed, messages, sub_sessions| generate::ConversationSpec {
+            seed,
+            messages,
+            sub_sessions,
+            target_bytes: None,
+        };
+        let root = generate::insert(&conn, &spec(7, 120, 2)).unwrap();
+        let other = generate::insert(&conn, &spec(8, 3, 0)).unwrap();
+        conn.execute_batch("CREATE TABLE extra (session_id TEXT, v TEXT);")
+            .unwrap();
+        conn.execute("INSERT INTO extra VALUES (?1, 'x')", [&root])
+            .unwrap();
+        conn.execute(
+            "UPDATE messages SET parts = '[{\"type\":\"hologram\",\"data\":{}}]' \
+             WHERE rowid = (SELECT min(rowid) FROM messages WHERE session_id = ?1)",
+            [&root],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE messages SET created_at = 'soon' \
+             WHERE rowid = (SELECT max(rowid) FROM messages WHERE session_id = ?1)",
+            [&root],
+        )
+        .unwrap();
+        let db = CrushDb::open_read_only(&path).unwrap();
+        for id in [&root, &other] {
+            let conv = db.export(id).unwrap().unwrap();
+            let mut out = Vec::new();
+            let summary = db.export_to(id, &mut out).unwrap().unwrap();
+            assert_eq!(
+                String::from_utf8(out.clone()).unwrap(),
+                serde_json::to_string(&conv).unwrap()
+            );
+            assert_eq!(summary.title, conv.title());
+            assert_eq!(summary.session_count, conv.session_count());
+            assert_eq!(summary.message_count, conv.message_count());
+            assert_eq!(summary.skipped, conv.skipped);
+            let back: Conversation = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back, conv);
+        }
+        let conv = db.export(&root).unwrap().unwrap();
+        assert!(conv.skipped.len() >= 3, "{:?}", conv.skipped);
+        let mut out = Vec::new();
+        assert_eq!(db.export_to("missing", &mut out).unwrap(), None);
+        assert!(out.is_empty());
+    }
 }

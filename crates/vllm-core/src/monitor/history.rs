@@ -223,6 +223,18 @@ fn read_details(c: &rusqlite::Connection, ids: &[i64]) -> Result<HashMap<i64, Sa
     Ok(out)
 }
 
+/// The newest `limit` samples with `ts >= since`, every series together, newest first,
+/// without their detail blobs (for saving them elsewhere; bounded by `limit`).
+pub fn read_recent(store: &Store, since: f64, limit: usize) -> Result<Vec<Sample>> {
+    store.read(|c| {
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM metric_samples WHERE ts >= ?1 ORDER BY ts DESC, id DESC LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![since, limit as i64], |r| Ok(from_row(r)?.1))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    })
+}
+
 /// The newest sample of every series with `ts >= since`, with its detail.
 pub fn latest(store: &Store, since: f64) -> Result<Vec<Sample>> {
     store.read(|c| {
