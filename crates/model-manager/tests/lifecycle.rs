@@ -7,71 +7,28 @@
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use vllm_mcp_testkit::{Answer, McpProcess, bin, free_port, process_alive, temp_dir};
+use vllm_mcp_testkit::{Answer, McpProcess, ServerRig, process_alive, temp_dir};
 
-struct Rig {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
+/// The shared rig, with this server's binary.
+struct Rig(ServerRig);
 
 impl Rig {
-    /// A data directory and a config file: mock-vllm as the vLLM command, a port range
-    /// of our own, and `extra` TOML appended.
     fn new(extra: &str) -> Rig {
-        let dir = temp_dir();
-        let base = free_port().clamp(20_000, 60_000);
-        let config = dir.path().join("config.toml");
-        let text = format!(
-            "data_dir = {data:?}\n{extra}\n[launcher]\ncommand = [{mock:?}]\nport_range = [{base}, {hi}]\n\
-             grace_period_seconds = 3.0\nhealth_timeout_seconds = 60.0\n[launcher.env]\nMOCK_VLLM_START_DELAY = \"0.3\"\n",
-            data = dir.path().display().to_string(),
-            mock = bin("mock-vllm").display().to_string(),
-            hi = base + 40,
-        );
-        std::fs::write(&config, text).unwrap();
-        Rig { dir, config }
+        Rig(ServerRig::new(extra))
     }
 
-    /// Adds `[launcher.env]` entries.
     fn with_env(self, pairs: &[(&str, &str)]) -> Rig {
-        let mut text: String = std::fs::read_to_string(&self.config)
-            .unwrap()
-            .lines()
-            .filter(|l| !pairs.iter().any(|(k, _)| l.starts_with(&format!("{k} ="))))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        for (k, v) in pairs {
-            text.push_str(&format!("{k} = {v:?}\n"));
-        }
-        std::fs::write(&self.config, text).unwrap();
-        self
+        Rig(self.0.with_launcher_env(pairs))
     }
 
     async fn manager(&self, env: &[(&str, &str)]) -> McpProcess {
-        let mut all = vec![("VLLM_MCP_CONFIG", self.config.to_str().unwrap())];
-        all.extend_from_slice(env);
-        McpProcess::spawn(Path::new(env!("CARGO_BIN_EXE_vllm-model-manager")), &all).await
+        self.0
+            .spawn(Path::new(env!("CARGO_BIN_EXE_vllm-model-manager")), env)
+            .await
     }
 
     fn store_path(&self) -> PathBuf {
-        self.dir.path().join("vllm-mcp.db")
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        // Whatever a failed test left running: kill each launched group.
-        if let Ok(store) = vllm_core::store::Store::open(&self.store_path())
-            && let Ok(records) = vllm_core::models::list(&store)
-        {
-            for r in records {
-                if let Some(pid) = r.pid {
-                    unsafe {
-                        libc::kill(-(pid as i32), libc::SIGKILL);
-                    }
-                }
-            }
-        }
+        self.0.store_path()
     }
 }
 
@@ -808,9 +765,9 @@ async fn autostart_models_start_once_per_boot() {
     let rig = Rig::new(
         "[catalog.auto]\nsource = \"mock/tiny\"\n[catalog.auto.args]\nmax_model_len = 256\n",
     );
-    let mut text = std::fs::read_to_string(&rig.config).unwrap();
+    let mut text = std::fs::read_to_string(&rig.0.config).unwrap();
     text = text.replace("[launcher]\n", "[launcher]\nautostart = [\"auto\"]\n");
-    std::fs::write(&rig.config, text).unwrap();
+    std::fs::write(&rig.0.config, text).unwrap();
     let m = rig.manager(&[]).await;
     let auto = wait_status(&m, "auto", "loaded", Duration::from_secs(20)).await;
     assert_eq!(auto["context_window"], 256, "catalog presets applied");
@@ -928,7 +885,9 @@ mod progress {
     async fn a_waited_load_sends_progress_notifications() {
         let rig = Rig::new("").with_env(&[("MOCK_VLLM_START_DELAY", "1.5")]);
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vllm-model-manager"));
-        cmd.env("VLLM_MCP_CONFIG", &rig.config);
+        cmd.env("VLLM_MCP_CONFIG", &rig.0.config);
+        let (k, v) = rig.0.marker_env();
+        cmd.env(k, v);
         let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
             .stderr(std::process::Stdio::null())
             .spawn()

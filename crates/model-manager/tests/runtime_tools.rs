@@ -5,66 +5,27 @@
 //! a port range per test, and every launched process group SIGKILLed when the rig drops.
 
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use vllm_core::vllm::{EndpointSpec, Health, VllmClient};
-use vllm_mcp_testkit::{Answer, McpProcess, MockVllm, bin, free_port, temp_dir};
+use vllm_mcp_testkit::{Answer, McpProcess, MockVllm, ServerRig, temp_dir};
 
-struct Rig {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
+/// The shared rig, with this server's binary.
+struct Rig(ServerRig);
 
 impl Rig {
-    /// A data directory and a config file: mock-vllm as the vLLM command, a port range
-    /// of our own, and `[launcher.env]` last so that [`Rig::with_env`] can append to it.
     fn new() -> Rig {
-        let dir = temp_dir();
-        let base = free_port().clamp(20_000, 60_000);
-        let config = dir.path().join("config.toml");
-        let text = format!(
-            "data_dir = {data:?}\n[launcher]\ncommand = [{mock:?}]\nport_range = [{base}, {hi}]\n\
-             grace_period_seconds = 3.0\nhealth_timeout_seconds = 60.0\n[launcher.env]\nMOCK_VLLM_START_DELAY = \"0.3\"\n",
-            data = dir.path().display().to_string(),
-            mock = bin("mock-vllm").display().to_string(),
-            hi = base + 40,
-        );
-        std::fs::write(&config, text).unwrap();
-        Rig { dir, config }
+        Rig(ServerRig::new(""))
     }
 
-    /// Adds `[launcher.env]` entries.
     fn with_env(self, pairs: &[(&str, &str)]) -> Rig {
-        let mut text = std::fs::read_to_string(&self.config).unwrap();
-        for (k, v) in pairs {
-            text.push_str(&format!("{k} = {v:?}\n"));
-        }
-        std::fs::write(&self.config, text).unwrap();
-        self
+        Rig(self.0.with_launcher_env(pairs))
     }
 
     async fn manager(&self, env: &[(&str, &str)]) -> McpProcess {
-        let mut all = vec![("VLLM_MCP_CONFIG", self.config.to_str().unwrap())];
-        all.extend_from_slice(env);
-        McpProcess::spawn(Path::new(env!("CARGO_BIN_EXE_vllm-model-manager")), &all).await
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        // Whatever a failed test left running: kill each launched group.
-        let path = self.dir.path().join("vllm-mcp.db");
-        if let Ok(store) = vllm_core::store::Store::open(&path)
-            && let Ok(records) = vllm_core::models::list(&store)
-        {
-            for r in records {
-                if let Some(pid) = r.pid {
-                    unsafe {
-                        libc::kill(-(pid as i32), libc::SIGKILL);
-                    }
-                }
-            }
-        }
+        self.0
+            .spawn(Path::new(env!("CARGO_BIN_EXE_vllm-model-manager")), env)
+            .await
     }
 }
 

@@ -17,29 +17,19 @@ use vllm_core::models::{self, ModelStatus};
 use vllm_core::monitor::{Sample, history};
 use vllm_core::states::{self, ModelsPart, PartKind};
 use vllm_core::store::{Store, rusqlite};
-use vllm_mcp_testkit::{Answer, McpProcess, bin, free_port, temp_dir};
+use vllm_mcp_testkit::{Answer, McpProcess, ServerRig, temp_dir};
 
+/// The shared rig plus Crush's database of the "project" the server runs in.
 struct Rig {
-    dir: tempfile::TempDir,
-    config: PathBuf,
+    base: ServerRig,
     crush: PathBuf,
 }
 
 impl Rig {
     fn new(extra: &str) -> Rig {
-        let dir = temp_dir();
-        let base = free_port().clamp(20_000, 60_000);
-        let config = dir.path().join("config.toml");
-        let text = format!(
-            "data_dir = {data:?}\n{extra}\n[launcher]\ncommand = [{mock:?}]\nport_range = [{base}, {hi}]\n\
-             grace_period_seconds = 3.0\nhealth_timeout_seconds = 60.0\n[launcher.env]\nMOCK_VLLM_START_DELAY = \"0.2\"\n",
-            data = dir.path().display().to_string(),
-            mock = bin("mock-vllm").display().to_string(),
-            hi = base + 40,
-        );
-        std::fs::write(&config, text).unwrap();
-        let crush = dir.path().join("project/.crush/crush.db");
-        Rig { dir, config, crush }
+        let base = ServerRig::new(extra);
+        let crush = base.dir.path().join("project/.crush/crush.db");
+        Rig { base, crush }
     }
 
     /// Creates Crush's database with generated conversations; returns their root ids.
@@ -59,20 +49,18 @@ impl Rig {
     }
 
     async fn server_with(&self, env: &[(&str, &str)]) -> McpProcess {
-        let mut all = vec![
-            ("VLLM_MCP_CONFIG", self.config.to_str().unwrap()),
-            ("VLLM_MCP_CRUSH_DB", self.crush.to_str().unwrap()),
-        ];
+        let mut all = vec![("VLLM_MCP_CRUSH_DB", self.crush.to_str().unwrap())];
         all.extend_from_slice(env);
-        McpProcess::spawn(
-            Path::new(env!("CARGO_BIN_EXE_vllm-state-persistence")),
-            &all,
-        )
-        .await
+        self.base
+            .spawn(
+                Path::new(env!("CARGO_BIN_EXE_vllm-state-persistence")),
+                &all,
+            )
+            .await
     }
 
     fn store_path(&self) -> PathBuf {
-        self.dir.path().join("vllm-mcp.db")
+        self.base.store_path()
     }
 
     fn export(&self, id: &str) -> Option<Conversation> {
@@ -97,26 +85,10 @@ impl Rig {
     }
 
     fn launcher(&self) -> Launcher {
-        let config = vllm_core::config::Config::load(Some(&self.config)).unwrap();
+        let config = vllm_core::config::Config::load(Some(&self.base.config)).unwrap();
         let store = Store::open(&self.store_path()).unwrap();
         let gpus: vllm_core::gpu::Gpus = Arc::new(vllm_core::gpu::FakeGpus::without_driver());
         Launcher::new(Arc::new(config), store, gpus)
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        if let Ok(store) = Store::open(&self.store_path())
-            && let Ok(records) = models::list(&store)
-        {
-            for r in records {
-                if let Some(pid) = r.pid {
-                    unsafe {
-                        libc::kill(-(pid as i32), libc::SIGKILL);
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -779,7 +751,7 @@ async fn export_import_round_trip_and_path_escapes() {
         )
         .await);
     let file = PathBuf::from(e["path"].as_str().unwrap());
-    assert!(file.starts_with(rig.dir.path().canonicalize().unwrap().join("exports")));
+    assert!(file.starts_with(rig.base.dir.path().canonicalize().unwrap().join("exports")));
     assert_eq!(
         std::fs::metadata(&file).unwrap().len(),
         e["size_bytes"].as_u64().unwrap()
@@ -794,8 +766,8 @@ async fn export_import_round_trip_and_path_escapes() {
 
     // Imported into an empty store: the same state comes back.
     let rig2 = Rig::new("");
-    std::fs::create_dir_all(rig2.dir.path().join("exports")).unwrap();
-    std::fs::copy(&file, rig2.dir.path().join("exports/one.vmsx")).unwrap();
+    std::fs::create_dir_all(rig2.base.dir.path().join("exports")).unwrap();
+    std::fs::copy(&file, rig2.base.dir.path().join("exports/one.vmsx")).unwrap();
     rig2.crush_with(&[]);
     let s2 = rig2.server().await;
     let i = ok(s2.call("import-state", json!({"path": "one.vmsx"})).await);
@@ -814,8 +786,12 @@ async fn export_import_round_trip_and_path_escapes() {
 
     // Escapes.
     let outside = temp_dir();
-    std::os::unix::fs::symlink(outside.path(), rig.dir.path().join("exports/link")).unwrap();
-    std::os::unix::fs::symlink("/etc/hostname", rig.dir.path().join("exports/file-link")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), rig.base.dir.path().join("exports/link")).unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/hostname",
+        rig.base.dir.path().join("exports/file-link"),
+    )
+    .unwrap();
     for (tool, path, want) in [
         ("export-state", "../escape.vmsx", "INVALID_ARGUMENT"),
         ("export-state", "sub/../../x.vmsx", "INVALID_ARGUMENT"),
@@ -839,7 +815,7 @@ async fn export_import_round_trip_and_path_escapes() {
     let mut bytes = std::fs::read(&file).unwrap();
     let n = bytes.len();
     bytes[n / 3] ^= 1;
-    std::fs::write(rig.dir.path().join("exports/bad.vmsx"), &bytes).unwrap();
+    std::fs::write(rig.base.dir.path().join("exports/bad.vmsx"), &bytes).unwrap();
     let b = s.call("import-state", json!({"path": "bad.vmsx"})).await;
     assert_eq!(code(&b), "STATE_CORRUPTED");
     s.close().await;

@@ -355,3 +355,112 @@ pub fn check_bad_config_refused(bin: &Path) {
         "{err}"
     );
 }
+
+/// A server under test with its own world: a data directory, a config file with
+/// mock-vllm as the vLLM command and a private port range (so tests run in parallel),
+/// and a guard that kills, on drop, every process the rig's servers started.
+///
+/// Every process a rig spawns carries `VLLM_MCP_TEST_RIG=<its id>` in its environment,
+/// and launched vLLM servers inherit it; the guard finds them in `/proc` by that marker,
+/// so it needs nothing from the store and cannot miss a server a failed test left.
+pub struct ServerRig {
+    pub dir: tempfile::TempDir,
+    /// The config file; `VLLM_MCP_CONFIG` points at it.
+    pub config: PathBuf,
+    marker: String,
+}
+
+impl ServerRig {
+    /// The config holds `data_dir`, then `extra` TOML, then `[launcher]` (mock-vllm,
+    /// a 41-port range, short grace and health timeouts) and `[launcher.env]` last, so
+    /// [`ServerRig::with_launcher_env`] can add to it.
+    pub fn new(extra: &str) -> ServerRig {
+        let dir = temp_dir();
+        let base = free_port().clamp(20_000, 60_000);
+        let config = dir.path().join("config.toml");
+        let marker = dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        // The marker is in [launcher.env] too: servers launched by any launcher using
+        // this config (a test's own in-process one included) carry it.
+        let text = format!(
+            "data_dir = {data:?}\n{extra}\n[launcher]\ncommand = [{mock:?}]\nport_range = [{base}, {hi}]\n\
+             grace_period_seconds = 3.0\nhealth_timeout_seconds = 60.0\n[launcher.env]\n\
+             VLLM_MCP_TEST_RIG = {marker:?}\nMOCK_VLLM_START_DELAY = \"0.3\"\n",
+            data = dir.path().display().to_string(),
+            mock = bin("mock-vllm").display().to_string(),
+            hi = base + 40,
+        );
+        std::fs::write(&config, text).expect("write config");
+        ServerRig {
+            dir,
+            config,
+            marker,
+        }
+    }
+
+    /// Sets `[launcher.env]` entries (replacing ones already there).
+    pub fn with_launcher_env(self, pairs: &[(&str, &str)]) -> ServerRig {
+        let mut text: String = std::fs::read_to_string(&self.config)
+            .expect("read config")
+            .lines()
+            .filter(|l| !pairs.iter().any(|(k, _)| l.starts_with(&format!("{k} ="))))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for (k, v) in pairs {
+            text.push_str(&format!("{k} = {v:?}\n"));
+        }
+        std::fs::write(&self.config, text).expect("write config");
+        self
+    }
+
+    /// The store file of the rig's servers.
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("vllm-mcp.db")
+    }
+
+    /// The marker variable, for a test that spawns a server itself.
+    pub fn marker_env(&self) -> (&str, &str) {
+        ("VLLM_MCP_TEST_RIG", &self.marker)
+    }
+
+    /// Spawns `bin` with the rig's config and marker, plus `env`.
+    pub async fn spawn(&self, bin: &Path, env: &[(&str, &str)]) -> McpProcess {
+        let mut all = vec![
+            ("VLLM_MCP_CONFIG", self.config.to_str().expect("utf-8 path")),
+            self.marker_env(),
+        ];
+        all.extend_from_slice(env);
+        McpProcess::spawn(bin, &all).await
+    }
+}
+
+impl Drop for ServerRig {
+    fn drop(&mut self) {
+        let needle = format!("VLLM_MCP_TEST_RIG={}", self.marker);
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            if !environ.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+                continue;
+            }
+            let pgid = unsafe { libc::getpgid(pid) };
+            // Never our own group: the test process does not carry the marker, but be sure.
+            if pgid > 1 && pgid != unsafe { libc::getpgid(0) } {
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+            } else {
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
