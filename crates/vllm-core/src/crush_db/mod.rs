@@ -71,6 +71,33 @@ const MESSAGES: &str = "messages";
 const FILES: &str = "files";
 const READ_FILES: &str = "read_files";
 
+/// The tables holding a conversation's rows besides `sessions`, in `Conversation`'s
+/// field order, with the column each is ordered by (then `rowid`, so rows written in
+/// the same second keep their order). `export` and `export_to` both read through it,
+/// which keeps their output byte for byte the same.
+const TREE_TABLES: [(&str, &str); 3] = [
+    (MESSAGES, "created_at"),
+    (FILES, "created_at"),
+    (READ_FILES, "read_at"),
+];
+
+/// The rows of `table` belonging to the sessions whose ids are the JSON array `?1`.
+fn tree_rows_sql(table: &str, order: &str) -> String {
+    format!(
+        "SELECT * FROM {table} WHERE session_id IN (SELECT value FROM json_each(?1)) \
+         ORDER BY {order}, rowid"
+    )
+}
+
+/// One note per message part type the row checks did not know.
+fn note_unknown_parts(notes: &mut Notes, kinds: BTreeSet<String>) {
+    for kind in kinds {
+        notes.push(format!(
+            "message part type `{kind}` is unknown to vllm-mcp (a newer Crush's?); kept as-is"
+        ));
+    }
+}
+
 /// Part types Crush writes (`internal/message/message.go`, `partType`).
 const PART_TYPES: &[&str] = &[
     "reasoning",
@@ -542,51 +569,23 @@ impl CrushDb {
         // A deferred transaction: the snapshot is taken at the first read and held to
         // the end; dropping it (a read-only one) just ends it.
         let tx = self.conn.unchecked_transaction().map_err(&map)?;
-        // UNION (not UNION ALL) drops ids already seen, so a parent cycle cannot loop.
-        let sessions = query_rows(
-            &tx,
-            "WITH RECURSIVE tree(id) AS (
-                 SELECT id FROM sessions WHERE id = ?1
-                 UNION
-                 SELECT s.id FROM sessions s JOIN tree t ON s.parent_session_id = t.id
-             )
-             SELECT * FROM sessions WHERE id IN (SELECT id FROM tree) ORDER BY created_at, rowid",
-            [id],
-        )
-        .map_err(&map)?;
-        if sessions.is_empty() {
+        let Some((sessions, ids_json)) = self.session_tree(&tx, id)? else {
             return Ok(None);
-        }
-        let ids: Vec<&str> = sessions.iter().filter_map(|s| str_cell(s, "id")).collect();
-        let ids_json = serde_json::to_string(&ids).map_err(|e| Error::Internal(e.to_string()))?;
+        };
         let tables = check_crush_tables(&tx, &self.path, self.busy_timeout)?;
-        let in_tree = "session_id IN (SELECT value FROM json_each(?1))";
-        let messages = query_rows(
-            &tx,
-            &format!("SELECT * FROM messages WHERE {in_tree} ORDER BY created_at, rowid"),
-            [&ids_json],
-        )
-        .map_err(&map)?;
-        let files = if tables.iter().any(|t| t == FILES) {
-            query_rows(
-                &tx,
-                &format!("SELECT * FROM files WHERE {in_tree} ORDER BY created_at, rowid"),
-                [&ids_json],
-            )
-            .map_err(&map)?
-        } else {
-            Vec::new()
-        };
-        let read_files = if tables.iter().any(|t| t == READ_FILES) {
-            query_rows(
-                &tx,
-                &format!("SELECT * FROM read_files WHERE {in_tree} ORDER BY read_at, rowid"),
-                [&ids_json],
-            )
-            .map_err(&map)?
-        } else {
-            Vec::new()
-        };
+        // Messages are always there (check_crush_tables insists); files and read_files
+        // only in some Crush versions.
+        let mut rows = Vec::with_capacity(TREE_TABLES.len());
+        for (table, order) in TREE_TABLES {
+            rows.push(if table == MESSAGES || tables.iter().any(|t| t == table) {
+                query_rows(&tx, &tree_rows_sql(table, order), [&ids_json]).map_err(&map)?
+            } else {
+                Vec::new()
+            });
+        }
+        let [messages, files, read_files]: [Vec<Row>; 3] = rows
+            .try_into()
+            .map_err(|_| Error::Internal("three conversation tables".into()))?;
 
         let mut notes = Notes::default();
         self.note_unknown_tables(&tx, &tables, &ids_json, &mut notes)?;
@@ -605,11 +604,7 @@ impl CrushDb {
                 check_row(table, row, &mut notes, &mut unknown_parts);
             }
         }
-        for kind in unknown_parts {
-            notes.push(format!(
-                "message part type `{kind}` is unknown to vllm-mcp (a newer Crush's?); kept as-is"
-            ));
-        }
+        note_unknown_parts(&mut notes, unknown_parts);
         Ok(Some(Conversation {
             root_id: id.to_owned(),
             sessions,
@@ -636,22 +631,9 @@ impl CrushDb {
     ) -> Result<Option<ExportSummary>> {
         let map = self.map();
         let tx = self.conn.unchecked_transaction().map_err(&map)?;
-        let sessions = query_rows(
-            &tx,
-            "WITH RECURSIVE tree(id) AS (
-                 SELECT id FROM sessions WHERE id = ?1
-                 UNION
-                 SELECT s.id FROM sessions s JOIN tree t ON s.parent_session_id = t.id
-             )
-             SELECT * FROM sessions WHERE id IN (SELECT id FROM tree) ORDER BY created_at, rowid",
-            [id],
-        )
-        .map_err(&map)?;
-        if sessions.is_empty() {
+        let Some((sessions, ids_json)) = self.session_tree(&tx, id)? else {
             return Ok(None);
-        }
-        let ids: Vec<&str> = sessions.iter().filter_map(|s| str_cell(s, "id")).collect();
-        let ids_json = serde_json::to_string(&ids).map_err(|e| Error::Internal(e.to_string()))?;
+        };
         let tables = check_crush_tables(&tx, &self.path, self.busy_timeout)?;
         let mut notes = Notes::default();
         // Same order of notes as `export`: unknown tables, then the rows' checks by table.
@@ -671,28 +653,16 @@ impl CrushDb {
             check_row(SESSIONS, row, &mut notes, &mut unknown_parts);
         }
         serde_json::to_writer(&mut *out, &sessions).map_err(write_error)?;
-        let in_tree = "session_id IN (SELECT value FROM json_each(?1))";
-        out.write_all(b",\"messages\":[").map_err(write_error)?;
-        let message_count = stream_rows(
-            &tx,
-            &format!("SELECT * FROM messages WHERE {in_tree} ORDER BY created_at, rowid"),
-            [&ids_json],
-            MESSAGES,
-            out,
-            &mut notes,
-            &mut unknown_parts,
-            &map,
-        )?;
-        for (table, field, order) in [
-            (FILES, "files", "created_at"),
-            (READ_FILES, "read_files", "read_at"),
-        ] {
-            out.write_all(format!("],\"{field}\":[").as_bytes())
+        // `Conversation`'s field names are the table names, in TREE_TABLES order.
+        let mut message_count = 0;
+        for (table, order) in TREE_TABLES {
+            let opening = if table == MESSAGES { "," } else { "]," };
+            out.write_all(format!("{opening}\"{table}\":[").as_bytes())
                 .map_err(write_error)?;
-            if tables.iter().any(|t| t == table) {
-                stream_rows(
+            if table == MESSAGES || tables.iter().any(|t| t == table) {
+                let n = stream_rows(
                     &tx,
-                    &format!("SELECT * FROM {table} WHERE {in_tree} ORDER BY {order}, rowid"),
+                    &tree_rows_sql(table, order),
                     [&ids_json],
                     table,
                     out,
@@ -700,14 +670,13 @@ impl CrushDb {
                     &mut unknown_parts,
                     &map,
                 )?;
+                if table == MESSAGES {
+                    message_count = n;
+                }
             }
         }
         drop(tx);
-        for kind in unknown_parts {
-            notes.push(format!(
-                "message part type `{kind}` is unknown to vllm-mcp (a newer Crush's?); kept as-is"
-            ));
-        }
+        note_unknown_parts(&mut notes, unknown_parts);
         let skipped = notes.finish();
         out.write_all(b"],\"skipped\":").map_err(write_error)?;
         serde_json::to_writer(&mut *out, &skipped).map_err(write_error)?;
@@ -718,6 +687,30 @@ impl CrushDb {
             message_count,
             skipped,
         }))
+    }
+
+    /// The session `id` and its sub-agent sessions (recursively), oldest first, with
+    /// their ids as a JSON array for the `?1` of [`tree_rows_sql`]; `None` when the
+    /// session does not exist.
+    fn session_tree(&self, conn: &Connection, id: &str) -> Result<Option<(Vec<Row>, String)>> {
+        // UNION (not UNION ALL) drops ids already seen, so a parent cycle cannot loop.
+        let sessions = query_rows(
+            conn,
+            "WITH RECURSIVE tree(id) AS (
+                 SELECT id FROM sessions WHERE id = ?1
+                 UNION
+                 SELECT s.id FROM sessions s JOIN tree t ON s.parent_session_id = t.id
+             )
+             SELECT * FROM sessions WHERE id IN (SELECT id FROM tree) ORDER BY created_at, rowid",
+            [id],
+        )
+        .map_err(self.map())?;
+        if sessions.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<&str> = sessions.iter().filter_map(|s| str_cell(s, "id")).collect();
+        let ids_json = serde_json::to_string(&ids).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Some((sessions, ids_json)))
     }
 
     /// Notes the tables Crush has that this module does not know and that hold rows of
