@@ -84,25 +84,28 @@ pub fn json_response(status: StatusCode, body: J) -> Response {
     resp
 }
 
-/// vLLM's OpenAI-style error: `{"error":{"message","type","param","code"}}`.
+/// vLLM's OpenAI-style error body: `{"error":{"message","type","param","code"}}`.
+/// Also what a stream sends as its last `data:` chunk when the engine dies mid-answer.
+pub fn error_body(status: StatusCode, message: &str, typ: &str, param: Option<&str>) -> J {
+    obj(&[(
+        "error",
+        obj(&[
+            ("message", v(message)),
+            ("type", v(typ)),
+            ("param", param.map(v).unwrap_or_else(J::null)),
+            ("code", v(&status.as_u16())),
+        ]),
+    )])
+}
+
+/// [`error_body`] as a response with that status.
 pub fn error_response(
     status: StatusCode,
     message: &str,
     typ: &str,
     param: Option<&str>,
 ) -> Response {
-    json_response(
-        status,
-        obj(&[(
-            "error",
-            obj(&[
-                ("message", v(message)),
-                ("type", v(typ)),
-                ("param", param.map(v).unwrap_or_else(J::null)),
-                ("code", v(&status.as_u16())),
-            ]),
-        )]),
-    )
+    json_response(status, error_body(status, message, typ, param))
 }
 
 pub fn bad_request(message: &str, param: Option<&str>) -> Response {

@@ -13,8 +13,8 @@ use axum::response::Response;
 use tokio::sync::mpsc;
 
 use crate::api::{
-    AppState, bad_request, error_response, json_response, parse_body, rand_hex, resolve_model,
-    unix_now, validation_error,
+    AppState, bad_request, error_body, error_response, json_response, parse_body, rand_hex,
+    resolve_model, unix_now, validation_error,
 };
 use crate::engine::{Event, GenRequest};
 use crate::json::{J, arr, obj, v};
@@ -35,10 +35,23 @@ struct Params {
     echo: bool,
 }
 
+/// What vLLM says when its engine died: as a whole answer, or as a stream's last chunk.
+const ENGINE_DEAD: &str =
+    "EngineCore encountered an issue. See stack trace (above) for the root cause.";
+
+fn dead_body() -> J {
+    error_body(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ENGINE_DEAD,
+        "InternalServerError",
+        None,
+    )
+}
+
 fn dead_response() -> Response {
     error_response(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "EngineCore encountered an issue. See stack trace (above) for the root cause.",
+        ENGINE_DEAD,
         "InternalServerError",
         None,
     )
@@ -493,21 +506,7 @@ pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Respon
                 }
             };
             if finish == Some(FinishReason::Error) || st2.dead.load(Ordering::SeqCst) {
-                let err = obj(&[(
-                    "error",
-                    obj(&[
-                        (
-                            "message",
-                            v(
-                                "EngineCore encountered an issue. See stack trace (above) for the root cause.",
-                            ),
-                        ),
-                        ("type", v("InternalServerError")),
-                        ("param", J::null()),
-                        ("code", v(&500)),
-                    ]),
-                )]);
-                let _ = out_tx.send(data(&err)).await;
+                let _ = out_tx.send(data(&dead_body())).await;
                 break;
             }
             let mut text = text;
@@ -757,21 +756,7 @@ pub async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> R
                 }
             };
             if finish == Some(FinishReason::Error) || st2.dead.load(Ordering::SeqCst) {
-                let err = obj(&[(
-                    "error",
-                    obj(&[
-                        (
-                            "message",
-                            v(
-                                "EngineCore encountered an issue. See stack trace (above) for the root cause.",
-                            ),
-                        ),
-                        ("type", v("InternalServerError")),
-                        ("param", J::null()),
-                        ("code", v(&500)),
-                    ]),
-                )]);
-                let _ = out_tx.send(data(&err)).await;
+                let _ = out_tx.send(data(&dead_body())).await;
                 break;
             }
             let lp = p
