@@ -464,3 +464,85 @@ impl Drop for ServerRig {
         }
     }
 }
+
+/// This test binary re-executed to run one `#[test]` function (`entry`) as a child
+/// process, for tests that need several real processes on one store. The entry reads
+/// its role from `env` and does nothing without it; parent and child talk in lines
+/// over the child's stdin and stdout. The child is killed if the parent's test fails.
+pub struct TestChild {
+    /// The process, for tests that kill it with or without reaping it.
+    pub child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl TestChild {
+    /// Spawns the child running `entry` with `env` added.
+    pub fn spawn(entry: &str, env: &[(&str, &std::ffi::OsStr)]) -> TestChild {
+        let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+        cmd.args([
+            "--exact",
+            entry,
+            "--nocapture",
+            "--test-threads=1",
+            "--quiet",
+        ]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child");
+        let stdin = child.stdin.take();
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        TestChild {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The payload of the next stdout line that starts with `tag`.
+    pub fn expect_line(&mut self, tag: &str) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).expect("read child stdout");
+            assert!(n > 0, "child exited before printing {tag}");
+            if let Some(rest) = line.trim_end().strip_prefix(tag) {
+                return rest.trim().to_owned();
+            }
+        }
+    }
+
+    /// Sends one line to the child's stdin.
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write child stdin");
+        stdin.flush().expect("flush");
+    }
+
+    /// Closes stdin and asserts the child exits successfully.
+    pub fn wait_success(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().expect("wait child");
+        assert!(status.success(), "child failed: {status}");
+    }
+}
+
+impl Drop for TestChild {
+    fn drop(&mut self) {
+        // Never leave a child behind when an assertion fails.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -5,9 +5,8 @@
 //! Child processes are this test binary re-executed with `--exact child_entry` and
 //! `VLLM_CORE_COORD_CHILD` naming their role; `child_entry` does nothing without it.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 use vllm_core::coordination::{
@@ -15,6 +14,7 @@ use vllm_core::coordination::{
     release, renew, try_acquire,
 };
 use vllm_core::store::Store;
+use vllm_mcp_testkit::TestChild;
 
 const CHILD_ENV: &str = "VLLM_CORE_COORD_CHILD";
 const DB_ENV: &str = "VLLM_CORE_COORD_DB";
@@ -25,73 +25,12 @@ const THREADS_PER_PROCESS: usize = 4;
 // ---------------------------------------------------------------------------
 // Child processes
 
-struct ChildProc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl ChildProc {
-    fn spawn(role: &str, db: &Path) -> ChildProc {
-        let mut child = Command::new(std::env::current_exe().expect("current_exe"))
-            .args([
-                "--exact",
-                "child_entry",
-                "--nocapture",
-                "--test-threads=1",
-                "--quiet",
-            ])
-            .env(CHILD_ENV, role)
-            .env(DB_ENV, db)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        ChildProc {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The payload of the next stdout line that starts with `tag`.
-    fn expect_line(&mut self, tag: &str) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = self.stdout.read_line(&mut line).expect("read child stdout");
-            assert!(n > 0, "child exited before printing {tag}");
-            if let Some(rest) = line.trim_end().strip_prefix(tag) {
-                return rest.trim().to_owned();
-            }
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{line}").expect("write child stdin");
-        stdin.flush().expect("flush");
-    }
-
-    fn wait_success(mut self) {
-        drop(self.stdin.take());
-        let status = self.child.wait().expect("wait child");
-        assert!(status.success(), "child failed: {status}");
-    }
-}
-
-impl Drop for ChildProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// This binary re-executed as a child running `child_entry` in `role`.
+fn spawn_child(role: &str, db: &Path) -> TestChild {
+    TestChild::spawn(
+        "child_entry",
+        &[(CHILD_ENV, role.as_ref()), (DB_ENV, db.as_os_str())],
+    )
 }
 
 /// Reads one line from the parent; `None` at EOF.
@@ -214,7 +153,7 @@ fn only_one_of_many_threads_acquires() {
 fn only_one_of_many_processes_and_threads_acquires() {
     let (dir, store) = temp_store();
     let path = dir.path().join("s.db");
-    let mut children: Vec<ChildProc> = (0..3).map(|_| ChildProc::spawn("contend", &path)).collect();
+    let mut children: Vec<TestChild> = (0..3).map(|_| spawn_child("contend", &path)).collect();
     for c in &mut children {
         c.expect_line("READY");
     }
@@ -258,7 +197,7 @@ fn only_one_of_many_processes_and_threads_acquires() {
 #[test]
 fn a_sigkilled_holder_is_replaced_at_once() {
     let (dir, store) = temp_store();
-    let mut child = ChildProc::spawn("hold", &dir.path().join("s.db"));
+    let mut child = spawn_child("hold", &dir.path().join("s.db"));
     let child_holder = child.expect_line("HELD");
     let me = HolderId::new();
     assert!(
@@ -284,7 +223,7 @@ fn a_sigkilled_holder_is_replaced_at_once() {
 #[test]
 fn a_killed_unreaped_holder_counts_as_dead() {
     let (dir, store) = temp_store();
-    let mut child = ChildProc::spawn("hold", &dir.path().join("s.db"));
+    let mut child = spawn_child("hold", &dir.path().join("s.db"));
     child.expect_line("HELD");
     let pid = child.pid();
     child.child.kill().unwrap();

@@ -5,14 +5,13 @@
 //! `VLLM_CORE_STORE_CHILD` naming their role; `child_entry` does nothing without it.
 
 use rusqlite::params;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 use vllm_core::Error;
 use vllm_core::store::{
     AuditQuery, AuditRecord, DB_FILE_NAME, MIGRATIONS, SCHEMA_VERSION, Store, StoreOptions,
 };
+use vllm_mcp_testkit::TestChild;
 
 const CHILD_ENV: &str = "VLLM_CORE_STORE_CHILD";
 const DB_ENV: &str = "VLLM_CORE_STORE_DB";
@@ -28,71 +27,16 @@ const BATCH_ROWS: i64 = 400;
 // ---------------------------------------------------------------------------
 // Child processes
 
-struct ChildProc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl ChildProc {
-    fn spawn(role: &str, db: &Path, arg: &str) -> ChildProc {
-        let mut child = Command::new(std::env::current_exe().expect("current_exe"))
-            .args([
-                "--exact",
-                "child_entry",
-                "--nocapture",
-                "--test-threads=1",
-                "--quiet",
-            ])
-            .env(CHILD_ENV, role)
-            .env(DB_ENV, db)
-            .env(ARG_ENV, arg)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        ChildProc {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    /// The payload of the next stdout line that starts with `tag`.
-    fn expect_line(&mut self, tag: &str) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = self.stdout.read_line(&mut line).expect("read child stdout");
-            assert!(n > 0, "child exited before printing {tag}");
-            if let Some(rest) = line.trim_end().strip_prefix(tag) {
-                return rest.trim().to_owned();
-            }
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{line}").expect("write child stdin");
-        stdin.flush().expect("flush");
-    }
-
-    fn wait_success(mut self) {
-        drop(self.stdin.take());
-        let status = self.child.wait().expect("wait child");
-        assert!(status.success(), "child failed: {status}");
-    }
-}
-
-impl Drop for ChildProc {
-    fn drop(&mut self) {
-        // Never leave a child behind when an assertion fails.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// This binary re-executed as a child running `child_entry` in `role`.
+fn spawn_child(role: &str, db: &Path, arg: &str) -> TestChild {
+    TestChild::spawn(
+        "child_entry",
+        &[
+            (CHILD_ENV, role.as_ref()),
+            (DB_ENV, db.as_os_str()),
+            (ARG_ENV, arg.as_ref()),
+        ],
+    )
 }
 
 /// Blocks until the parent writes a line (or closes stdin).
@@ -371,9 +315,7 @@ fn several_threads_opening_a_new_file_migrate_once() {
 fn several_processes_opening_a_new_file_migrate_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
-    let mut children: Vec<ChildProc> = (0..4)
-        .map(|_| ChildProc::spawn("opener", &path, ""))
-        .collect();
+    let mut children: Vec<TestChild> = (0..4).map(|_| spawn_child("opener", &path, "")).collect();
     for c in &mut children {
         c.expect_line("READY");
     }
@@ -688,9 +630,9 @@ fn three_processes_write_at_once() {
         .unwrap();
 
     let names = ["w0", "w1", "w2"];
-    let mut children: Vec<ChildProc> = names
+    let mut children: Vec<TestChild> = names
         .iter()
-        .map(|n| ChildProc::spawn("writer", &path, n))
+        .map(|n| spawn_child("writer", &path, n))
         .collect();
     for c in &mut children {
         c.expect_line("READY");
@@ -774,7 +716,7 @@ fn sigkill_mid_write_leaves_whole_transactions() {
 
     for round in 0..3i64 {
         let base = round * 1_000_000;
-        let mut child = ChildProc::spawn("batcher", &path, &base.to_string());
+        let mut child = spawn_child("batcher", &path, &base.to_string());
         // Let it commit a couple of batches (real progress, read from the file)...
         let deadline = Instant::now() + Duration::from_secs(30);
         let committed = |s: &Store| {
