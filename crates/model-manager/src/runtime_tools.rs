@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use std::path::{Component, Path};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vllm_core::config::{Tier, glob_match};
+use vllm_core::config::Tier;
 use vllm_core::launcher::{process, validate_model_id};
 use vllm_core::models::{self, ModelRecord, ModelStatus};
 use vllm_core::vllm::{ModelCard, VllmClient};
@@ -633,20 +633,10 @@ async fn load_lora(s: &ModelManager, p: LoadLoraParams) -> Result<LoraAnswer> {
         ));
     }
     // An adapter is loaded content like a model: the same allow-list applies.
-    let patterns = &s.kit.config.security.allowed_models;
-    if !patterns
-        .iter()
-        .any(|g| glob_match(g, &p.lora_name) || glob_match(g, &p.lora_path))
-    {
-        return Err(Error::PermissionDenied {
-            tool: "load-lora-adapter".into(),
-            reason: format!(
-                "`{}` matches none of security.allowed_models ({})",
-                p.lora_path,
-                patterns.join(", ")
-            ),
-        });
-    }
+    s.kit
+        .config
+        .security
+        .check_allowed("load-lora-adapter", &p.lora_name, &p.lora_path)?;
     // The path is checked here only where this machine's filesystem is the server's.
     let rank = if t.is_local() {
         check_lora_dir(&p.lora_path)?

@@ -996,3 +996,31 @@ async fn catalog_and_hf_cache_models_are_listed_as_unloaded() {
     let only_loaded = m.call("list-models", json!({"status": "loaded"})).await;
     assert_eq!(only_loaded.json["total"], 0);
 }
+
+#[tokio::test]
+async fn a_model_outside_the_allowed_patterns_is_refused_before_launch() {
+    let rig = Rig::new("[security]\nallowed_models = [\"mock/*\"]\n");
+    let m = rig.manager(&[]).await;
+    let refused = m
+        .call("load-model", json!({"model_id": "other/model"}))
+        .await;
+    assert_eq!(code(&refused), "PERMISSION_DENIED", "{}", refused.json);
+    let listed = m.call("list-models", json!({})).await;
+    assert_eq!(
+        listed.json["total"], 0,
+        "nothing was launched: {}",
+        listed.json
+    );
+    let allowed = m
+        .call(
+            "load-model",
+            json!({"model_id": "tiny", "source": "mock/tiny", "wait_seconds": 30}),
+        )
+        .await;
+    assert_eq!(allowed.json["status"], "loaded", "{}", allowed.json);
+    assert!(
+        !m.call("unload-model", json!({"model_id": "tiny"}))
+            .await
+            .is_error
+    );
+}

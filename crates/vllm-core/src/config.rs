@@ -239,6 +239,28 @@ pub struct SecurityConfig {
     pub audit_retention_days: u32,
 }
 
+impl SecurityConfig {
+    /// `Ok` when `name` or `source` (a model id and what it loads, or an adapter's name
+    /// and path) matches one of `allowed_models`; `PERMISSION_DENIED` for `tool` naming
+    /// the patterns otherwise.
+    pub fn check_allowed(&self, tool: &str, name: &str, source: &str) -> crate::Result<()> {
+        let patterns = &self.allowed_models;
+        if patterns
+            .iter()
+            .any(|p| glob_match(p, name) || glob_match(p, source))
+        {
+            return Ok(());
+        }
+        Err(Error::PermissionDenied {
+            tool: tool.to_string(),
+            reason: format!(
+                "`{source}` matches none of security.allowed_models ({})",
+                patterns.join(", ")
+            ),
+        })
+    }
+}
+
 impl Default for SecurityConfig {
     fn default() -> SecurityConfig {
         SecurityConfig {
@@ -785,6 +807,38 @@ mod tests {
             let e = Config::from_toml(text, None, &env).unwrap_err();
             assert!(e.to_string().contains(key), "{text:?} gave {e}");
         }
+    }
+
+    #[test]
+    fn allowed_models_match_the_name_or_the_source() {
+        let sec = SecurityConfig {
+            allowed_models: vec!["meta-llama/*".into(), "/models/*".into()],
+            ..SecurityConfig::default()
+        };
+        assert!(
+            sec.check_allowed(
+                "load-model",
+                "meta-llama/Llama-3.1-8B",
+                "meta-llama/Llama-3.1-8B"
+            )
+            .is_ok()
+        );
+        assert!(
+            sec.check_allowed("load-model", "tiny", "/models/tiny")
+                .is_ok(),
+            "by source"
+        );
+        let e = sec
+            .check_allowed("load-model", "evil/model", "evil/model")
+            .unwrap_err();
+        assert_eq!(e.code(), "PERMISSION_DENIED");
+        assert_eq!(e.details()["tool"], "load-model");
+        assert!(e.to_string().contains("meta-llama/*, /models/*"), "{e}");
+        assert!(
+            SecurityConfig::default()
+                .check_allowed("x", "anything", "anything")
+                .is_ok()
+        );
     }
 
     #[test]

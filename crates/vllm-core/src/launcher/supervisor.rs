@@ -11,7 +11,7 @@
 use super::classify;
 use super::process::{self, SpawnSpec};
 use super::{CommandSpec, LaunchArgs, command_line, validate_model_id};
-use crate::config::{Config, glob_match};
+use crate::config::Config;
 use crate::error::{Error, LoadFailure, Result};
 use crate::estimate::{self, MemoryCheck, MemoryEstimate};
 use crate::gpu::{GpuSnapshot, Gpus};
@@ -221,19 +221,9 @@ impl Launcher {
         }
         let (source, args) = self.resolve(req);
         args.validate()?;
-        let patterns = &self.config.security.allowed_models;
-        if !patterns
-            .iter()
-            .any(|p| glob_match(p, &req.model_id) || glob_match(p, &source))
-        {
-            return Err(Error::PermissionDenied {
-                tool: "load-model".into(),
-                reason: format!(
-                    "`{source}` matches none of security.allowed_models ({})",
-                    patterns.join(", ")
-                ),
-            });
-        }
+        self.config
+            .security
+            .check_allowed("load-model", &req.model_id, &source)?;
         if let (Some(max), Some(len)) = (self.config.limits.max_model_len, args.max_model_len)
             && len > max
         {
