@@ -810,6 +810,21 @@ mod tests {
     }
 
     #[test]
+    fn globs() {
+        for (p, t, want) in [
+            ("*", "anything/at-all", true),
+            ("meta-llama/*", "meta-llama/Llama-3.1-8B", true),
+            ("meta-llama/*", "mistralai/x", false),
+            ("/models/?iny*", "/models/tiny-model", true),
+            ("a*b*c", "aXXbYYc", true),
+            ("a*b*c", "aXXbYY", false),
+            ("", "", true),
+        ] {
+            assert_eq!(glob_match(p, t), want, "{p} vs {t}");
+        }
+    }
+
+    #[test]
     fn allowed_models_match_the_name_or_the_source() {
         let sec = SecurityConfig {
             allowed_models: vec!["meta-llama/*".into(), "/models/*".into()],
