@@ -2,11 +2,13 @@
 //!
 //! The library holds the server so tests can run it in-process; `main.rs` only starts it.
 //! - [`metrics`]: get-metrics, figures over a window from the sampled history;
+//! - [`prom_metrics`]: get-metrics from an existing Prometheus (`source = "prometheus"`);
 //! - [`gpu`]: get-gpu-stats, NVML per GPU with processes mapped to launched models;
 //! - [`memory`]: get-memory-stats, GPU, host and per-model memory;
 //! - [`resources`]: `vllm://metrics/current`, `vllm://metrics/history/{duration}`,
 //!   `vllm://alerts/active`, `vllm://alerts/history`;
-//! - [`alerts`]: alert notifications (logging and `resources/updated`) of this instance.
+//! - [`alerts`]: alert notifications (logging and `resources/updated`) of this instance;
+//! - [`export`]: the Prometheus listener (`[prometheus] listen`), one for all instances.
 //!
 //! Sampling, history and window arithmetic are `vllm_core::monitor`. Every instance runs
 //! the sampling loop, which samples only while its process holds the `metrics_sampler`
@@ -15,9 +17,11 @@
 //! and notifies its own client from the store.
 
 pub mod alerts;
+pub mod export;
 pub mod gpu;
 pub mod memory;
 pub mod metrics;
+pub mod prom_metrics;
 pub mod resources;
 
 use rmcp::model::{Resource, ResourceTemplate};
@@ -85,6 +89,9 @@ pub fn build(kit: Arc<Kit>) -> Result<(PerfMonitor, Toolbox<PerfMonitor>)> {
         ));
         tokio::spawn(monitor::sampler::run(sampler, kit.holder.clone()));
         tokio::spawn(alerts::watch(kit.clone(), store.clone()));
+        if let Some(listen) = kit.config.prometheus.listen.clone() {
+            tokio::spawn(export::run(kit.clone(), store.clone(), listen));
+        }
     }
     let mut t = Toolbox::default();
     vllm_mcp_kit::health::add_health_tool(&mut t);

@@ -1,5 +1,6 @@
 //! `get-metrics`: throughput, latency, memory, GPU and request figures over a window,
-//! computed from the samples in the store (see `vllm_core::monitor`).
+//! computed from the samples in the store (see `vllm_core::monitor`), or from an existing
+//! Prometheus when `monitor.source = "prometheus"` (see [`crate::prom_metrics`]).
 //!
 //! Units: fractions 0..1, milliseconds for latency, MiB for `_mb`, RFC 3339 UTC times.
 //! A figure that cannot be measured is `null` and `notes` says why.
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use vllm_core::config::MetricsSource;
 use vllm_core::gpu::GpuSnapshot;
 use vllm_core::launcher::process;
 use vllm_core::models::{self, ModelRecord};
@@ -69,7 +71,7 @@ impl Group {
         Group::Requests,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Group::Throughput => "throughput",
             Group::Latency => "latency",
@@ -281,7 +283,7 @@ pub(crate) fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-fn round4(v: f64) -> f64 {
+pub(crate) fn round4(v: f64) -> f64 {
     (v * 10_000.0).round() / 10_000.0
 }
 
@@ -326,6 +328,9 @@ pub async fn get_metrics(s: &Arc<PerfMonitor>, p: MetricsParams) -> Result<Metri
         Some(g) => g.clone(),
         None => Group::ALL.to_vec(),
     };
+    if kit.config.monitor.source == MetricsSource::Prometheus {
+        return crate::prom_metrics::compute(&kit, duration, &groups, &p, max_points).await;
+    }
     let k = kit.clone();
     tokio::task::spawn_blocking(move || compute(&k, duration, &groups, &p, max_points))
         .await
@@ -365,7 +370,6 @@ fn compute(
         );
     }
 
-    let gpu_now = kit.gpus.snapshots();
     let mut m = Groups::default();
     if want(Group::Throughput) {
         m.throughput = Some(throughput(&fig));
@@ -384,48 +388,15 @@ fn compute(
         }
         m.requests = Some(r);
     }
-    if want(Group::Memory) {
-        let (gpu_used, gpu_total) = match &gpu_now {
-            Ok(g) if !g.is_empty() => (
-                sum_opt(g.iter().map(|x| x.memory_used_mb)),
-                sum_opt(g.iter().map(|x| x.memory_total_mb)),
-            ),
-            Ok(_) => {
-                notes.push("memory.gpu_*: no GPU is visible".into());
-                (None, None)
-            }
-            Err(e) => {
-                notes.push(format!("memory.gpu_*: {} ({})", e.code(), e));
-                (None, None)
-            }
-        };
-        let (ram, ram_note) = system_ram_mb(&records, kit);
-        if let Some(n) = ram_note {
-            notes.push(n);
-        }
-        m.memory = Some(MemoryGroup {
-            gpu_used_mb: gpu_used,
-            gpu_total_mb: gpu_total,
-            gpu_utilization: match (gpu_used, gpu_total) {
-                (Some(u), Some(t)) if t > 0 => Some(round4(u as f64 / t as f64)),
-                _ => None,
-            },
-            system_ram_mb: ram,
-            kv_cache_usage: fig.kv_cache_usage().map(round4),
-        });
-    }
-    if want(Group::Gpu) {
-        m.gpu = Some(match &gpu_now {
-            Ok(g) => {
-                let rows = history::gpu_window(store, since, now).unwrap_or_default();
-                Some(gpu_group(g, &rows))
-            }
-            Err(e) => {
-                notes.push(format!("gpu: {}: {}; {}", e.code(), e, e.suggestion()));
-                None
-            }
-        });
-    }
+    local_groups(
+        kit,
+        &records,
+        (since, now),
+        groups,
+        fig.kv_cache_usage(),
+        &mut m,
+        &mut notes,
+    );
 
     let per_model = p.per_model.then(|| {
         let mut out = BTreeMap::new();
@@ -493,6 +464,70 @@ fn compute(
     })
 }
 
+/// The groups measured on this host whatever the source: memory (NVML, the launched
+/// processes; the KV-cache usage is the caller's) and the GPUs (NVML now, the sampler's
+/// GPU samples over `window`).
+pub(crate) fn local_groups(
+    kit: &Kit,
+    records: &[ModelRecord],
+    window: (f64, f64),
+    groups: &[Group],
+    kv_cache_usage: Option<f64>,
+    m: &mut Groups,
+    notes: &mut Vec<String>,
+) {
+    let want = |g: Group| groups.contains(&g);
+    if !want(Group::Memory) && !want(Group::Gpu) {
+        return;
+    }
+    let gpu_now = kit.gpus.snapshots();
+    if want(Group::Memory) {
+        let (gpu_used, gpu_total) = match &gpu_now {
+            Ok(g) if !g.is_empty() => (
+                sum_opt(g.iter().map(|x| x.memory_used_mb)),
+                sum_opt(g.iter().map(|x| x.memory_total_mb)),
+            ),
+            Ok(_) => {
+                notes.push("memory.gpu_*: no GPU is visible".into());
+                (None, None)
+            }
+            Err(e) => {
+                notes.push(format!("memory.gpu_*: {} ({})", e.code(), e));
+                (None, None)
+            }
+        };
+        let (ram, ram_note) = system_ram_mb(records, kit);
+        if let Some(n) = ram_note {
+            notes.push(n);
+        }
+        m.memory = Some(MemoryGroup {
+            gpu_used_mb: gpu_used,
+            gpu_total_mb: gpu_total,
+            gpu_utilization: match (gpu_used, gpu_total) {
+                (Some(u), Some(t)) if t > 0 => Some(round4(u as f64 / t as f64)),
+                _ => None,
+            },
+            system_ram_mb: ram,
+            kv_cache_usage: kv_cache_usage.map(round4),
+        });
+    }
+    if want(Group::Gpu) {
+        m.gpu = Some(match &gpu_now {
+            Ok(g) => {
+                let rows = kit
+                    .store()
+                    .and_then(|st| history::gpu_window(st, window.0, window.1))
+                    .unwrap_or_default();
+                Some(gpu_group(g, &rows))
+            }
+            Err(e) => {
+                notes.push(format!("gpu: {}: {}; {}", e.code(), e, e.suggestion()));
+                None
+            }
+        });
+    }
+}
+
 fn sum_opt(it: impl Iterator<Item = Option<u64>>) -> Option<u64> {
     it.fold(None, |acc, v| match v {
         Some(v) => Some(acc.unwrap_or(0) + v),
@@ -528,13 +563,28 @@ fn count(v: Option<f64>) -> Option<u64> {
 }
 
 fn requests(f: &WindowFigures) -> Requests {
-    let total = count(f.total(Counter::RequestsFinished));
-    let failed = count(f.total(Counter::RequestsFailed)).or(total.map(|_| 0));
-    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
-    for s in &f.series {
-        for (r, v) in &s.by_reason {
-            *by_reason.entry(r.clone()).or_default() += v.max(0.0).round() as u64;
-        }
+    let reasons = f.series.iter().flat_map(|s| s.by_reason.iter());
+    requests_of(
+        f.total(Counter::RequestsFinished),
+        f.total(Counter::RequestsFailed),
+        reasons.map(|(r, v)| (r.as_str(), *v)),
+        f.total(Counter::Preemptions),
+    )
+}
+
+/// The requests group from counts over the window (possibly fractional: Prometheus
+/// extrapolates), rounded to whole requests.
+pub(crate) fn requests_of<'a>(
+    total: Option<f64>,
+    failed: Option<f64>,
+    by_reason: impl Iterator<Item = (&'a str, f64)>,
+    preemptions: Option<f64>,
+) -> Requests {
+    let total = count(total);
+    let failed = count(failed).or(total.map(|_| 0));
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    for (r, v) in by_reason {
+        *reasons.entry(r.to_string()).or_default() += v.max(0.0).round() as u64;
     }
     Requests {
         total,
@@ -547,8 +597,8 @@ fn requests(f: &WindowFigures) -> Requests {
             (Some(t), Some(fl)) if t > 0 => Some(round4(fl as f64 / t as f64)),
             _ => None,
         },
-        by_reason,
-        preemptions: count(f.total(Counter::Preemptions)),
+        by_reason: reasons,
+        preemptions: count(preemptions),
     }
 }
 

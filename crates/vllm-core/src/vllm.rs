@@ -252,6 +252,13 @@ impl VllmClient {
         }
     }
 
+    /// GET `path` (with its query string) as JSON, with the client's pooling, timeouts,
+    /// body limit and error mapping: for the HTTP APIs beside vLLM's own that the monitor
+    /// reads (Prometheus's query API).
+    pub async fn get_value(&self, path: &str) -> Result<Value> {
+        self.get_json(path).await
+    }
+
     async fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T> {
         let rb = self.request(reqwest::Method::GET, path, self.inner.spec.request_timeout);
         let (_, body) = self.send(rb, path, MAX_BODY_BYTES).await?;

@@ -11,6 +11,8 @@
 //! - [`window`]: figures over a window (rates, request counts, latency quantiles, gauge
 //!   means, time series), counter resets included.
 //! - [`duration`]: `90s`, `5m`, `1h30m`, `1d` or plain seconds, bounded by the retention.
+//! - [`export`]: the monitor's own metrics in Prometheus text format (the listener's body).
+//! - [`promql`]: `source = "prometheus"`, the same figures read from a Prometheus server.
 //! - [`memory`]: what a model's vLLM log says its weights took.
 //!
 //! One process samples for all: the sampler runs only while its process holds
@@ -19,8 +21,10 @@
 
 pub mod alerts;
 pub mod duration;
+pub mod export;
 pub mod history;
 pub mod memory;
+pub mod promql;
 pub mod sample;
 pub mod sampler;
 pub mod window;

@@ -6,6 +6,9 @@
 //! a launched model at the URL of an attached endpoint is scraped once, under the
 //! endpoint's name. Each scrape has its own timeout, so one stuck server delays nothing.
 //!
+//! With `monitor.source = "prometheus"` Prometheus scrapes the servers and the sampler
+//! records only the GPUs (NVML is local; Prometheus does not have it).
+//!
 //! Only one process samples: [`run`] keeps the `metrics_sampler` lease and samples while
 //! it holds it. Every instance runs `run`; when the holder dies another takes over.
 
@@ -74,8 +77,13 @@ impl Sampler {
         &self.store
     }
 
-    /// Every server to scrape now. Reads the store (blocking).
+    /// Every server to scrape now. Reads the store (blocking). None when the vLLM
+    /// figures come from Prometheus (`monitor.source = "prometheus"`): the rounds then
+    /// record only the GPUs.
     pub fn targets(&self) -> Result<Vec<Target>> {
+        if self.config.monitor.source == crate::config::MetricsSource::Prometheus {
+            return Ok(Vec::new());
+        }
         let mut out: Vec<Target> = self
             .attached
             .iter()

@@ -1,0 +1,246 @@
+//! get-metrics answered from an existing Prometheus (`monitor.source = "prometheus"`):
+//! the vLLM figures are PromQL over the window (`vllm_core::monitor::promql`), the memory
+//! and GPU groups still this host's NVML and processes, the endpoints Prometheus's
+//! targets. The answer has the same shape as the sampled one.
+//!
+//! Prometheus's `rate` and `increase` extrapolate to the window's edges, so counts over
+//! a window are estimates, rounded to whole requests; a note says so.
+
+use crate::metrics::{
+    EndpointState, Group, LatencyGroup, MetricsAnswer, MetricsParams, ModelFigures, Quantiles,
+    Throughput, local_groups, requests_of, retention_seconds, rfc3339_ms, round2, round4,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use vllm_core::Result;
+use vllm_core::models;
+use vllm_core::monitor::history;
+use vllm_core::monitor::promql::{self, PromFigures, PromLatency, PromSource, PromTarget};
+use vllm_core::monitor::window;
+use vllm_mcp_kit::Kit;
+
+fn ms(v: Option<f64>) -> Option<f64> {
+    v.map(|s| round2(s * 1000.0))
+}
+
+fn quantiles(l: &PromLatency) -> Quantiles {
+    Quantiles {
+        p50_ms: ms(l.p50),
+        p95_ms: ms(l.p95),
+        p99_ms: ms(l.p99),
+        avg_ms: ms(l.avg),
+    }
+}
+
+fn throughput(f: &PromFigures) -> Throughput {
+    Throughput {
+        tokens_per_second: f.generation_tokens_per_second.map(round4),
+        prompt_tokens_per_second: f.prompt_tokens_per_second.map(round4),
+        requests_per_second: f.requests_per_second.map(round4),
+        avg_batch_size: f.running_mean.map(round4),
+    }
+}
+
+fn latency(f: &PromFigures) -> LatencyGroup {
+    LatencyGroup {
+        p50_ms: ms(f.e2e.p50),
+        p95_ms: ms(f.e2e.p95),
+        p99_ms: ms(f.e2e.p99),
+        avg_ms: ms(f.e2e.avg),
+        requests_observed: f.e2e.count.map(|c| c.max(0.0).round() as u64).unwrap_or(0),
+        time_to_first_token: quantiles(&f.ttft),
+        inter_token_latency: quantiles(&f.itl),
+        queue_time: quantiles(&f.queue),
+    }
+}
+
+fn requests(f: &PromFigures) -> crate::metrics::Requests {
+    requests_of(
+        f.requests_finished,
+        f.requests_failed,
+        f.by_reason.iter().map(|(r, v)| (r.as_str(), *v)),
+        f.preemptions,
+    )
+}
+
+/// A target as an endpoint of the answer: named by its `instance`, its URL without the
+/// metrics path.
+fn endpoint(t: &PromTarget) -> EndpointState {
+    let base = t
+        .scrape_url
+        .strip_suffix("/metrics")
+        .unwrap_or(&t.scrape_url)
+        .to_string();
+    EndpointState {
+        name: t.instance.clone(),
+        base_url: base,
+        origin: format!("prometheus job {}", t.job),
+        up: match t.health.as_str() {
+            "up" => Some(true),
+            "down" => Some(false),
+            _ => None,
+        },
+        last_sample_at: t.last_scrape.map(rfc3339_ms),
+        error: t.last_error.clone(),
+    }
+}
+
+/// get-metrics over `[now - duration, now]` from the configured Prometheus.
+pub async fn compute(
+    kit: &Arc<Kit>,
+    duration: f64,
+    groups: &[Group],
+    p: &MetricsParams,
+    max_points: u32,
+) -> Result<MetricsAnswer> {
+    let url = kit
+        .config
+        .monitor
+        .prometheus_url
+        .clone()
+        .unwrap_or_default();
+    let src = PromSource::new(&url, &kit.config.http)?;
+    let now = vllm_core::time::unix_now();
+    let since = now - duration.min(retention_seconds(kit));
+    let fleet = promql::fleet(&src, duration, now).await?;
+    let history = if p.include_history {
+        Some(promql::history(&src, since, now, max_points as usize).await?)
+    } else {
+        None
+    };
+    let want = |g: Group| groups.contains(&g);
+    let interval = fleet
+        .targets
+        .iter()
+        .filter_map(|t| t.scrape_interval)
+        .reduce(f64::min)
+        .unwrap_or(kit.config.monitor.sample_interval_seconds);
+    let mut notes = vec![format!(
+        "source = prometheus: vLLM figures are PromQL over {url}; rate() and increase() extrapolate to the \
+         window's edges, so request and token counts are estimates rounded to whole numbers"
+    )];
+    let total = &fleet.total;
+    let covered = total.covered_seconds.filter(|c| *c > 0.0);
+    if covered.is_none() {
+        notes.push(format!(
+            "fewer than two samples of any vLLM server in Prometheus in the last {duration} s: rates, request \
+             counts and latency need two, so they are null; Prometheus scrapes every {interval} s"
+        ));
+    } else if total.restarts.is_some_and(|r| r > 0.0) {
+        notes.push(
+            "a server restarted inside the window: Prometheus read its counters across the restart"
+                .into(),
+        );
+    }
+    if fleet.targets.is_empty() {
+        notes.push(
+            "Prometheus has no target of a job exporting vllm: metrics in the last hour".into(),
+        );
+    }
+
+    let mut m = crate::metrics::Groups::default();
+    if want(Group::Throughput) {
+        m.throughput = Some(throughput(total));
+    }
+    if want(Group::Latency) {
+        let l = latency(total);
+        if l.p50_ms.is_none() && covered.is_some() {
+            notes.push("latency: no request finished in the window, so latency is null".into());
+        }
+        m.latency = Some(l);
+    }
+    if want(Group::Requests) {
+        let r = requests(total);
+        if r.error_rate.is_none() && covered.is_some() {
+            notes.push("requests.error_rate: no request finished in the window".into());
+        }
+        m.requests = Some(r);
+    }
+    let k = kit.clone();
+    let groups_v = groups.to_vec();
+    let kv = total.kv_cache_usage;
+    let (m, notes, gpu_rows) = tokio::task::spawn_blocking(move || {
+        let mut m = m;
+        let mut notes = notes;
+        let records = k.store().and_then(models::list).unwrap_or_default();
+        local_groups(
+            &k,
+            &records,
+            (since, now),
+            &groups_v,
+            kv,
+            &mut m,
+            &mut notes,
+        );
+        let gpu_rows = k
+            .store()
+            .and_then(|st| history::gpu_window(st, since, now))
+            .unwrap_or_default();
+        (m, notes, gpu_rows)
+    })
+    .await
+    .map_err(|e| vllm_core::Error::Internal(format!("metrics task failed: {e}")))?;
+
+    let per_model = p.per_model.then(|| {
+        fleet
+            .models
+            .iter()
+            .map(|(model, f)| {
+                let instances: Vec<&str> = f.instances.iter().map(String::as_str).collect();
+                (
+                    model.clone(),
+                    ModelFigures {
+                        model_id: model.clone(),
+                        endpoint: instances.join(","),
+                        base_url: fleet
+                            .targets
+                            .iter()
+                            .find(|t| f.instances.contains(&t.instance))
+                            .map(|t| endpoint(t).base_url)
+                            .unwrap_or_default(),
+                        samples: f.samples.map(|v| v.round() as usize).unwrap_or(0),
+                        window_covered_seconds: f.covered_seconds.filter(|c| *c > 0.0).map(round2),
+                        restarts: f.restarts.map(|v| v.round() as usize).unwrap_or(0),
+                        throughput: want(Group::Throughput).then(|| throughput(f)),
+                        latency: want(Group::Latency).then(|| latency(f)),
+                        requests: want(Group::Requests).then(|| requests(f)),
+                        kv_cache_usage: f.kv_cache_usage.map(round4),
+                    },
+                )
+            })
+            .collect()
+    });
+
+    let history = history.map(|prom| {
+        let gpu = window::history(&[], &gpu_rows, since, now, max_points as usize);
+        let names: Vec<&str> = groups.iter().map(|g| g.as_str()).collect();
+        window::HISTORY_SERIES
+            .iter()
+            .filter(|(_, g)| names.contains(g))
+            .map(|(name, _)| {
+                let pts: Vec<(f64, f64)> = match prom.get(*name) {
+                    Some(p) => p.clone(),
+                    None => gpu.get(name).cloned().unwrap_or_default(),
+                };
+                let pts = pts
+                    .into_iter()
+                    .map(|(t, v)| (rfc3339_ms(t), round4(v)))
+                    .collect();
+                (name.to_string(), pts)
+            })
+            .collect::<BTreeMap<_, _>>()
+    });
+
+    Ok(MetricsAnswer {
+        timestamp: vllm_core::time::now_rfc3339(),
+        duration_seconds: duration,
+        window_covered_seconds: covered.map(round2),
+        samples: total.samples.map(|v| v.round() as usize).unwrap_or(0),
+        sample_interval_seconds: interval,
+        metrics: m,
+        per_model,
+        history,
+        endpoints: fleet.targets.iter().map(endpoint).collect(),
+        notes,
+    })
+}
