@@ -5,6 +5,7 @@
 //! - [`prom_metrics`]: get-metrics from an existing Prometheus (`source = "prometheus"`);
 //! - [`gpu`]: get-gpu-stats, NVML per GPU with processes mapped to launched models;
 //! - [`memory`]: get-memory-stats, GPU, host and per-model memory;
+//! - [`benchmark`]: benchmark-model, a bounded load test of a served model;
 //! - [`resources`]: `vllm://metrics/current`, `vllm://metrics/history/{duration}`,
 //!   `vllm://alerts/active`, `vllm://alerts/history`;
 //! - [`alerts`]: alert notifications (logging and `resources/updated`) of this instance;
@@ -17,6 +18,7 @@
 //! and notifies its own client from the store.
 
 pub mod alerts;
+pub mod benchmark;
 pub mod export;
 pub mod gpu;
 pub mod memory;
@@ -26,6 +28,7 @@ pub mod resources;
 
 use rmcp::model::{Resource, ResourceTemplate};
 use std::sync::Arc;
+use vllm_core::config::Tier;
 use vllm_core::monitor::Sampler;
 use vllm_core::{Result, monitor};
 use vllm_mcp_kit::{Kit, NoParams, ResourceBody, Service, ToolDef, Toolbox};
@@ -47,7 +50,7 @@ impl Service for PerfMonitor {
         "Reports vLLM performance from metrics sampled every few seconds and kept in a history: get-metrics gives \
          throughput, latency percentiles, memory, GPU and request figures over a window (duration_seconds, e.g. 300 \
          or \"1h\"; per_model and include_history for more); get-gpu-stats gives per-GPU utilization, memory, \
-         temperature, power and processes; get-memory-stats gives GPU, host and per-model memory. Resources: \
+         temperature, power and processes; get-memory-stats gives GPU, host and per-model memory; benchmark-model load-tests a loaded model. Resources: \
          vllm://metrics/current, vllm://metrics/history/{duration}, vllm://alerts/active (subscribable), \
          vllm://alerts/history. Call server-health to \
          check the server, its store, the vLLM endpoints and NVML."
@@ -124,6 +127,25 @@ pub fn build(kit: Arc<Kit>) -> Result<(PerfMonitor, Toolbox<PerfMonitor>)> {
              of the vLLM processes, available and swap, and each model's weights, KV cache and activations (MiB).",
         ),
         |s: Arc<PerfMonitor>, _: NoParams, _| async move { memory::get_memory_stats(&s).await },
+    );
+    t.add(
+        ToolDef {
+            tier: Tier::Control,
+            read_only: false,
+            idempotent: false,
+            ..ToolDef::read(
+                "benchmark-model",
+                "Load-test a loaded model with a bounded run: requests (default 20, at most 1000) completions of \
+                 prompt_tokens (default 128) prompt and output_tokens (default 64) generated tokens each, \
+                 concurrency (default 4, at most 64) at a time, within timeout_seconds (default 120). Reports \
+                 client-side throughput (requests/s, tokens/s) and latency percentiles (end to end, time to first \
+                 token, inter-token, time per output token) beside vLLM's own counters and histograms over the run. \
+                 It loads the server: run it when the model is not serving users.",
+            )
+        },
+        |s: Arc<PerfMonitor>, p: benchmark::BenchmarkParams, ctx| async move {
+            benchmark::benchmark(&s, p, ctx).await
+        },
     );
     Ok((PerfMonitor { kit }, t))
 }

@@ -15,6 +15,7 @@
 //! - [`states`]: saved serving states (format, compression, checksums, store rows).
 //! - [`crush_db`]: Crush's session database, read and restored.
 //! - [`monitor`]: the metrics sampler, its history in the store, and window figures.
+//! - [`loadtest`]: bounded load tests of a served model, client-side and server-side figures.
 //! - [`redact`], [`time`]: secrets out of logs, RFC 3339 timestamps.
 
 pub mod config;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod estimate;
 pub mod gpu;
 pub mod launcher;
+pub mod loadtest;
 pub mod model_files;
 pub mod models;
 pub mod monitor;

@@ -69,6 +69,19 @@ impl EndpointSpec {
         }
     }
 
+    /// A server we launched: the key `vllm serve` was given, read from the variable
+    /// `launcher.api_key_env` names.
+    pub fn launched(name: &str, base_url: &str, config: &crate::config::Config) -> EndpointSpec {
+        let mut spec = EndpointSpec::new(name, base_url, &config.http);
+        spec.api_key = config
+            .launcher
+            .api_key_env
+            .as_ref()
+            .and_then(|v| std::env::var(v).ok())
+            .filter(|v| !v.is_empty());
+        spec
+    }
+
     /// From the config, reading the key from the environment variable it names.
     pub fn from_config(e: &EndpointConfig, http: &HttpConfig) -> Result<EndpointSpec> {
         let mut spec = EndpointSpec::new(&e.name, &e.base_url, http);
@@ -440,6 +453,18 @@ impl VllmClient {
 
     /// `POST /v1/completions` with `stream: true`: every `data:` chunk, parsed, until `[DONE]`.
     pub async fn completion_stream(&self, request: &Value) -> Result<Vec<Value>> {
+        Ok(self
+            .completion_stream_timed(request)
+            .await?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// [`completion_stream`](Self::completion_stream) with each chunk's arrival, measured
+    /// from just before the request was sent: for client-side time to first token and
+    /// inter-token latency. The body is read as it arrives, within `MAX_BODY_BYTES`.
+    pub async fn completion_stream_timed(&self, request: &Value) -> Result<Vec<(Duration, Value)>> {
         let mut req = request.clone();
         req["stream"] = Value::Bool(true);
         let path = "/v1/completions";
@@ -451,20 +476,11 @@ impl VllmClient {
                 self.inner.spec.completion_timeout,
             )
             .json(&req);
+        let started = Instant::now();
         let resp = rb.send().await.map_err(|e| self.transport_error(&url, e))?;
         let status = resp.status().as_u16();
-        let body = read_capped(resp, MAX_BODY_BYTES)
-            .await
-            .map_err(|e| match e {
-                ReadError::Http(e) => self.transport_error(&url, e),
-                ReadError::TooLarge => Error::BackendError {
-                    url: url.clone(),
-                    status,
-                    message: "stream too large".into(),
-                    kind: None,
-                },
-            })?;
         if !(200..300).contains(&status) {
+            let body = read_capped(resp, MAX_BODY_BYTES).await.unwrap_or_default();
             let (message, kind) = vllm_error_message(&body);
             return Err(Error::BackendError {
                 url,
@@ -473,17 +489,36 @@ impl VllmClient {
                 kind,
             });
         }
-        let text = String::from_utf8_lossy(&body);
+        let too_large = || Error::BackendError {
+            url: url.clone(),
+            status,
+            message: "stream too large".into(),
+            kind: Some("TooLarge".into()),
+        };
         let mut chunks = Vec::new();
-        for line in text.lines() {
-            let Some(data) = line.strip_prefix("data:") else {
-                continue;
-            };
-            let data = data.trim();
-            if data == "[DONE]" {
-                break;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut read = 0usize;
+        let mut stream = resp.bytes_stream();
+        while let Some(bytes) = stream.next().await {
+            let bytes = bytes.map_err(|e| self.transport_error(&url, e))?;
+            let at = started.elapsed();
+            read += bytes.len();
+            if read > MAX_BODY_BYTES {
+                return Err(too_large());
             }
-            chunks.push(self.decode(path, data.as_bytes())?);
+            pending.extend_from_slice(&bytes);
+            while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=nl).collect();
+                let line = String::from_utf8_lossy(&line);
+                let Some(data) = line.trim_end().strip_prefix("data:") else {
+                    continue;
+                };
+                let data = data.trim();
+                if data == "[DONE]" {
+                    return Ok(chunks);
+                }
+                chunks.push((at, self.decode(path, data.as_bytes())?));
+            }
         }
         Ok(chunks)
     }

@@ -184,8 +184,7 @@ impl Launcher {
         if let Some(c) = clients.get(&url) {
             return Some(c.clone());
         }
-        let mut spec = EndpointSpec::new(&record.model_id, &url, &self.config.http);
-        spec.api_key = self.launch_api_key();
+        let mut spec = EndpointSpec::launched(&record.model_id, &url, &self.config);
         // Launched servers are polled while they start: short timeouts keep a look cheap.
         spec.request_timeout = spec.request_timeout.min(Duration::from_secs(5));
         spec.metadata_ttl = Duration::ZERO;

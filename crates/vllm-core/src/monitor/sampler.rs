@@ -110,14 +110,7 @@ impl Sampler {
             let client = match clients.get(&url) {
                 Some(c) => c.clone(),
                 None => {
-                    let mut spec = EndpointSpec::new(&r.model_id, &url, &self.config.http);
-                    spec.api_key = self
-                        .config
-                        .launcher
-                        .api_key_env
-                        .as_ref()
-                        .and_then(|v| std::env::var(v).ok())
-                        .filter(|v| !v.is_empty());
+                    let spec = EndpointSpec::launched(&r.model_id, &url, &self.config);
                     let c = VllmClient::new(spec)?;
                     clients.insert(url.clone(), c.clone());
                     c
