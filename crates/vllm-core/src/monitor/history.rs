@@ -162,18 +162,18 @@ pub fn read_window(store: &Store, since: f64, until: f64) -> Result<Vec<Vec<Samp
         let mut st = c.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM metric_samples WHERE ts >= ?1 AND ts <= ?2 ORDER BY ts, id"
         ))?;
-        let mut index: HashMap<(String, String), usize> = HashMap::new();
+        // A fleet has a handful of series: finding a row's series by comparing its
+        // borrowed names is cheaper than hashing owned keys, row after row.
         let mut series: Vec<Vec<(i64, Sample)>> = Vec::new();
         let mut rows = st.query(params![since, until])?;
         while let Some(r) = rows.next()? {
             let (id, s) = from_row(r)?;
-            let key = (s.endpoint.clone(), s.model.clone());
-            match index.get(&key) {
-                Some(&i) => series[i].push((id, s)),
-                None => {
-                    index.insert(key, series.len());
-                    series.push(vec![(id, s)]);
-                }
+            match series
+                .iter_mut()
+                .find(|ser| ser[0].1.endpoint == s.endpoint && ser[0].1.model == s.model)
+            {
+                Some(ser) => ser.push((id, s)),
+                None => series.push(vec![(id, s)]),
             }
         }
         drop(rows);
