@@ -410,7 +410,7 @@ fn answer(client: &VllmClient, spec: &LoadSpec, r: &loadtest::LoadReport) -> Ben
             stream: spec.stream,
             timeout_seconds: spec.timeout.as_secs_f64(),
         },
-        duration_seconds: round2(secs),
+        duration_seconds: (secs * 1000.0).round() / 1000.0,
         completed: done.len() as u32,
         failed,
         not_started: r.not_started,

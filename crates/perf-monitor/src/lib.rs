@@ -81,6 +81,7 @@ impl Service for PerfMonitor {
 
 /// Builds the server and its tools over a kit, and starts the sampling loop.
 pub fn build(kit: Arc<Kit>) -> Result<(PerfMonitor, Toolbox<PerfMonitor>)> {
+    vllm_mcp_kit::runtime::tune_allocator();
     if let Ok(store) = kit.store()
         && tokio::runtime::Handle::try_current().is_ok()
     {

@@ -75,34 +75,9 @@ impl Service for StatePersistence {
     }
 }
 
-/// Largest allocation served from glibc's heaps; bigger ones are mmapped, and unmapped
-/// (given back to the OS) when freed.
-pub const MMAP_THRESHOLD: usize = 256 * 1024;
-
-/// Fixes glibc's mmap threshold at [`MMAP_THRESHOLD`] for this process.
-///
-/// By default glibc raises the threshold to the size of the largest mmapped block
-/// freed (a save's compressed frame, ~5 MB for a 20 MB conversation) and its trim
-/// threshold to twice that; from then on such blocks come from the heap of the thread's
-/// arena, and each blocking-pool thread's arena keeps up to that trim threshold (~10 MB)
-/// of free memory resident, which `malloc_trim` does not give back (it trims the top of
-/// the main arena only). Measured in the bench: RSS after a save grew by ~9.6 MiB per
-/// blocking thread used (10 → 41 MiB over five saves). A fixed threshold turns the
-/// dynamic adjustment off.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        // SAFETY: mallopt only changes the allocator's parameters.
-        ONCE.call_once(|| unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
-        });
-    }
-}
-
 /// Builds the server and its tools over a kit.
 pub fn build(kit: Arc<Kit>) -> Result<(StatePersistence, Toolbox<StatePersistence>)> {
-    tune_allocator();
+    vllm_mcp_kit::runtime::tune_allocator();
     let launcher = kit.store().ok().map(|s| {
         Arc::new(Launcher::new(
             kit.config.clone(),
