@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use vllm_core::monitor::{Sample, history};
 use vllm_core::prom;
 use vllm_core::store::Store;
-use vllm_mcp_testkit::{McpProcess, MockVllm, temp_dir};
+use vllm_mcp_testkit::{McpProcess, MockVllm, status_kb, temp_dir};
 
 const ENDPOINTS: usize = 32;
 const MODELS: usize = 8;
@@ -24,16 +24,6 @@ const CAPTURE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/data/vllm-reference/metrics_after_load.txt"
 ));
-
-fn status_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// User + system CPU seconds of `pid` so far.
 fn cpu_seconds(pid: u32) -> f64 {

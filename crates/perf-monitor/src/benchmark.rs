@@ -347,9 +347,7 @@ fn answer(client: &VllmClient, spec: &LoadSpec, r: &loadtest::LoadReport) -> Ben
                 .into(),
         );
     }
-    if let Some(n) = &r.server_note {
-        notes.push(n.clone());
-    }
+    notes.extend(r.server_notes.iter().cloned());
     let server = r.server.as_ref().map(|v| {
         let w = &v.window;
         let lat = |h| Quantiles::from(Latency::of(h));
@@ -379,17 +377,16 @@ fn answer(client: &VllmClient, spec: &LoadSpec, r: &loadtest::LoadReport) -> Ben
             other_traffic: v.other_traffic,
         }
     });
-    let client_max = Summary::of(&latencies).map(|s| s.max);
+    let latency = Stats::of(&latencies);
     if let (Some(p50), Some(max)) = (
         server.as_ref().and_then(|v| v.latency.e2e.p50_ms),
-        client_max,
+        latency.as_ref().map(|s| s.max_ms),
     ) && p50 > max
     {
         notes.push(format!(
             "server quantiles are interpolated inside vLLM's histogram buckets: the e2e p50 of {p50} ms \
-             lies above the slowest request the client saw ({} ms) because the buckets are coarser than \
-             the latencies; the server's avg_ms is exact",
-            round2(max)
+             lies above the slowest request the client saw ({max} ms) because the buckets are coarser than \
+             the latencies; the server's avg_ms is exact"
         ));
     }
     if r.timed_out {
@@ -422,7 +419,7 @@ fn answer(client: &VllmClient, spec: &LoadSpec, r: &loadtest::LoadReport) -> Ben
             total_tokens_per_second: per_s((prompt_tokens + output_tokens) as f64),
             prompt_tokens,
             output_tokens,
-            latency: Stats::of(&latencies),
+            latency,
             ttft: Stats::of(&ttfts),
             itl: Stats::of(&gaps),
             tpot: Stats::of(&tpots),

@@ -14,19 +14,9 @@ use vllm_core::crush_db::generate::{self, ConversationSpec};
 use vllm_core::crush_db::{self, CrushDb};
 use vllm_core::states::{self, EncodedPart, PartKind, StateMeta};
 use vllm_core::store::{Store, rusqlite};
-use vllm_mcp_testkit::{McpProcess, temp_dir};
+use vllm_mcp_testkit::{McpProcess, status_kb, temp_dir};
 
 const RUNS: usize = 5;
-
-fn status_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -335,6 +335,17 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// A `kB` figure of `/proc/<pid>/status` (`"VmRSS:"`, `"VmHWM:"`, ...); 0 when absent.
+pub fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The other half of the contract: a server given an invalid config refuses to start
 /// with exit code 2, prints nothing on stdout (the protocol channel), and names the key
 /// and the file on stderr.

@@ -228,7 +228,7 @@ pub struct LoadReport {
     /// `None` when the server's metrics could not be read before or after.
     pub server: Option<ServerView>,
     /// Why the server's figures are missing, or what to know about them.
-    pub server_note: Option<String>,
+    pub server_notes: Vec<String>,
 }
 
 impl LoadReport {
@@ -317,18 +317,14 @@ pub async fn run(
             })
         })
         .collect();
-    let asked: f64 = outcomes
-        .iter()
-        .filter(|o| matches!(o, RequestOutcome::Done(_)))
-        .count() as f64;
-    let (server, server_note) = server_view(&target, &before, spec, asked, &outcomes).await;
+    let (server, server_notes) = server_view(&target, &before, spec, &outcomes).await;
     LoadReport {
         duration,
         outcomes,
         not_started: spec.requests - started_count,
         timed_out,
         server,
-        server_note,
+        server_notes,
     }
 }
 
@@ -398,9 +394,8 @@ async fn server_view(
     target: &Target,
     before: &[Sample],
     spec: &LoadSpec,
-    completed: f64,
     outcomes: &[RequestOutcome],
-) -> (Option<ServerView>, Option<String>) {
+) -> (Option<ServerView>, Vec<String>) {
     let Some(first) = of_model(before, &spec.model) else {
         let why = before
             .iter()
@@ -412,14 +407,21 @@ async fn server_view(
                     spec.model
                 )
             });
-        return (None, Some(why));
+        return (None, vec![why]);
     };
+    let (mut completed, mut generated) = (0.0, 0.0);
+    for o in outcomes {
+        if let RequestOutcome::Done(c) = o {
+            completed += 1.0;
+            generated += c.output_tokens as f64;
+        }
+    }
     let settle = Instant::now() + Duration::from_secs(3);
     let mut last = None;
     loop {
         let after = Sampler::scrape(target, Duration::from_secs(5)).await;
         if let Some(s) = of_model(&after, &first.model) {
-            let window = SeriesWindow::compute(&[first.clone(), s.clone()]);
+            let window = SeriesWindow::compute(&[first.clone(), s]);
             let counted = window.requests_finished.unwrap_or(0.0);
             last = Some(window);
             if counted >= completed {
@@ -434,31 +436,23 @@ async fn server_view(
     let Some(window) = last else {
         return (
             None,
-            Some("the server's /metrics could not be read after the run".into()),
+            vec!["the server's /metrics could not be read after the run".into()],
         );
     };
-    let generated: f64 = outcomes
-        .iter()
-        .map(|o| match o {
-            RequestOutcome::Done(c) => c.output_tokens as f64,
-            RequestOutcome::Failed { .. } => 0.0,
-        })
-        .sum();
     let started = outcomes.len() as f64;
     let other_traffic = window.requests_finished.is_some_and(|n| n > started)
         || window
             .generation_tokens
             .is_some_and(|n| n > started * spec.output_tokens as f64 + 0.5 && n > generated);
-    let mut note = None;
+    let mut notes = Vec::new();
     if first.model != spec.model {
-        note = Some(format!(
+        notes.push(format!(
             "the server counts `{}` under `{}`: the figures are of that label",
             spec.model, first.model
         ));
     }
     if window.resets > 0 {
-        note =
-            Some("the server restarted during the run: its figures cover the new process".into());
+        notes.push("the server restarted during the run: its figures cover the new process".into());
     }
     (
         Some(ServerView {
@@ -466,7 +460,7 @@ async fn server_view(
             window,
             other_traffic,
         }),
-        note,
+        notes,
     )
 }
 
