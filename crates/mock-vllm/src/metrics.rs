@@ -231,7 +231,11 @@ pub fn render(ctx: &RenderCtx<'_>) -> String {
         if name == "vllm:lora_requests_info" && !ctx.include_lora {
             continue;
         }
-        if name.starts_with("vllm:sleep_mode_") && !ctx.include_sleep {
+        // vLLM declares the sleep-mode families at the first sleep or wake of a dev-mode
+        // server: before that they are absent (the real-vLLM fidelity test saw it).
+        if name.starts_with("vllm:sleep_mode_")
+            && (!ctx.include_sleep || stats.sleep_ops.values().all(|h| h.count == 0))
+        {
             continue;
         }
         let _ = writeln!(out, "# HELP {} {}", fam.name, fam.help);

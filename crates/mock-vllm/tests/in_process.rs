@@ -212,6 +212,10 @@ async fn metric_families_labels_and_buckets_match_captures() {
         r#"{"prompt":"a b c","max_tokens":3}"#,
     )
     .await;
+    // A real dev-mode server declares the sleep-mode families at its first sleep or wake
+    // (found by the real-vLLM fidelity test): none before.
+    let (_, before) = get(&c, &m, "/metrics").await;
+    assert!(!before.contains("vllm:sleep_mode_"), "{before}");
     post(&c, &m, "/sleep?level=1", "").await;
     post(&c, &m, "/wake_up", "").await;
     let (_, text) = get(&c, &m, "/metrics").await;
