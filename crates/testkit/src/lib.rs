@@ -386,6 +386,19 @@ impl ServerRig {
     /// a 41-port range, short grace and health timeouts) and `[launcher.env]` last, so
     /// [`ServerRig::with_launcher_env`] can add to it.
     pub fn new(extra: &str) -> ServerRig {
+        let mock = bin("mock-vllm");
+        ServerRig::with_vllm(extra, &mock, 3.0, 60.0, &[("MOCK_VLLM_START_DELAY", "0.3")])
+    }
+
+    /// Like [`ServerRig::new`] with another vLLM command (a real `vllm`), its grace and
+    /// health timeouts, and `[launcher.env]` entries.
+    pub fn with_vllm(
+        extra: &str,
+        command: &Path,
+        grace_seconds: f64,
+        health_timeout_seconds: f64,
+        env: &[(&str, &str)],
+    ) -> ServerRig {
         let dir = temp_dir();
         let base = free_port().clamp(20_000, 60_000);
         let config = dir.path().join("config.toml");
@@ -396,14 +409,17 @@ impl ServerRig {
             .unwrap_or_default();
         // The marker is in [launcher.env] too: servers launched by any launcher using
         // this config (a test's own in-process one included) carry it.
-        let text = format!(
-            "data_dir = {data:?}\n{extra}\n[launcher]\ncommand = [{mock:?}]\nport_range = [{base}, {hi}]\n\
-             grace_period_seconds = 3.0\nhealth_timeout_seconds = 60.0\n[launcher.env]\n\
-             VLLM_MCP_TEST_RIG = {marker:?}\nMOCK_VLLM_START_DELAY = \"0.3\"\n",
+        let mut text = format!(
+            "data_dir = {data:?}\n{extra}\n[launcher]\ncommand = [{command:?}]\nport_range = [{base}, {hi}]\n\
+             grace_period_seconds = {grace_seconds:?}\nhealth_timeout_seconds = {health_timeout_seconds:?}\n\
+             [launcher.env]\nVLLM_MCP_TEST_RIG = {marker:?}\n",
             data = dir.path().display().to_string(),
-            mock = bin("mock-vllm").display().to_string(),
+            command = command.display().to_string(),
             hi = base + 40,
         );
+        for (k, v) in env {
+            text.push_str(&format!("{k} = {v:?}\n"));
+        }
         std::fs::write(&config, text).expect("write config");
         ServerRig {
             dir,
@@ -448,19 +464,26 @@ impl ServerRig {
     }
 }
 
-impl Drop for ServerRig {
-    fn drop(&mut self) {
+impl ServerRig {
+    /// Live processes carrying the rig's marker: its MCP servers and every vLLM server
+    /// they launched, with all their children.
+    pub fn marked_pids(&self) -> Vec<i32> {
         let needle = format!("VLLM_MCP_TEST_RIG={}", self.marker);
         let Ok(dir) = std::fs::read_dir("/proc") else {
-            return;
+            return Vec::new();
         };
-        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-                continue;
-            };
-            if !environ.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
-                continue;
-            }
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|environ| environ.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for ServerRig {
+    fn drop(&mut self) {
+        for pid in self.marked_pids() {
             let pgid = unsafe { libc::getpgid(pid) };
             // Never our own group: the test process does not carry the marker, but be sure.
             if pgid > 1 && pgid != unsafe { libc::getpgid(0) } {
