@@ -223,7 +223,7 @@ fn p99_latency_comes_from_the_histogram_increase() {
         let mut s = up(t);
         let d = e2e(10.0 * i, slow);
         s.e2e_count = d.e2e.as_ref().map(|h| h.count);
-        s.detail = Some(d);
+        s.detail = Some(Box::new(d));
         (vec![s], vec![])
     });
     assert!(r.all[0].alert.value.unwrap() > 30_000.0);

@@ -52,12 +52,12 @@ fn s(
         kv_cache_usage: Some(0.25),
         e2e_count: Some(e2e.count),
         e2e_sum: e2e.sum,
-        detail: Some(SampleDetail {
+        detail: Some(Box::new(SampleDetail {
             by_reason,
             e2e: Some(e2e),
             kv_cache_memory_bytes: Some(1 << 30),
             ..SampleDetail::default()
-        }),
+        })),
         ..Sample::default()
     }
 }

@@ -77,7 +77,7 @@ pub fn insert(store: &Store, samples: &[Sample], gpus: &[GpuSnapshot], ts: f64) 
             let detail = s
                 .detail
                 .as_ref()
-                .filter(|d| **d != SampleDetail::default())
+                .filter(|d| ***d != SampleDetail::default())
                 .and_then(|d| serde_json::to_string(d).ok());
             st.execute(params![
                 s.ts,
@@ -185,13 +185,13 @@ pub fn read_window(store: &Store, since: f64, until: f64) -> Result<Vec<Vec<Samp
             let plain: Vec<&Sample> = ser.iter().map(|(_, s)| s).collect();
             wanted.extend(window::detail_rows(&plain).into_iter().map(|i| ser[i].0));
         }
-        let details = read_details(c, &wanted)?;
+        let mut details = read_details(c, &wanted)?;
         Ok(series
             .into_iter()
             .map(|ser| {
                 ser.into_iter()
                     .map(|(id, mut s)| {
-                        s.detail = details.get(&id).cloned();
+                        s.detail = details.remove(&id).map(Box::new);
                         s
                     })
                     .collect()

@@ -50,8 +50,9 @@ pub struct Sample {
     pub ttft_count: Option<f64>,
     pub itl_count: Option<f64>,
     pub queue_count: Option<f64>,
-    /// The blob; `None` when it was not read from the store.
-    pub detail: Option<SampleDetail>,
+    /// The blob; `None` when it was not read from the store. Boxed: a 24 h window holds
+    /// thousands of samples and most have no detail read, so the row stays small.
+    pub detail: Option<Box<SampleDetail>>,
 }
 
 /// The bulky part of a sample.
@@ -151,12 +152,12 @@ impl Sample {
             base_url: base_url.into(),
             up: true,
             start_time,
-            detail: Some(SampleDetail {
+            detail: Some(Box::new(SampleDetail {
                 kv_cache_memory_bytes: cache.and_then(|c| c.kv_cache_memory_bytes),
                 num_gpu_blocks: cache.and_then(|c| c.num_gpu_blocks),
                 block_size: cache.and_then(|c| c.block_size),
                 ..SampleDetail::default()
-            }),
+            })),
             ..Sample::default()
         };
         if snap.models.is_empty() {
