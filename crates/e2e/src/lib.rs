@@ -81,12 +81,14 @@ impl Real {
     }
 
     /// A rig whose launcher is the real vLLM (300 s to become healthy, 20 s of grace).
+    /// The servers' TMPDIR and caches live in the rig's directory, removed with it.
     pub fn rig(&self, extra: &str) -> ServerRig {
-        let tmp = std::env::temp_dir().join(format!("vllm-mcp-e2e-{}", std::process::id()));
+        let rig = ServerRig::with_vllm(extra, &self.vllm, 20.0, 300.0, &[]);
+        let tmp = rig.dir.path().join("tmp");
         std::fs::create_dir_all(tmp.join("vllm-cache")).expect("create the servers' TMPDIR");
         let env = Real::launcher_env(&tmp);
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        ServerRig::with_vllm(extra, &self.vllm, 20.0, 300.0, &pairs)
+        rig.with_launcher_env(&pairs)
     }
 
     /// The arguments every launch of the tiny model gets (the reference's working start).

@@ -717,7 +717,6 @@ async fn real_start_failures_are_classified() {
     // ... and what the real vLLM says when it is launched anyway is classified the same.
     let phase = Phase::start("a failed start: MAX_MODEL_LEN_TOO_LARGE (vllm serve itself)");
     let tmp = rig.dir.path().join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
     let out = tokio::process::Command::new(&real.vllm)
         .args(["serve", real.model.to_str().unwrap(), "--host", "127.0.0.1"])
         .args(["--port", &vllm_mcp_testkit::free_port().to_string()])
