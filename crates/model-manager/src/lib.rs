@@ -23,7 +23,7 @@ use tools::{ModelSummary, Performance};
 use vllm_core::launcher::process;
 use vllm_core::launcher::supervisor::Launcher;
 use vllm_core::models::ModelRecord;
-use vllm_core::prom::{self, Exposition, Histogram, VllmSnapshot};
+use vllm_core::prom::{self, Histogram, VllmSnapshot};
 use vllm_core::vllm::VllmClient;
 use vllm_core::{Error, Result, estimate, models};
 use vllm_mcp_kit::{Kit, ResourceBody, Service, Toolbox};
@@ -34,13 +34,21 @@ pub const NAME: &str = "vllm-model-manager";
 /// Scrapes older than this are not used as the start of a performance window.
 const WINDOW: Duration = Duration::from_secs(60);
 
+/// Kept scrapes are at least this far apart: a client calling get-model-info in a loop
+/// replaces the newest one instead of growing the list (at most 26 per server).
+const SCRAPE_SPACING: Duration = Duration::from_secs(5);
+
+/// One `/metrics` scrape of a server, as its typed view, and when it was taken.
+type Scrape = (Instant, Arc<VllmSnapshot>);
+
 /// The server's state.
 pub struct ModelManager {
     kit: Arc<Kit>,
     /// `None` when the store could not be opened (every tool then answers STORAGE_ERROR).
     launcher: Option<Arc<Launcher>>,
-    /// Recent `/metrics` scrapes per server, to compute rates over the last minute.
-    scrapes: Mutex<HashMap<String, Vec<(Instant, Exposition)>>>,
+    /// Recent `/metrics` scrapes per server, as typed views, to compute rates over the
+    /// last minute.
+    scrapes: Mutex<HashMap<String, Vec<Scrape>>>,
 }
 
 impl ModelManager {
@@ -60,7 +68,8 @@ impl ModelManager {
     /// to them, else their resident memory.
     pub fn memory_usage_mb(&self, r: &ModelRecord) -> Option<u64> {
         let pid = r.pid.filter(|_| r.status.is_active())?;
-        self.memory_of_members(&process::group_members(pid))
+        let groups = process::groups_recent(process::FIGURES_MAX_AGE);
+        self.memory_of_members(groups.get(&pid).map(Vec::as_slice).unwrap_or(&[]))
     }
 
     /// Memory of a model's processes: NVML's figure when it attributes GPU memory to
@@ -151,7 +160,8 @@ impl ModelManager {
     }
 
     fn gpu_utilization(&self, pgid: u32) -> Option<f64> {
-        let members = process::group_members(pgid);
+        let groups = process::groups_recent(process::FIGURES_MAX_AGE);
+        let members = groups.get(&pgid).map(Vec::as_slice).unwrap_or(&[]);
         let gpus = self.kit.gpus.snapshots().ok()?;
         let used: Vec<f64> = gpus
             .iter()
@@ -166,14 +176,20 @@ impl ModelManager {
         (!used.is_empty()).then(|| used.iter().sum::<f64>() / used.len() as f64)
     }
 
-    async fn scrape(&self, client: &VllmClient) -> Option<Exposition> {
+    async fn scrape(&self, client: &VllmClient) -> Option<Arc<VllmSnapshot>> {
         let text = client.metrics_text().await.ok()?;
         let (exp, _) = prom::parse_lenient(&text);
+        let snap = Arc::new(VllmSnapshot::from_exposition(&exp));
         let mut scrapes = self.scrapes.lock().unwrap_or_else(|e| e.into_inner());
         let list = scrapes.entry(client.base_url().to_string()).or_default();
         list.retain(|(t, _)| t.elapsed() < WINDOW * 2);
-        list.push((Instant::now(), exp.clone()));
-        Some(exp)
+        // Consecutive entries, but for the newest, stay SCRAPE_SPACING apart.
+        let n = list.len();
+        if n >= 2 && list[n - 1].0.duration_since(list[n - 2].0) < SCRAPE_SPACING {
+            list.pop();
+        }
+        list.push((Instant::now(), snap.clone()));
+        Some(snap)
     }
 
     /// Rates between the oldest scrape of the last minute and now. Without an earlier
@@ -187,7 +203,7 @@ impl ModelManager {
                         t.elapsed() <= WINDOW && t.elapsed() >= Duration::from_millis(500)
                     })
                     .min_by_key(|(t, _)| *t)
-                    .map(|(t, e)| (*t, e.clone()))
+                    .map(|(t, e)| (*t, Arc::clone(e)))
             })
         };
         let (t0, e0) = match earlier {
@@ -210,8 +226,8 @@ impl ModelManager {
             };
         };
         let window = t0.elapsed().as_secs_f64();
-        let m0 = VllmSnapshot::from_exposition(&e0).model(model_id).cloned();
-        let m1 = VllmSnapshot::from_exposition(&e1).model(model_id).cloned();
+        let m0 = e0.model(model_id).cloned();
+        let m1 = e1.model(model_id).cloned();
         let Some(m1) = m1 else {
             return Performance {
                 window_seconds: Some(window),

@@ -143,7 +143,8 @@ async fn list_models(s: &ModelManager, p: ListParams) -> Result<ListAnswer> {
     let launcher = s.launcher()?;
     let mut all = Vec::new();
     let mut seen = HashSet::new();
-    let groups = vllm_core::launcher::process::groups();
+    let groups =
+        vllm_core::launcher::process::groups_recent(vllm_core::launcher::process::FIGURES_MAX_AGE);
     for r in launcher.list_quick().await? {
         seen.insert(r.model_id.clone());
         all.push(s.summary_of_record(&r, &groups));

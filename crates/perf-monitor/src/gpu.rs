@@ -144,7 +144,7 @@ pub(crate) fn pid_models(kit: &Kit) -> HashMap<u32, String> {
         return HashMap::new();
     };
     let records = models::list(store).unwrap_or_default();
-    let groups = process::groups();
+    let groups = process::groups_recent(process::FIGURES_MAX_AGE);
     let mut out = HashMap::new();
     for (r, members) in crate::metrics::live_groups(&records, &groups) {
         for pid in members {

@@ -102,7 +102,7 @@ const MIB: u64 = 1 << 20;
 fn compute(kit: &Kit) -> Result<MemoryAnswer> {
     let store = kit.store()?;
     let records = models::list(store)?;
-    let groups = process::groups();
+    let groups = process::groups_recent(process::FIGURES_MAX_AGE);
     let live = crate::metrics::live_groups(&records, &groups);
     // The newest sample of each series of the last retention period.
     let latest = history::latest(

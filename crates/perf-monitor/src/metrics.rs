@@ -650,7 +650,7 @@ pub(crate) fn live_groups(
 
 /// Resident memory of the launched models' processes, and a note on what it leaves out.
 pub(crate) fn system_ram_mb(records: &[ModelRecord], kit: &Kit) -> (Option<u64>, Option<String>) {
-    let groups = process::groups();
+    let groups = process::groups_recent(process::FIGURES_MAX_AGE);
     let live = live_groups(records, &groups);
     let pids: Vec<u32> = live.iter().flat_map(|(_, m)| m.iter().copied()).collect();
     let note = (!kit.endpoints.is_empty()).then(|| {

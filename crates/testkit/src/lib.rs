@@ -4,6 +4,8 @@
 //! handshake, JSON in the text content. Binaries are found next to the test executable
 //! (`target/<profile>/`), which `cargo test --workspace` builds before any test runs.
 
+pub mod wire;
+
 use rmcp::ServiceExt;
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ReadResourceRequestParams, ResourceContents, Tool,
@@ -344,6 +346,19 @@ pub fn status_kb(pid: u32, key: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// User + system CPU seconds `pid` has spent so far (from `/proc/<pid>/stat`).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count from the closing parenthesis.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // utime and stime are fields 14 and 15: the 12th and 13th after the name.
+    (ticks(11) + ticks(12)) / hz
 }
 
 /// The other half of the contract: a server given an invalid config refuses to start

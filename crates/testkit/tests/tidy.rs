@@ -43,12 +43,13 @@ fn every_file_starts_with_a_module_doc() {
 #[test]
 fn no_stdout_in_libraries_and_servers() {
     // mock-vllm is a stand-in for vLLM (its own process, printing logs like vLLM's);
-    // the tour and test helpers (the real-vLLM suite's too) talk to a person. Everything
-    // else may be an MCP server.
+    // the tour, the benchmark suite and test helpers (the real-vLLM suite's too) talk to
+    // a person. Everything else may be an MCP server.
     let exempt = [
         "crates/mock-vllm/",
         "crates/testkit/",
         "crates/e2e/",
+        "crates/bench/",
         "/benches/",
         "/tests/",
         "/examples/",

@@ -835,6 +835,30 @@ pub fn groups() -> std::collections::HashMap<u32, Vec<u32>> {
     out
 }
 
+/// How old the process table behind figures (a model's memory, its GPU share) may be:
+/// the supervision round looks at every server once a second too.
+pub const FIGURES_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// [`groups`], shared between callers and at most `max_age` old. For figures that
+/// every list or info call reads (a model's memory, its GPU share), so that a client
+/// calling in a loop does not rescan the process table each time; never for decisions
+/// (liveness, stopping), which read `/proc` afresh.
+pub fn groups_recent(
+    max_age: Duration,
+) -> std::sync::Arc<std::collections::HashMap<u32, Vec<u32>>> {
+    type Table = std::sync::Arc<std::collections::HashMap<u32, Vec<u32>>>;
+    static RECENT: std::sync::Mutex<Option<(Instant, Table)>> = std::sync::Mutex::new(None);
+    let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, table)) = recent.as_ref()
+        && at.elapsed() <= max_age
+    {
+        return table.clone();
+    }
+    let table: Table = std::sync::Arc::new(groups());
+    *recent = Some((Instant::now(), table.clone()));
+    table
+}
+
 /// Resident memory of these processes, MiB, rounded up (see [`group_rss_mb`]).
 pub fn rss_mb_of(pids: &[u32]) -> u64 {
     // SAFETY: sysconf has no preconditions.
