@@ -15,12 +15,14 @@
 pub mod audit;
 pub mod context;
 pub mod envelope;
+pub mod framing;
 pub mod gate;
 pub mod health;
 pub mod page;
 pub mod runtime;
 pub mod server;
 pub mod tool;
+pub mod uri;
 
 pub use context::Kit;
 pub use server::{McpServer, ResourceBody, Service};

@@ -132,7 +132,10 @@ where
     let (service, tools) = build(kit)?;
     let mcp = McpServer::new(Arc::new(service), tools);
     let running = mcp
-        .serve(rmcp::transport::stdio())
+        .serve(crate::framing::guard(
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+        ))
         .await
         .map_err(|e| vllm_core::Error::Internal(format!("MCP handshake failed: {e}")))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

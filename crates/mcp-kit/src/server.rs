@@ -314,9 +314,9 @@ impl<S: Service> ServerHandler for McpServer<S> {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> std::result::Result<ListResourcesResult, McpError> {
-        Ok(ListResourcesResult::with_all_items(
-            self.state.resources().await,
-        ))
+        let mut all = self.state.resources().await;
+        all.push(audit::resource());
+        Ok(ListResourcesResult::with_all_items(all))
     }
 
     async fn subscribe(
@@ -353,9 +353,9 @@ impl<S: Service> ServerHandler for McpServer<S> {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> std::result::Result<ListResourceTemplatesResult, McpError> {
-        Ok(ListResourceTemplatesResult::with_all_items(
-            self.state.resource_templates(),
-        ))
+        let mut all = self.state.resource_templates();
+        all.push(audit::template());
+        Ok(ListResourceTemplatesResult::with_all_items(all))
     }
 
     async fn read_resource(
@@ -364,7 +364,11 @@ impl<S: Service> ServerHandler for McpServer<S> {
         _context: RequestContext<RoleServer>,
     ) -> std::result::Result<ReadResourceResponse, McpError> {
         let uri = request.uri;
-        match self.state.read_resource(&uri).await {
+        let body = match audit::read(self.state.kit(), &uri).await {
+            Some(body) => Some(body),
+            None => self.state.read_resource(&uri).await,
+        };
+        match body {
             None => Err(McpError::resource_not_found(
                 format!(
                     "unknown resource `{uri}`; resources/list and resources/templates/list show what exists"

@@ -37,6 +37,9 @@ pub struct ToolDef {
     pub destructive: bool,
     /// Repeating the call with the same arguments has no further effect.
     pub idempotent: bool,
+    /// The call starts GPU work (a launch, a wake, generation): it takes a slot of
+    /// `limits.gpu_work_per_minute` before it runs.
+    pub gpu_work: bool,
 }
 
 impl ToolDef {
@@ -50,6 +53,17 @@ impl ToolDef {
             read_only: true,
             destructive: false,
             idempotent: true,
+            gpu_work: false,
+        }
+    }
+
+    /// A tool that changes something: tier control, not idempotent unless said.
+    pub const fn control(name: &'static str, description: &'static str) -> ToolDef {
+        ToolDef {
+            tier: Tier::Control,
+            read_only: false,
+            idempotent: false,
+            ..ToolDef::read(name, description)
         }
     }
 
@@ -108,7 +122,7 @@ impl<S> Default for Toolbox<S> {
     }
 }
 
-impl<S: Send + Sync + 'static> Toolbox<S> {
+impl<S: crate::Service> Toolbox<S> {
     /// Registers a tool: `P` its parameters, `R` its answer (`success: true` is added).
     pub fn add<P, R, F, Fut>(&mut self, def: ToolDef, f: F)
     where
@@ -127,6 +141,7 @@ impl<S: Send + Sync + 'static> Toolbox<S> {
             let f = f.clone();
             Box::pin(async move {
                 let params: P = parse_args(args)?;
+                crate::gate::take_gpu_work_slot(state.kit(), &def).await?;
                 let out = f(state, params, ctx).await?;
                 let value = serde_json::to_value(out)
                     .map_err(|e| Error::Internal(format!("answer not serializable: {e}")))?;
@@ -296,9 +311,8 @@ mod tests {
     #[test]
     fn raising_args() {
         let def = ToolDef {
-            tier: Tier::Control,
             raising_args: &["force"],
-            ..ToolDef::read("unload-model", "")
+            ..ToolDef::control("unload-model", "")
         };
         assert_eq!(
             def.tier_for(&serde_json::json!({"force": false})),

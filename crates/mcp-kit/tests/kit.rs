@@ -4,7 +4,7 @@
 //! exercise rmcp's real protocol handling without spawning processes.
 
 use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, ReadResourceRequestParams, Resource};
+use rmcp::model::{CallToolRequestParams, ReadResourceRequestParams, Resource, ResourceContents};
 use rmcp::service::{RoleClient, RunningService};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -91,11 +91,19 @@ fn toolbox() -> Toolbox<TestService> {
     );
     t.add(
         ToolDef {
-            tier: Tier::Control,
             raising_args: &["force"],
-            read_only: false,
-            idempotent: false,
-            ..ToolDef::read("touch", "Has a side effect.")
+            ..ToolDef::control("touch", "Has a side effect.")
+        },
+        |s: Arc<TestService>, _: TouchParams, _| async move {
+            Ok(TouchOut {
+                touched: s.side_effects.fetch_add(1, Ordering::SeqCst) + 1,
+            })
+        },
+    );
+    t.add(
+        ToolDef {
+            gpu_work: true,
+            ..ToolDef::control("generate", "Starts GPU work.")
         },
         |s: Arc<TestService>, _: TouchParams, _| async move {
             Ok(TouchOut {
@@ -118,13 +126,20 @@ fn toolbox() -> Toolbox<TestService> {
 struct Rig {
     client: RunningService<RoleClient, ()>,
     state: Arc<TestService>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 async fn rig(edit: impl FnOnce(&mut Config)) -> Rig {
     let dir = vllm_mcp_testkit::temp_dir();
+    let mut r = rig_in(dir.path(), edit).await;
+    r._dir = Some(dir);
+    r
+}
+
+/// A rig whose store is in `dir` (two rigs on one directory are two servers sharing it).
+async fn rig_in(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> Rig {
     let mut config = Config::from_toml("", None, &|_| None).unwrap();
-    config.data_dir = dir.path().to_path_buf();
+    config.data_dir = dir.to_path_buf();
     edit(&mut config);
     let kit = Kit::new(
         "test-server",
@@ -147,7 +162,7 @@ async fn rig(edit: impl FnOnce(&mut Config)) -> Rig {
     Rig {
         client,
         state,
-        _dir: dir,
+        _dir: None,
     }
 }
 
@@ -244,6 +259,147 @@ async fn the_gate_refuses_before_any_side_effect() {
         r.call("echo", json!({"count": 1})).await.code(),
         Some("PERMISSION_DENIED")
     );
+}
+
+#[tokio::test]
+async fn gpu_work_is_rate_limited_across_the_servers_of_a_store() {
+    let r = rig(|c| c.limits.gpu_work_per_minute = 3).await;
+    // Malformed calls are refused before they take a slot.
+    for _ in 0..5 {
+        let a = r.call("generate", json!({"force": "yes"})).await;
+        assert_eq!(a.code(), Some("INVALID_ARGUMENT"), "{}", a.json);
+    }
+    for i in 1..=3 {
+        let a = r.call("generate", json!({})).await;
+        assert!(!a.is_error, "call {i}: {}", a.json);
+    }
+    let a = r.call("generate", json!({})).await;
+    assert_eq!(a.code(), Some("RATE_LIMITED"), "{}", a.json);
+    let details = &a.json["error"]["details"];
+    assert_eq!(details["limit"], "limits.gpu_work_per_minute");
+    let wait = details["retry_after_seconds"].as_u64().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert!(
+        details["suggestion"]
+            .as_str()
+            .unwrap()
+            .contains("gpu_work_per_minute"),
+        "{details}"
+    );
+    // Refused before the handler ran, and audited as refused.
+    assert_eq!(r.state.side_effects.load(Ordering::SeqCst), 3);
+    let store = r.state.kit.store().unwrap();
+    let refused = store
+        .audit_entries(&AuditQuery {
+            tool: Some("generate".into()),
+            result_code: Some("RATE_LIMITED".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(refused.len(), 1);
+    // Tools that start no GPU work are not counted.
+    assert!(!r.call("touch", json!({})).await.is_error);
+
+    // A second server on the same store shares the count.
+    let shared = vllm_mcp_testkit::temp_dir();
+    let first = rig_in(shared.path(), |c| c.limits.gpu_work_per_minute = 2).await;
+    let second = rig_in(shared.path(), |c| c.limits.gpu_work_per_minute = 2).await;
+    assert!(!first.call("generate", json!({})).await.is_error);
+    assert!(!second.call("generate", json!({})).await.is_error);
+    assert_eq!(
+        first.call("generate", json!({})).await.code(),
+        Some("RATE_LIMITED")
+    );
+    assert_eq!(
+        second.call("generate", json!({})).await.code(),
+        Some("RATE_LIMITED")
+    );
+
+    // 0 turns the limit off.
+    let r = rig(|c| c.limits.gpu_work_per_minute = 0).await;
+    for _ in 0..50 {
+        assert!(!r.call("generate", json!({})).await.is_error);
+    }
+}
+
+impl Rig {
+    async fn read_json(&self, uri: &str) -> Value {
+        let r = self
+            .client
+            .read_resource(ReadResourceRequestParams::new(uri))
+            .await
+            .unwrap();
+        match &r.contents[0] {
+            ResourceContents::TextResourceContents { text, .. } => {
+                serde_json::from_str(text).unwrap()
+            }
+            other => panic!("not text: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_is_a_resource_newest_first_and_filterable() {
+    let r = rig(|c| c.security.max_tier = Tier::Read).await;
+    let list = r.client.list_all_resources().await.unwrap();
+    assert!(list.iter().any(|x| x.uri == "vllm://audit/log"), "{list:?}");
+    let templates = r.client.list_all_resource_templates().await.unwrap();
+    assert!(
+        templates
+            .iter()
+            .any(|t| t.uri_template.starts_with("vllm://audit/log{?")),
+        "{templates:?}"
+    );
+    for i in 0..3 {
+        assert!(!r.call("echo", json!({"count": i})).await.is_error);
+    }
+    assert_eq!(
+        r.call("touch", json!({"token": "s3cret-planted"}))
+            .await
+            .code(),
+        Some("PERMISSION_DENIED")
+    );
+    let all = r.read_json("vllm://audit/log").await;
+    let entries = all["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 4, "{all}");
+    // Newest first: the refused touch, then the echoes from the last to the first.
+    assert_eq!(entries[0]["tool"], "touch");
+    assert_eq!(entries[0]["result_code"], "PERMISSION_DENIED");
+    assert_eq!(entries[1]["arguments"]["count"], 2);
+    assert_eq!(entries[3]["arguments"]["count"], 0);
+    assert!(!all.to_string().contains("s3cret-planted"), "{all}");
+
+    let refused = r
+        .read_json("vllm://audit/log?result_code=PERMISSION_DENIED")
+        .await;
+    assert_eq!(refused["count"], 1);
+    let echoes = r.read_json("vllm://audit/log?tool=echo&limit=2").await;
+    assert_eq!(echoes["count"], 2);
+    assert_eq!(echoes["entries"][0]["arguments"]["count"], 2);
+    let next = echoes["next_before_id"].as_i64().expect("a next page");
+    let page2 = r
+        .read_json(&format!(
+            "vllm://audit/log?tool=echo&limit=2&before_id={next}"
+        ))
+        .await;
+    assert_eq!(page2["count"], 1);
+    assert_eq!(page2["entries"][0]["arguments"]["count"], 0);
+    assert_eq!(page2["next_before_id"], Value::Null);
+    let none = r.read_json("vllm://audit/log?server=another").await;
+    assert_eq!(none["count"], 0);
+
+    // A bad filter is our error shape, as content.
+    for bad in [
+        "vllm://audit/log?limit=0",
+        "vllm://audit/log?limit=x",
+        "vllm://audit/log?colour=red",
+        "vllm://audit/log?since=NaN",
+        "vllm://audit/log?tool",
+    ] {
+        let e = r.read_json(bad).await;
+        assert_eq!(e["success"], false, "{bad}: {e}");
+        assert_eq!(e["error"]["code"], "INVALID_ARGUMENT", "{bad}: {e}");
+    }
 }
 
 #[tokio::test]

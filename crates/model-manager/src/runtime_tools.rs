@@ -20,7 +20,6 @@ use serde_json::{Map, Value, json};
 use std::path::{Component, Path};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vllm_core::config::Tier;
 use vllm_core::launcher::{process, validate_model_id};
 use vllm_core::models::{self, ModelRecord, ModelStatus};
 use vllm_core::vllm::{ModelCard, VllmClient};
@@ -43,10 +42,8 @@ const MAX_STOP: usize = 4;
 pub fn register(t: &mut Toolbox<ModelManager>) {
     t.add(
         ToolDef {
-            tier: Tier::Control,
-            read_only: false,
             idempotent: true,
-            ..ToolDef::read(
+            ..ToolDef::control(
                 "load-lora-adapter",
                 "Load a LoRA adapter into a loaded model's running vLLM server, without a restart. The adapter \
                  is then served under lora_name: use it as model_id in chat (or as `model` in requests). \
@@ -58,10 +55,8 @@ pub fn register(t: &mut Toolbox<ModelManager>) {
     );
     t.add(
         ToolDef {
-            tier: Tier::Control,
-            read_only: false,
             idempotent: true,
-            ..ToolDef::read(
+            ..ToolDef::control(
                 "unload-lora-adapter",
                 "Remove a LoRA adapter that load-lora-adapter (or --lora-modules) added to a model's server. \
                  The base model keeps serving.",
@@ -71,10 +66,8 @@ pub fn register(t: &mut Toolbox<ModelManager>) {
     );
     t.add(
         ToolDef {
-            tier: Tier::Control,
-            read_only: false,
             idempotent: true,
-            ..ToolDef::read(
+            ..ToolDef::control(
                 "sleep-model",
                 "Put a loaded model to sleep: its server stays up but frees its GPU memory (level 1 offloads the \
                  weights to CPU memory for a fast wake-model; level 2 discards them). Requests wait until \
@@ -86,10 +79,9 @@ pub fn register(t: &mut Toolbox<ModelManager>) {
     );
     t.add(
         ToolDef {
-            tier: Tier::Control,
-            read_only: false,
+            gpu_work: true,
             idempotent: true,
-            ..ToolDef::read(
+            ..ToolDef::control(
                 "wake-model",
                 "Wake a model put to sleep by sleep-model: reloads its memory and waits until it serves again \
                  (status loaded). A model that is awake is left as it is.",
@@ -99,10 +91,8 @@ pub fn register(t: &mut Toolbox<ModelManager>) {
     );
     t.add(
         ToolDef {
-            tier: Tier::Control,
-            read_only: false,
-            idempotent: false,
-            ..ToolDef::read(
+            gpu_work: true,
+            ..ToolDef::control(
                 "chat",
                 "Send a short chat (non-streaming, at most 1024 output tokens) to a loaded model or LoRA adapter to \
                  try it, e.g. right after load-model. Answers the assistant's text, finish_reason, token usage and \

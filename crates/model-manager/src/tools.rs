@@ -8,7 +8,6 @@ use serde_json::{Map, Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use vllm_core::config::Tier;
 use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest, Preflight};
 use vllm_core::models::{ModelRecord, ModelStatus, RestartPolicy};
 use vllm_core::{Error, LoadFailure, Result, estimate, model_files, models};
@@ -28,11 +27,10 @@ pub fn register(t: &mut Toolbox<ModelManager>) {
     );
     t.add(
         ToolDef {
-            tier: Tier::Control,
+            gpu_work: true,
             raising_args: &["force", "replace"],
-            read_only: false,
             idempotent: true,
-            ..ToolDef::read(
+            ..ToolDef::control(
                 "load-model",
                 "Load a model by starting a vLLM server for it. Returns at once with status loading, \
                  estimated_load_time (s) and memory_required_mb; wait_seconds waits until it is served. \
@@ -44,12 +42,10 @@ pub fn register(t: &mut Toolbox<ModelManager>) {
     );
     t.add(
         ToolDef {
-            tier: Tier::Control,
             raising_args: &["force"],
-            read_only: false,
             destructive: true,
             idempotent: true,
-            ..ToolDef::read(
+            ..ToolDef::control(
                 "unload-model",
                 "Unload a model launched by this manager: stops its vLLM server (SIGTERM, grace period, then SIGKILL) \
                  and reports the memory freed. With requests running it waits for them, then refuses with MODEL_BUSY \
@@ -68,10 +64,8 @@ pub fn register(t: &mut Toolbox<ModelManager>) {
     );
     t.add(
         ToolDef {
-            tier: Tier::Control,
-            read_only: false,
             idempotent: true,
-            ..ToolDef::read(
+            ..ToolDef::control(
                 "set-model-config",
                 "Set a model's sampling defaults (max_tokens, temperature, top_p, top_k, repetition_penalty, ...) used \
                  for requests that do not set them. They apply at the next launch; restart: true relaunches a loaded \

@@ -28,7 +28,6 @@ pub mod resources;
 
 use rmcp::model::{Resource, ResourceTemplate};
 use std::sync::Arc;
-use vllm_core::config::Tier;
 use vllm_core::monitor::Sampler;
 use vllm_core::{Result, monitor};
 use vllm_mcp_kit::{Kit, NoParams, ResourceBody, Service, ToolDef, Toolbox};
@@ -131,10 +130,8 @@ pub fn build(kit: Arc<Kit>) -> Result<(PerfMonitor, Toolbox<PerfMonitor>)> {
     );
     t.add(
         ToolDef {
-            tier: Tier::Control,
-            read_only: false,
-            idempotent: false,
-            ..ToolDef::read(
+            gpu_work: true,
+            ..ToolDef::control(
                 "benchmark-model",
                 "Load-test a loaded model with a bounded run: requests (default 20, at most 1000) completions of \
                  prompt_tokens (default 128) prompt and output_tokens (default 64) generated tokens each, \

@@ -172,7 +172,7 @@ pub struct LoadAnswer {
 pub struct ClearParams {
     /// Only this session's states.
     pub session_id: Option<String>,
-    /// Only states saved more than this many hours ago (>= 0).
+    /// Only states saved more than this many hours ago (0 to 1,000,000).
     pub older_than_hours: Option<f64>,
     /// Remove the models part (models, configurations, metrics) of matching states (default true).
     #[serde(default = "yes")]
@@ -250,10 +250,7 @@ pub struct ImportAnswer {
 pub fn register(t: &mut Toolbox<StatePersistence>) {
     t.add(
         ToolDef {
-            tier: Tier::Control,
-            read_only: false,
-            idempotent: false,
-            ..ToolDef::read(
+            ..ToolDef::control(
                 "save-state",
                 "Save the serving state: every launched model (source, launch arguments, GPUs, sampling defaults, vLLM \
                  version) and the Crush session's conversation with its sub-agent sessions. session_id `current` means \
@@ -264,11 +261,9 @@ pub fn register(t: &mut Toolbox<StatePersistence>) {
     );
     t.add(
         ToolDef {
-            tier: Tier::Control,
+            gpu_work: true,
             raising_args: &["restore_to_crush", "replace_drifted"],
-            read_only: false,
-            idempotent: false,
-            ..ToolDef::read(
+            ..ToolDef::control(
                 "load-state",
                 "Restore a saved state (the session's newest unless state_id is given): relaunch its models with their \
                  saved arguments (skipping those already running the same way, reporting drift), and make its \
@@ -295,10 +290,7 @@ pub fn register(t: &mut Toolbox<StatePersistence>) {
     );
     t.add(
         ToolDef {
-            tier: Tier::Control,
-            read_only: false,
-            idempotent: false,
-            ..ToolDef::read(
+            ..ToolDef::control(
                 "export-state",
                 "Write a saved state to one portable, checksummed file under the data directory's exports/ (or a \
                  directory of the [state] export_dirs setting, by absolute path).",
@@ -990,16 +982,20 @@ impl StatusName for ModelStatus {
     }
 }
 
+/// The largest `older_than_hours` (about 114 years).
+const MAX_AGE_HOURS: f64 = 1_000_000.0;
+
 async fn clear(s: &StatePersistence, p: ClearParams) -> Result<ClearAnswer> {
     if let Some(id) = &p.session_id {
         states::validate_session_id("session_id", id)?;
     }
+    // More hours than since 1970 selects nothing and is a mistake, not a request.
     if let Some(h) = p.older_than_hours
-        && !(h.is_finite() && h >= 0.0)
+        && !(h.is_finite() && (0.0..=MAX_AGE_HOURS).contains(&h))
     {
         return Err(Error::invalid(
             "older_than_hours",
-            format!("{h} is not a number of hours >= 0"),
+            format!("{h} is not a number of hours between 0 and {MAX_AGE_HOURS}"),
         ));
     }
     if p.session_id.is_none() && p.older_than_hours.is_none() && !p.all {

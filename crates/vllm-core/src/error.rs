@@ -123,8 +123,8 @@ pub enum Error {
     LimitExceeded { limit: String, message: String },
 
     /// Too many calls in too short a time.
-    #[error("rate limited: retry in {retry_after_s} s")]
-    RateLimited { retry_after_s: u64 },
+    #[error("rate limited by `{limit}`: retry in {retry_after_s} s")]
+    RateLimited { limit: String, retry_after_s: u64 },
 
     /// The permission gate refused the call before any side effect.
     #[error("permission denied for `{tool}`: {reason}")]
@@ -258,7 +258,9 @@ impl Error {
             Error::LimitExceeded { .. } => {
                 "Unload something first or raise the limit in the config's [limits] section.".into()
             }
-            Error::RateLimited { retry_after_s } => format!("Wait {retry_after_s} s and call again."),
+            Error::RateLimited { limit, retry_after_s } => format!(
+                "Wait {retry_after_s} s and call again, or raise `{limit}` in the config."
+            ),
             Error::PermissionDenied { .. } => {
                 "The config's [security] section forbids this call; ask whoever runs vllm-mcp to allow it.".into()
             }
@@ -325,7 +327,11 @@ impl Error {
             Error::LimitExceeded { limit, .. } => {
                 d.insert("limit".into(), json!(limit));
             }
-            Error::RateLimited { retry_after_s } => {
+            Error::RateLimited {
+                limit,
+                retry_after_s,
+            } => {
+                d.insert("limit".into(), json!(limit));
                 d.insert("retry_after_seconds".into(), json!(retry_after_s));
             }
             Error::PermissionDenied { tool, reason } => {
@@ -400,7 +406,10 @@ mod tests {
         let errors = [
             Error::invalid("x", "y"),
             Error::GpuUnavailable("no driver".into()),
-            Error::RateLimited { retry_after_s: 3 },
+            Error::RateLimited {
+                limit: "limits.gpu_work_per_minute".into(),
+                retry_after_s: 3,
+            },
             Error::storage("disk full"),
         ];
         for e in errors {

@@ -320,6 +320,21 @@ CREATE TABLE alert_events (
 CREATE INDEX alert_events_ts ON alert_events(ts);
 "#,
     },
+    Migration {
+        version: 6,
+        name: "rate limit slots",
+        sql: r#"
+-- One row per call that started GPU work, for limits.gpu_work_per_minute, shared by
+-- every server on the store; rows older than the window are deleted as slots are taken.
+CREATE TABLE rate_slots (
+    id   INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    ts   REAL NOT NULL,
+    tool TEXT NOT NULL
+) STRICT;
+CREATE INDEX rate_slots_kind_ts ON rate_slots(kind, ts);
+"#,
+    },
 ];
 
 /// The schema version this binary writes: the last migration's.
@@ -655,6 +670,34 @@ impl Store {
     /// many. Call [`Store::incremental_vacuum`] afterwards to give the space back.
     pub fn prune_audit(&self, older_than: f64) -> Result<usize> {
         self.write(|tx| Ok(tx.execute("DELETE FROM audit_log WHERE ts < ?1", [older_than])?))
+    }
+
+    /// Takes one of `limit` slots of `kind` in the `window` seconds ending at `now`, for
+    /// `tool`, in one write transaction (so servers sharing the store share the limit):
+    /// `Ok(None)` when taken, `Ok(Some(seconds))` when all are taken, with the seconds
+    /// until the oldest leaves the window (at least 1).
+    pub fn take_rate_slot(
+        &self,
+        kind: &str,
+        tool: &str,
+        limit: u32,
+        window: f64,
+        now: f64,
+    ) -> Result<Option<u64>> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM rate_slots WHERE kind = ?1 AND ts <= ?2")?
+                .execute(params![kind, now - window])?;
+            let (taken, oldest): (u32, Option<f64>) = tx
+                .prepare_cached("SELECT count(*), min(ts) FROM rate_slots WHERE kind = ?1")?
+                .query_row([kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if taken >= limit {
+                let wait = oldest.map_or(window, |t| t + window - now);
+                return Ok(Some(wait.ceil().max(1.0) as u64));
+            }
+            tx.prepare_cached("INSERT INTO rate_slots (kind, ts, tool) VALUES (?1, ?2, ?3)")?
+                .execute(params![kind, now, tool])?;
+            Ok(None)
+        })
     }
 
     /// Moves free pages to the end of the file and truncates it; returns how
