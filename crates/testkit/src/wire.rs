@@ -21,6 +21,8 @@ pub struct Wire {
     stdout: BufReader<ChildStdout>,
     next_id: u64,
     line: String,
+    /// Messages read while waiting for an answer that were not it.
+    skipped: Vec<Value>,
 }
 
 impl Wire {
@@ -41,6 +43,7 @@ impl Wire {
             stdout,
             next_id: 1,
             line: String::new(),
+            skipped: Vec::new(),
         }
     }
 
@@ -94,7 +97,18 @@ impl Wire {
             if msg.get("id") == Some(&json!(id)) {
                 return msg;
             }
+            // Notifications and errors to other lines; kept for a test to look at,
+            // at most the last 64.
+            if self.skipped.len() == 64 {
+                self.skipped.remove(0);
+            }
+            self.skipped.push(msg);
         }
+    }
+
+    /// The messages skipped while waiting for answers since the last call.
+    pub fn take_skipped(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.skipped)
     }
 
     /// Sends a request and returns its `result`; panics on an error answer.
