@@ -41,6 +41,20 @@ pub fn init_tracing(debug: bool, json: bool) {
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(if debug { "debug" } else { "info" }));
+    // Below info, rmcp logs every request and answer raw, and the HTTP crates log
+    // headers: arguments and keys would reach the log unredacted. They stay at info
+    // whatever the filter asks; our own targets log redacted values at every level.
+    let filter = [
+        "rmcp=info",
+        "hyper=info",
+        "hyper_util=info",
+        "h2=info",
+        "reqwest=info",
+        "rustls=info",
+    ]
+    .into_iter()
+    .filter_map(|d| d.parse().ok())
+    .fold(filter, |f, d| f.add_directive(d));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)

@@ -46,6 +46,30 @@ pub fn redact_json(v: &Value) -> Value {
                 })
                 .collect(),
         ),
+        // An argument vector (`["--api-key", "X"]`): the value after a secret flag too.
+        Value::Array(a)
+            if a.iter()
+                .any(|v| v.as_str().is_some_and(|s| s.starts_with("--"))) =>
+        {
+            let mut out = Vec::with_capacity(a.len());
+            let mut mask_next = false;
+            for v in a {
+                let flag = v.as_str().and_then(|s| s.strip_prefix("--"));
+                if mask_next && !v.is_null() {
+                    out.push(Value::String(MASK.into()));
+                    mask_next = false;
+                    continue;
+                }
+                mask_next = flag.is_some_and(|f| !f.contains('=') && is_secret_name(f));
+                out.push(match flag.and_then(|f| f.split_once('=')) {
+                    Some((name, _)) if is_secret_name(name) => {
+                        Value::String(format!("--{name}={MASK}"))
+                    }
+                    _ => redact_json(v),
+                });
+            }
+            Value::Array(out)
+        }
         Value::Array(a) => Value::Array(a.iter().map(redact_json).collect()),
         Value::String(s) => Value::String(redact_text(s)),
         other => other.clone(),
@@ -179,6 +203,24 @@ mod tests {
             "max_tokens is no secret: {r}"
         );
         assert!(r.contains("\"model_id\":\"m\""));
+    }
+
+    #[test]
+    fn argument_vectors_inside_json() {
+        let v = serde_json::json!({"extra_args": ["--api-key", "plain-value-1", "--port", "8000", "--hf-token=abc"], "n": [1, 2]});
+        let r = redact_json(&v);
+        assert_eq!(
+            r["extra_args"],
+            serde_json::json!([
+                "--api-key",
+                MASK,
+                "--port",
+                "8000",
+                format!("--hf-token={MASK}")
+            ])
+        );
+        assert_eq!(r["n"], serde_json::json!([1, 2]));
+        assert!(!r.to_string().contains("plain-value-1"));
     }
 
     #[test]

@@ -120,6 +120,20 @@ impl LaunchArgs {
                     format!("`{flag}` is set by vllm-mcp; use the matching parameter instead"),
                 ));
             }
+            // Launch arguments are stored, shown and saved with states: a secret among
+            // them would be too. Secrets come from the environment.
+            if flag
+                .strip_prefix("--")
+                .is_some_and(crate::redact::is_secret_name)
+            {
+                return Err(Error::invalid(
+                    format!("extra_args[{i}]"),
+                    format!(
+                        "`{flag}` carries a secret, and launch arguments are stored and shown; \
+                         pass it through the environment instead ([launcher.env], or launcher.api_key_env for the API key)"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
