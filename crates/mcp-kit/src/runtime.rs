@@ -120,6 +120,26 @@ where
     code
 }
 
+/// Keeps the audit log to `security.audit_retention_days` (0 keeps it all): soon after
+/// start, then hourly. Every server does it; deleting what another already deleted
+/// costs an index lookup.
+async fn prune_audit_log(kit: Arc<Kit>) {
+    let days = kit.config.security.audit_retention_days;
+    if days == 0 {
+        return;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    loop {
+        let before = vllm_core::time::unix_now() - f64::from(days) * 86_400.0;
+        match kit.with_store(move |s| s.prune_audit(before)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, days, "audit log pruned"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune the audit log"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
 fn toml_of(config: &Config) -> std::result::Result<String, String> {
     toml::to_string_pretty(config).map_err(|e| format!("cannot print the configuration: {e}"))
 }
@@ -143,6 +163,7 @@ where
         endpoints = kit.endpoints.len(),
         "serving MCP on stdio"
     );
+    tokio::spawn(prune_audit_log(kit.clone()));
     let (service, tools) = build(kit)?;
     let mcp = McpServer::new(Arc::new(service), tools);
     let running = mcp

@@ -1,0 +1,166 @@
+//! Crush stops servers with SIGKILL of their process group, at any moment. Here each
+//! of the three servers is killed at a pseudo-random moment in the middle of writing,
+//! again and again (`VLLM_MCP_KILL_LOOPS`, default 100): after every kill the store
+//! passes `PRAGMA integrity_check`, and at the end every state that a save reported
+//! saved decodes whole.
+
+use serde_json::json;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vllm_core::crush_db::generate::{self, ConversationSpec};
+use vllm_core::states::{self, PartKind};
+use vllm_core::store::{Store, rusqlite};
+use vllm_mcp_testkit::wire::{Wire, text_of};
+use vllm_mcp_testkit::{MockVllm, ServerRig, bin};
+
+fn spawn(rig: &ServerRig, name: &str, crush: &std::path::Path) -> Wire {
+    let mut cmd = Command::new(bin(name));
+    let (k, v) = rig.marker_env();
+    cmd.env("VLLM_MCP_CONFIG", &rig.config)
+        .env(k, v)
+        .env("VLLM_MCP_FAKE_GPUS", "2")
+        .env("VLLM_MCP_CRUSH_DB", crush);
+    let mut w = Wire::spawn(cmd);
+    w.initialize();
+    w
+}
+
+/// A small deterministic generator (xorshift), so a failing round can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn servers_killed_mid_write_leave_a_whole_store_and_every_reported_save() {
+    let loops: usize = std::env::var("VLLM_MCP_KILL_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let mock = MockVllm::start(&["kill/attached"], &[]);
+    let rig = ServerRig::new(&format!(
+        "[monitor]\nsample_interval_seconds = 0.2\n[state]\nkeep_per_session = 100000\n[[endpoints]]\nname = \"kill\"\nbase_url = {:?}\n",
+        mock.base_url
+    ));
+    let crush = rig.dir.path().join("crush/crush.db");
+    std::fs::create_dir_all(crush.parent().unwrap()).unwrap();
+    let session = {
+        let conn = rusqlite::Connection::open(&crush).unwrap();
+        generate::insert(
+            &conn,
+            &ConversationSpec {
+                seed: 11,
+                messages: 400,
+                sub_sessions: 1,
+                target_bytes: Some(1_000_000),
+            },
+        )
+        .unwrap()
+    };
+    // One launched model, whose sampling defaults the manager rounds rewrite.
+    {
+        let mut m = spawn(&rig, "vllm-model-manager", &crush);
+        let a = text_of(&m.call(
+            "load-model",
+            json!({"model_id": "kill/launched", "wait_seconds": 60}),
+        ));
+        assert_eq!(a["status"], "loaded", "{a}");
+        m.close(Duration::from_secs(5));
+    }
+
+    let saved: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut completed_before_kill = 0usize;
+    let t = Instant::now();
+    for round in 0..loops {
+        let name = [
+            "vllm-state-persistence",
+            "vllm-model-manager",
+            "vllm-perf-monitor",
+        ][round % 3];
+        let mut w = spawn(&rig, name, &crush);
+        let pid = w.pid() as i32;
+        let saved = saved.clone();
+        let session = session.clone();
+        let worker = std::thread::spawn(move || {
+            let mut done = 0usize;
+            for i in 0.. {
+                let (method, params) = match round % 3 {
+                    0 => (
+                        "tools/call",
+                        json!({"name": "save-state", "arguments": {"session_id": session}}),
+                    ),
+                    1 => (
+                        "tools/call",
+                        json!({"name": "set-model-config", "arguments": {
+                            "model_id": "kill/launched",
+                            "config": {"temperature": (i % 100) as f64 / 100.0, "max_tokens": 8 + i % 50}
+                        }}),
+                    ),
+                    _ => (
+                        "tools/call",
+                        json!({"name": "get-metrics", "arguments": {"duration_seconds": 60}}),
+                    ),
+                };
+                let Some(msg) = w.try_request_raw(method, params) else {
+                    break;
+                };
+                let a = text_of(&msg["result"]);
+                assert_eq!(a["success"], true, "round {round}: {a}");
+                if let Some(id) = a["state_id"].as_str() {
+                    saved.lock().unwrap().push(id.to_string());
+                }
+                done += 1;
+            }
+            done
+        });
+        let delay = 20 + rng.next() % 400;
+        std::thread::sleep(Duration::from_millis(delay));
+        // SAFETY: kill only sends a signal to the group this test started.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        completed_before_kill += worker.join().expect("the worker panicked");
+        let store = Store::open(&rig.store_path()).unwrap();
+        assert!(
+            store.integrity_check().unwrap(),
+            "round {round} ({name}, killed after {delay} ms): integrity_check failed"
+        );
+    }
+    let store = Store::open(&rig.store_path()).unwrap();
+    let saved = saved.lock().unwrap().clone();
+    for id in &saved {
+        let meta = states::get(&store, id)
+            .unwrap()
+            .unwrap_or_else(|| panic!("state {id} was reported saved and is gone"));
+        assert_eq!(meta.parts.len(), 2, "{meta:?}");
+        for kind in [PartKind::Models, PartKind::Conversations] {
+            let frame = states::read_frame(&store, id, kind).unwrap().unwrap();
+            let _: serde_json::Value = states::decode_part(id, kind, &frame).unwrap();
+        }
+    }
+    eprintln!(
+        "{loops} kills in {:.0} s: integrity_check passed after each; {completed_before_kill} calls \
+         answered before the kills, {} reported saves all whole",
+        t.elapsed().as_secs_f64(),
+        saved.len()
+    );
+    assert!(
+        saved.len() >= loops / 6,
+        "too few saves finished to prove anything: {}",
+        saved.len()
+    );
+    // A later manager adopts the launched model and unloads it.
+    let mut m = spawn(&rig, "vllm-model-manager", &crush);
+    let a = text_of(&m.call("unload-model", json!({"model_id": "kill/launched"})));
+    assert_eq!(a["success"], true, "{a}");
+    m.close(Duration::from_secs(5));
+    assert!(rig.marked_pids().is_empty(), "{:?}", rig.marked_pids());
+}
