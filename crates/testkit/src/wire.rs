@@ -27,10 +27,15 @@ pub struct Wire {
 
 impl Wire {
     /// Spawns `cmd` in a process group of its own, stdout piped, stderr discarded.
-    pub fn spawn(mut cmd: Command) -> Wire {
+    pub fn spawn(cmd: Command) -> Wire {
+        Wire::spawn_with_stderr(cmd, Stdio::null())
+    }
+
+    /// [`Wire::spawn`] with the server's stderr (its logs) sent to `stderr`.
+    pub fn spawn_with_stderr(mut cmd: Command, stderr: Stdio) -> Wire {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .process_group(0);
         let mut child = cmd
             .spawn()
@@ -109,6 +114,30 @@ impl Wire {
     /// The messages skipped while waiting for answers since the last call.
     pub fn take_skipped(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.skipped)
+    }
+
+    /// [`Wire::request_raw`] that gives `None` instead of panicking when the server is
+    /// gone (a test that kills it mid-call).
+    pub fn try_request_raw(&mut self, method: &str, params: Value) -> Option<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut text =
+            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
+        text.push('\n');
+        let stdin = self.stdin.as_mut()?;
+        stdin.write_all(text.as_bytes()).ok()?;
+        stdin.flush().ok()?;
+        loop {
+            self.line.clear();
+            if self.stdout.read_line(&mut self.line).ok()? == 0 {
+                return None;
+            }
+            if let Ok(msg) = serde_json::from_str::<Value>(&self.line)
+                && msg.get("id") == Some(&json!(id))
+            {
+                return Some(msg);
+            }
+        }
     }
 
     /// Sends a request and returns its `result`; panics on an error answer.
