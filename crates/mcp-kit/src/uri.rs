@@ -78,4 +78,44 @@ mod tests {
         );
         assert_eq!(split("vllm://other", "vllm://audit/"), None);
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn encode(s: &str) -> String {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02x}")
+                    }
+                })
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn decoding_undoes_encoding(s in any::<String>()) {
+                prop_assert_eq!(percent_decode(&encode(&s)), Some(s));
+            }
+
+            #[test]
+            fn no_query_makes_it_panic(q in any::<String>()) {
+                let _ = query_pairs(&q);
+                let _ = percent_decode(&q);
+                let _ = split(&q, "vllm://audit/");
+            }
+
+            #[test]
+            fn encoded_pairs_read_back(pairs in prop::collection::vec((any::<String>(), any::<String>()), 0..5)) {
+                let q: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+                let back = query_pairs(&q.join("&")).unwrap();
+                // Empty pairs (`=` alone comes from two empty strings) are kept; only
+                // empty segments between `&` are skipped.
+                prop_assert_eq!(back, pairs);
+            }
+        }
+    }
 }

@@ -393,4 +393,49 @@ mod tests {
         assert_eq!(b["models"][0]["default_max_tokens"], 128);
         assert_eq!(provider_key("org/Tiny_1"), "tiny-1");
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Model ids as the validator allows them: segments of letters, digits and
+        /// `._-:`, starting with a letter or digit (so never `..` nor a leading `-`).
+        fn model_id() -> impl Strategy<Value = String> {
+            prop::collection::vec("[a-zA-Z0-9][a-zA-Z0-9._:-]{0,15}", 1..4)
+                .prop_map(|s| s.join("/"))
+        }
+
+        proptest! {
+            #[test]
+            fn no_uri_makes_the_router_panic(uri in any::<String>(), tail in any::<String>()) {
+                let _ = parse_model_uri(&uri);
+                let _ = parse_model_uri(&format!("vllm://model/{tail}"));
+                let _ = parse_model_uri(&format!("vllm://model/{tail}/logs?{tail}"));
+            }
+
+            #[test]
+            fn every_valid_id_routes_to_its_resource(id in model_id(), lines in 1..=LOG_LINES_MAX) {
+                prop_assert_eq!(
+                    parse_model_uri(&format!("vllm://model/{id}/config")).unwrap().unwrap(),
+                    ModelUri::Config(id.clone())
+                );
+                prop_assert_eq!(
+                    parse_model_uri(&format!("vllm://model/{id}/logs?lines={lines}")).unwrap().unwrap(),
+                    ModelUri::Logs { model_id: id.clone(), lines }
+                );
+                // Percent-encoded, it is the same model.
+                let encoded: String = id.bytes().map(|b| format!("%{b:02X}")).collect();
+                prop_assert_eq!(
+                    parse_model_uri(&format!("vllm://model/{encoded}/config")).unwrap().unwrap(),
+                    ModelUri::Config(id)
+                );
+            }
+
+            #[test]
+            fn lines_out_of_range_are_refused(id in model_id(), lines in prop_oneof![Just(0usize), (LOG_LINES_MAX + 1)..usize::MAX]) {
+                let uri = format!("vllm://model/{id}/logs?lines={lines}");
+                prop_assert!(parse_model_uri(&uri).unwrap().is_err(), "{}", uri);
+            }
+        }
+    }
 }

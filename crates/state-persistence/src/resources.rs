@@ -360,4 +360,40 @@ mod tests {
             assert!(parse(not_ours).is_none(), "{not_ours}");
         }
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn no_uri_makes_the_router_panic(uri in any::<String>(), tail in any::<String>()) {
+                let _ = parse(&uri);
+                let _ = parse(&format!("vllm://state/session/{tail}/summary"));
+                let _ = parse(&format!("vllm://state/session/{tail}/conversation?{tail}"));
+                let _ = parse(&format!("vllm://state/sessions?{tail}"));
+            }
+
+            #[test]
+            fn every_valid_session_id_routes_to_its_resource(id in "[a-zA-Z0-9._:-]{1,64}") {
+                prop_assert_eq!(
+                    parse(&format!("vllm://state/session/{id}/summary")).unwrap().unwrap().0,
+                    StateUri::Summary(id.clone())
+                );
+                prop_assert_eq!(
+                    parse(&format!("vllm://state/session/{id}/conversation")).unwrap().unwrap().0,
+                    StateUri::Conversation(id)
+                );
+            }
+
+            #[test]
+            fn ids_with_other_characters_are_refused(
+                id in "[a-zA-Z0-9]{0,4}[ '\";<>|&$/*?]{1,3}[a-zA-Z0-9]{0,4}"
+            ) {
+                let encoded: String = id.bytes().map(|b| format!("%{b:02X}")).collect();
+                let uri = format!("vllm://state/session/{encoded}/summary");
+                prop_assert!(parse(&uri).unwrap().is_err(), "{}", uri);
+            }
+        }
+    }
 }

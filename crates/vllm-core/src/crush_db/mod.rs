@@ -1199,3 +1199,69 @@ mod export_to_tests {
         assert!(out.is_empty());
     }
 }
+
+#[cfg(test)]
+mod parts_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn part_kind() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(PART_TYPES).prop_map(String::from),
+            1 => "[a-z_]{1,12}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn well_formed_parts_pass_and_unknown_types_are_named(
+            parts in prop::collection::vec((part_kind(), json_value()), 0..6),
+            as_blob in any::<bool>(),
+        ) {
+            let list: Vec<Value> = parts
+                .iter()
+                .map(|(k, d)| serde_json::json!({"type": k, "data": d}))
+                .collect();
+            let text = serde_json::to_string(&list).unwrap();
+            let cell = if as_blob {
+                serde_json::json!({ values::BLOB_KEY: values::b64_encode(text.as_bytes()) })
+            } else {
+                Value::String(text)
+            };
+            let mut unknown = BTreeSet::new();
+            prop_assert_eq!(check_parts(&cell, &mut unknown), None);
+            let expected: BTreeSet<String> = parts
+                .iter()
+                .map(|(k, _)| k.clone())
+                .filter(|k| !PART_TYPES.contains(&k.as_str()))
+                .collect();
+            prop_assert_eq!(unknown, expected);
+        }
+
+        #[test]
+        fn anything_else_is_a_reason_not_a_panic(cell in json_value(), text in any::<String>()) {
+            let mut unknown = BTreeSet::new();
+            let _ = check_parts(&cell, &mut unknown);
+            let r = check_parts(&Value::String(text.clone()), &mut unknown);
+            if serde_json::from_str::<Vec<Value>>(&text).is_err() {
+                prop_assert!(r.is_some());
+            }
+        }
+    }
+}
