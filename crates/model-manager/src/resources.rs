@@ -75,23 +75,7 @@ pub async fn list(s: &ModelManager) -> Vec<Resource> {
     out
 }
 
-/// Decodes `%XX` escapes; `None` on a malformed escape or invalid UTF-8.
-pub fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
+use vllm_mcp_kit::uri::percent_decode;
 
 /// What a model URI names.
 #[derive(Debug, PartialEq)]

@@ -109,22 +109,7 @@ enum StateUri {
     Conversation(String),
 }
 
-/// Decodes `%XX` escapes; `None` on a malformed escape or invalid UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
+use vllm_mcp_kit::uri::percent_decode;
 
 fn page_params(query: Option<&str>) -> Result<PageParams> {
     let mut p = PageParams::default();

@@ -3,65 +3,40 @@
 //! no storage error, no lost write (every call is in the audit log, every reported
 //! save is in the store).
 
+mod common;
+
+use common::Fleet;
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::{Duration, Instant};
-use vllm_core::crush_db::generate::{self, ConversationSpec};
+use vllm_core::crush_db::generate::ConversationSpec;
 use vllm_core::states;
-use vllm_core::store::{AuditQuery, Store, rusqlite};
+use vllm_core::store::{AuditQuery, Store};
 use vllm_mcp_testkit::wire::{Wire, text_of};
-use vllm_mcp_testkit::{MockVllm, ServerRig, bin};
 
 const CLIENTS: usize = 8;
 const CALLS: usize = 500;
 
 #[test]
 fn eight_clients_of_three_servers_share_one_store_without_losing_a_write() {
-    let mock = MockVllm::start(&["conc/attached"], &[]);
-    let rig = ServerRig::new(&format!(
-        "[monitor]\nsample_interval_seconds = 0.5\n[state]\nkeep_per_session = 100000\n[[endpoints]]\nname = \"conc\"\nbase_url = {:?}\n",
-        mock.base_url
-    ));
-    let crush = rig.dir.path().join("crush/crush.db");
-    std::fs::create_dir_all(crush.parent().unwrap()).unwrap();
-    let session = {
-        let conn = rusqlite::Connection::open(&crush).unwrap();
-        generate::insert(
-            &conn,
-            &ConversationSpec {
-                seed: 5,
-                messages: 40,
-                sub_sessions: 1,
-                target_bytes: None,
-            },
-        )
-        .unwrap()
-    };
+    let fleet = Fleet::new(
+        "conc/attached",
+        "[monitor]\nsample_interval_seconds = 0.5\n[state]\nkeep_per_session = 100000\n",
+        ConversationSpec {
+            seed: 5,
+            messages: 40,
+            sub_sessions: 1,
+            target_bytes: None,
+        },
+    );
+    let rig = &fleet.rig;
     // One launched model, whose sampling defaults the manager clients rewrite.
-    {
-        let mut cmd = Command::new(bin("vllm-model-manager"));
-        let (k, v) = rig.marker_env();
-        cmd.env("VLLM_MCP_CONFIG", &rig.config).env(k, v);
-        let mut m = Wire::spawn(cmd);
-        m.initialize();
-        let a = text_of(&m.call(
-            "load-model",
-            json!({"model_id": "conc/launched", "wait_seconds": 60}),
-        ));
-        assert_eq!(a["status"], "loaded", "{a}");
-        m.close(Duration::from_secs(5));
-    }
+    fleet.load("conc/launched");
     let t = Instant::now();
     let workers: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let name = ["vllm-state-persistence", "vllm-model-manager", "vllm-perf-monitor"][c % 3];
-            let mut cmd = Command::new(bin(name));
-            let (k, v) = rig.marker_env();
-            cmd.env("VLLM_MCP_CONFIG", &rig.config)
-                .env(k, v)
-                .env("VLLM_MCP_FAKE_GPUS", "2")
-                .env("VLLM_MCP_CRUSH_DB", &crush);
-            let session = session.clone();
+            let cmd = fleet.command(name);
+            let session = fleet.session.clone();
             std::thread::spawn(move || {
                 let mut w = Wire::spawn(cmd);
                 w.initialize();
@@ -135,7 +110,7 @@ fn eight_clients_of_three_servers_share_one_store_without_losing_a_write() {
     for id in &saves {
         assert!(states::get(&store, id).unwrap().is_some(), "{id} lost");
     }
-    let stored = states::list_states(&store, &session).unwrap().len();
+    let stored = states::list_states(&store, &fleet.session).unwrap().len();
     assert_eq!(stored, saves.len());
     eprintln!(
         "{CLIENTS} clients x {CALLS} calls on one store in {took:.1} s ({:.0} calls/s): \
@@ -143,13 +118,6 @@ fn eight_clients_of_three_servers_share_one_store_without_losing_a_write() {
         (CLIENTS * CALLS) as f64 / took,
         saves.len()
     );
-    let mut cmd = Command::new(bin("vllm-model-manager"));
-    let (k, v) = rig.marker_env();
-    cmd.env("VLLM_MCP_CONFIG", &rig.config).env(k, v);
-    let mut m = Wire::spawn(cmd);
-    m.initialize();
-    let a = text_of(&m.call("unload-model", json!({"model_id": "conc/launched"})));
-    assert_eq!(a["success"], true, "{a}");
-    m.close(Duration::from_secs(5));
+    fleet.manage("unload-model", json!({"model_id": "conc/launched"}));
     assert!(rig.marked_pids().is_empty(), "{:?}", rig.marked_pids());
 }

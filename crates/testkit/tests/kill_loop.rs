@@ -4,27 +4,16 @@
 //! passes `PRAGMA integrity_check`, and at the end every state that a save reported
 //! saved decodes whole.
 
+mod common;
+
+use common::Fleet;
 use serde_json::json;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vllm_core::crush_db::generate::{self, ConversationSpec};
+use vllm_core::crush_db::generate::ConversationSpec;
 use vllm_core::states::{self, PartKind};
-use vllm_core::store::{Store, rusqlite};
-use vllm_mcp_testkit::wire::{Wire, text_of};
-use vllm_mcp_testkit::{MockVllm, ServerRig, bin};
-
-fn spawn(rig: &ServerRig, name: &str, crush: &std::path::Path) -> Wire {
-    let mut cmd = Command::new(bin(name));
-    let (k, v) = rig.marker_env();
-    cmd.env("VLLM_MCP_CONFIG", &rig.config)
-        .env(k, v)
-        .env("VLLM_MCP_FAKE_GPUS", "2")
-        .env("VLLM_MCP_CRUSH_DB", crush);
-    let mut w = Wire::spawn(cmd);
-    w.initialize();
-    w
-}
+use vllm_core::store::Store;
+use vllm_mcp_testkit::wire::text_of;
 
 /// A small deterministic generator (xorshift), so a failing round can be replayed.
 struct Rng(u64);
@@ -44,36 +33,19 @@ fn servers_killed_mid_write_leave_a_whole_store_and_every_reported_save() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let mock = MockVllm::start(&["kill/attached"], &[]);
-    let rig = ServerRig::new(&format!(
-        "[monitor]\nsample_interval_seconds = 0.2\n[state]\nkeep_per_session = 100000\n[[endpoints]]\nname = \"kill\"\nbase_url = {:?}\n",
-        mock.base_url
-    ));
-    let crush = rig.dir.path().join("crush/crush.db");
-    std::fs::create_dir_all(crush.parent().unwrap()).unwrap();
-    let session = {
-        let conn = rusqlite::Connection::open(&crush).unwrap();
-        generate::insert(
-            &conn,
-            &ConversationSpec {
-                seed: 11,
-                messages: 400,
-                sub_sessions: 1,
-                target_bytes: Some(1_000_000),
-            },
-        )
-        .unwrap()
-    };
+    let fleet = Fleet::new(
+        "kill/attached",
+        "[monitor]\nsample_interval_seconds = 0.2\n[state]\nkeep_per_session = 100000\n",
+        ConversationSpec {
+            seed: 11,
+            messages: 400,
+            sub_sessions: 1,
+            target_bytes: Some(1_000_000),
+        },
+    );
+    let rig = &fleet.rig;
     // One launched model, whose sampling defaults the manager rounds rewrite.
-    {
-        let mut m = spawn(&rig, "vllm-model-manager", &crush);
-        let a = text_of(&m.call(
-            "load-model",
-            json!({"model_id": "kill/launched", "wait_seconds": 60}),
-        ));
-        assert_eq!(a["status"], "loaded", "{a}");
-        m.close(Duration::from_secs(5));
-    }
+    fleet.load("kill/launched");
 
     let saved: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -85,10 +57,10 @@ fn servers_killed_mid_write_leave_a_whole_store_and_every_reported_save() {
             "vllm-model-manager",
             "vllm-perf-monitor",
         ][round % 3];
-        let mut w = spawn(&rig, name, &crush);
+        let mut w = fleet.spawn(name);
         let pid = w.pid() as i32;
         let saved = saved.clone();
-        let session = session.clone();
+        let session = fleet.session.clone();
         let worker = std::thread::spawn(move || {
             let mut done = 0usize;
             for i in 0.. {
@@ -158,9 +130,6 @@ fn servers_killed_mid_write_leave_a_whole_store_and_every_reported_save() {
         saved.len()
     );
     // A later manager adopts the launched model and unloads it.
-    let mut m = spawn(&rig, "vllm-model-manager", &crush);
-    let a = text_of(&m.call("unload-model", json!({"model_id": "kill/launched"})));
-    assert_eq!(a["success"], true, "{a}");
-    m.close(Duration::from_secs(5));
+    fleet.manage("unload-model", json!({"model_id": "kill/launched"}));
     assert!(rig.marked_pids().is_empty(), "{:?}", rig.marked_pids());
 }
