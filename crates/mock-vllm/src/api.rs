@@ -433,7 +433,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
             let mut t = text;
             t.push_str("# HELP vllm:mock_padding Padding series (MOCK_VLLM_METRICS=huge).\n# TYPE vllm:mock_padding gauge\n");
             let mut i = 0u64;
-            while t.len() < 16 * 1024 * 1024 {
+            while t.len() < 50 * 1024 * 1024 {
                 t.push_str(&format!(
                     "vllm:mock_padding{{engine=\"0\",model_name=\"{}\",series=\"{i}\"}} {i}.0\n",
                     st.served[0]

@@ -81,7 +81,7 @@ pub struct Settings {
     pub slow: Duration,
     /// `MOCK_VLLM_HTTP_500`: fraction (0..1) of /v1 requests answering 500, deterministically.
     pub http_500_rate: f64,
-    /// `MOCK_VLLM_METRICS`: malformed | truncated | html | huge.
+    /// `MOCK_VLLM_METRICS`: malformed | truncated | html | huge (50 MiB).
     pub metrics_fault: MetricsFault,
     /// `MOCK_VLLM_TOKEN_LATENCY_MS`: duration of one engine step, i.e. per generated token (default 2).
     pub token_latency: Duration,

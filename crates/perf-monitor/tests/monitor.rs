@@ -661,3 +661,65 @@ async fn resources_and_the_endpoint_down_alert() {
     }
     m.close().await;
 }
+
+/// `/metrics` answers that are malformed, cut in half, an HTML error page or 50 MiB are
+/// each an answer naming the endpoint's problem, within the call's time; the healthy
+/// endpoint beside them is measured, and the monitor keeps its memory and keeps serving.
+#[tokio::test]
+async fn broken_metrics_endpoints_are_answers_and_the_healthy_one_is_measured() {
+    let modes = ["none", "malformed", "truncated", "html", "huge"];
+    let mocks: Vec<MockVllm> = modes
+        .iter()
+        .map(|m| MockVllm::start(&[&format!("fault/{m}")], &[("MOCK_VLLM_METRICS", m)]))
+        .collect();
+    let names: Vec<String> = modes.iter().map(|m| format!("ep-{m}")).collect();
+    let endpoints: Vec<(&str, &str)> = names
+        .iter()
+        .zip(&mocks)
+        .map(|(n, m)| (n.as_str(), m.base_url.as_str()))
+        .collect();
+    let rig = Rig::new(&endpoints, "");
+    let m = rig.monitor("2").await;
+    rig.wait_samples("ep-none", 3).await;
+    // A few rounds of every broken endpoint too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = Instant::now();
+    let a = m
+        .call(
+            "get-metrics",
+            json!({"duration_seconds": 30, "per_model": true}),
+        )
+        .await;
+    let took = t.elapsed();
+    assert!(!a.is_error, "{}", a.json);
+    assert!(took < Duration::from_secs(10), "get-metrics took {took:?}");
+    let text = a.json.to_string();
+    assert!(
+        text.contains("fault/none"),
+        "the healthy endpoint is measured: {text}"
+    );
+    let health = m.call("server-health", json!({})).await;
+    assert!(!health.is_error, "{}", health.json);
+    let current: Value =
+        serde_json::from_str(&m.read("vllm://metrics/current").await.unwrap()).unwrap();
+    let error_of = |name: &str| {
+        current["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["error"].clone())
+            .unwrap_or_else(|| panic!("metrics/current says nothing of {name}: {current}"))
+    };
+    // An HTML page and 50 MiB are errors; broken lines are skipped and a cut exposition
+    // gives what it has (the lenient parser), so those two are measured.
+    assert_eq!(error_of("ep-none"), Value::Null);
+    assert_eq!(error_of("ep-malformed"), Value::Null);
+    assert_eq!(error_of("ep-truncated"), Value::Null);
+    assert_eq!(error_of("ep-html"), "BACKEND_ERROR");
+    assert_eq!(error_of("ep-huge"), "BACKEND_ERROR");
+    let hwm_mib = vllm_mcp_testkit::status_kb(m.pid, "VmHWM:") / 1024;
+    assert!(hwm_mib < 120, "the monitor peaked at {hwm_mib} MiB");
+    eprintln!("get-metrics with four broken endpoints: {took:?}; monitor peak {hwm_mib} MiB");
+    m.close().await;
+}

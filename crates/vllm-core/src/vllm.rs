@@ -15,8 +15,10 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Largest `/metrics` body we read; a bigger one is an error, not an out-of-memory.
-pub const MAX_METRICS_BYTES: usize = 64 * 1024 * 1024;
+/// Largest `/metrics` body we read; a bigger one is an error, not an out-of-memory. A
+/// real vLLM's is about 60 KB per model; parsed, an exposition takes about 17 times its
+/// text (a 50 MB one peaked the monitor at 271 MiB when the cap was 64 MiB).
+pub const MAX_METRICS_BYTES: usize = 8 * 1024 * 1024;
 /// Largest body of any other answer.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
