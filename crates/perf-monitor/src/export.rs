@@ -55,6 +55,12 @@ pub async fn run(kit: Arc<Kit>, store: Store, listen: String) {
             }
         };
         tracing::info!(%listen, "serving Prometheus metrics on /metrics");
+        if let Ok(addr) = listener.local_addr()
+            && !addr.ip().is_loopback()
+        {
+            // Model names, endpoints and load are visible to whoever reaches it.
+            tracing::warn!(%addr, "the Prometheus export listens beyond loopback: anyone who can reach this address can read the fleet's metrics");
+        }
         let app = Router::new()
             .route("/metrics", get(metrics))
             .route("/", get(index))
