@@ -142,7 +142,8 @@ fn a_server_killed_mid_request_or_losing_its_engine_is_an_answer() {
         assert!(t.elapsed() < Duration::from_secs(15), "never marked: {l}");
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(!status["error"].is_null(), "{status}");
+    assert_eq!(status["error"]["reason"], "PROCESS_EXITED", "{status}");
+    assert_eq!(status["error"]["details"]["signal"], 9, "{status}");
 
     // The worker-death pattern (/health 503, then exit 0): marked, with the reason.
     let rig2 = ServerRig::new("").with_launcher_env(&[

@@ -760,13 +760,33 @@ impl Launcher {
     fn failure_of(&self, record: &ModelRecord) -> RecordedError {
         let tail = self.log_tail(record, 200);
         // The exit record of this launch only: the log file is reused by relaunches.
-        let exit = record
+        let exit_info = record
             .log_path
             .as_deref()
             .zip(record.pid)
-            .and_then(|(log, pid)| process::exit_status_of(log, pid))
-            .and_then(|e| e.code);
+            .and_then(|(log, pid)| process::exit_status_of(log, pid));
+        let exit = exit_info.as_ref().and_then(|e| e.code);
         let c = classify::classify(&tail, exit);
+        // Nothing in the log, and a signal ended it: say so rather than "no
+        // recognisable start-up error" (a server killed after it loaded, say).
+        if c.reason == LoadFailure::Unknown
+            && let Some(sig) = exit_info.as_ref().and_then(|e| e.signal)
+        {
+            let mut details = c.details;
+            details.insert("signal".into(), json!(sig));
+            return RecordedError {
+                reason: LoadFailure::ProcessExited.as_str().to_string(),
+                message: format!(
+                    "the vLLM server was killed by signal {sig}{}",
+                    if sig == libc::SIGKILL {
+                        " (SIGKILL: the OOM killer, or someone's kill -9)"
+                    } else {
+                        ""
+                    }
+                ),
+                details: Value::Object(details),
+            };
+        }
         RecordedError {
             reason: c.reason.as_str().to_string(),
             message: c.message,
