@@ -845,11 +845,18 @@ async fn get_model_info(s: &ModelManager, p: InfoParams) -> Result<InfoAnswer> {
                 .map(|e| serde_json::to_value(e).unwrap_or_default()),
         });
     }
-    // Attached endpoints.
+    // Attached endpoints. One that does not answer may serve the model: if no one else
+    // knows it, that endpoint's error is the truer answer than "not found".
+    let mut unanswered: Option<Error> = None;
     for ep in &s.kit.endpoints {
-        if let Ok(cards) = ep.models().await
-            && let Some(card) = cards.into_iter().find(|c| c.id == p.model_id)
-        {
+        let cards = match ep.models().await {
+            Ok(cards) => cards,
+            Err(e) => {
+                unanswered.get_or_insert(e);
+                continue;
+            }
+        };
+        if let Some(card) = cards.into_iter().find(|c| c.id == p.model_id) {
             let perf = s.performance_of_endpoint(ep, &p.model_id).await;
             return Ok(InfoAnswer {
                 model_id: card.id.clone(),
@@ -904,7 +911,7 @@ async fn get_model_info(s: &ModelManager, p: InfoParams) -> Result<InfoAnswer> {
         None => {
             let dir = model_files::resolve_dir(&p.model_id, launcher.hub_cache());
             if dir.is_none() {
-                return Err(Error::ModelNotFound(p.model_id));
+                return Err(unanswered.unwrap_or(Error::ModelNotFound(p.model_id)));
             }
             (p.model_id.clone(), Default::default(), "cache")
         }
