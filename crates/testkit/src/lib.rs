@@ -468,6 +468,15 @@ impl ServerRig {
         ("VLLM_MCP_TEST_RIG", &self.marker)
     }
 
+    /// The command of the workspace binary `name` with the rig's config and marker, for
+    /// a test that drives it itself (through [`wire::Wire`], say).
+    pub fn command(&self, name: &str) -> Command {
+        let mut cmd = Command::new(bin(name));
+        let (k, v) = self.marker_env();
+        cmd.env("VLLM_MCP_CONFIG", &self.config).env(k, v);
+        cmd
+    }
+
     /// Spawns `bin` with the rig's config and marker, plus `env`.
     pub async fn spawn(&self, bin: &Path, env: &[(&str, &str)]) -> McpProcess {
         let mut all = vec![

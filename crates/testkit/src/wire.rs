@@ -59,28 +59,27 @@ impl Wire {
 
     /// Writes one message.
     pub fn send(&mut self, msg: &Value) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
         let mut text = msg.to_string();
         text.push('\n');
-        stdin
-            .write_all(text.as_bytes())
-            .expect("write to the server");
-        stdin.flush().expect("flush");
+        self.send_raw(text.as_bytes());
     }
 
     /// Writes raw bytes as they are (a test's malformed line).
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        stdin.write_all(bytes).expect("write to the server");
-        stdin.flush().expect("flush");
+        self.write(bytes).expect("write to the server");
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let stdin = self.stdin.as_mut().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        stdin.write_all(bytes)?;
+        stdin.flush()
     }
 
     /// The next message the server writes; `None` when it closed stdout.
     pub fn next_message(&mut self) -> Option<Value> {
         loop {
             self.line.clear();
-            let n = self.stdout.read_line(&mut self.line).expect("read");
-            if n == 0 {
+            if self.stdout.read_line(&mut self.line).ok()? == 0 {
                 return None;
             }
             if let Ok(v) = serde_json::from_str(&self.line) {
@@ -90,17 +89,18 @@ impl Wire {
     }
 
     /// Sends a request and returns the whole answer (`result` or `error`), skipping
-    /// notifications; panics when stdout closes first.
-    pub fn request_raw(&mut self, method: &str, params: Value) -> Value {
+    /// notifications; `None` when the server is gone (a test that kills it mid-call).
+    pub fn try_request_raw(&mut self, method: &str, params: Value) -> Option<Value> {
         let id = self.next_id;
         self.next_id += 1;
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        let mut text =
+            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
+        text.push('\n');
+        self.write(text.as_bytes()).ok()?;
         loop {
-            let msg = self
-                .next_message()
-                .unwrap_or_else(|| panic!("the server closed stdout while {method} was pending"));
+            let msg = self.next_message()?;
             if msg.get("id") == Some(&json!(id)) {
-                return msg;
+                return Some(msg);
             }
             // Notifications and errors to other lines; kept for a test to look at,
             // at most the last 64.
@@ -111,33 +111,15 @@ impl Wire {
         }
     }
 
+    /// [`Wire::try_request_raw`] that panics when the server is gone.
+    pub fn request_raw(&mut self, method: &str, params: Value) -> Value {
+        self.try_request_raw(method, params)
+            .unwrap_or_else(|| panic!("the server closed stdout while {method} was pending"))
+    }
+
     /// The messages skipped while waiting for answers since the last call.
     pub fn take_skipped(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.skipped)
-    }
-
-    /// [`Wire::request_raw`] that gives `None` instead of panicking when the server is
-    /// gone (a test that kills it mid-call).
-    pub fn try_request_raw(&mut self, method: &str, params: Value) -> Option<Value> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut text =
-            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
-        text.push('\n');
-        let stdin = self.stdin.as_mut()?;
-        stdin.write_all(text.as_bytes()).ok()?;
-        stdin.flush().ok()?;
-        loop {
-            self.line.clear();
-            if self.stdout.read_line(&mut self.line).ok()? == 0 {
-                return None;
-            }
-            if let Ok(msg) = serde_json::from_str::<Value>(&self.line)
-                && msg.get("id") == Some(&json!(id))
-            {
-                return Some(msg);
-            }
-        }
     }
 
     /// Sends a request and returns its `result`; panics on an error answer.

@@ -2,11 +2,10 @@
 //! after a server starts, newer ones stay.
 
 use serde_json::json;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use vllm_core::store::{AuditQuery, AuditRecord, Store};
+use vllm_mcp_testkit::ServerRig;
 use vllm_mcp_testkit::wire::Wire;
-use vllm_mcp_testkit::{ServerRig, bin};
 
 #[test]
 fn records_past_the_retention_are_pruned() {
@@ -19,10 +18,7 @@ fn records_past_the_retention_are_pruned() {
             store.record_audit(&r).unwrap();
         }
     }
-    let mut cmd = Command::new(bin("vllm-state-persistence"));
-    let (k, v) = rig.marker_env();
-    cmd.env("VLLM_MCP_CONFIG", &rig.config).env(k, v);
-    let mut w = Wire::spawn(cmd);
+    let mut w = Wire::spawn(rig.command("vllm-state-persistence"));
     w.initialize();
     let store = Store::open(&rig.store_path()).unwrap();
     let tools = || -> Vec<String> {

@@ -12,10 +12,9 @@
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use vllm_core::store::rusqlite;
+use vllm_mcp_testkit::ServerRig;
 use vllm_mcp_testkit::wire::{Wire, text_of};
-use vllm_mcp_testkit::{ServerRig, bin};
 
 const SERVERS: [&str; 3] = [
     "vllm-model-manager",
@@ -329,11 +328,8 @@ impl Tally {
 }
 
 fn spawn(rig: &ServerRig, name: &str) -> Wire {
-    let mut cmd = Command::new(bin(name));
-    let (k, v) = rig.marker_env();
-    cmd.env("VLLM_MCP_CONFIG", &rig.config)
-        .env(k, v)
-        .env("VLLM_MCP_FAKE_GPUS", "2");
+    let mut cmd = rig.command(name);
+    cmd.env("VLLM_MCP_FAKE_GPUS", "2");
     let mut w = Wire::spawn(cmd);
     w.initialize();
     w

@@ -2,10 +2,9 @@
 //! says otherwise, and is seen listening there and nowhere else.
 
 use serde_json::json;
-use std::process::Command;
 use std::time::Duration;
+use vllm_mcp_testkit::ServerRig;
 use vllm_mcp_testkit::wire::{Wire, text_of};
-use vllm_mcp_testkit::{ServerRig, bin};
 
 /// Local addresses (hex `IP:PORT` as in /proc/net/tcp) listening on `port`.
 fn listeners(port: u16) -> Vec<String> {
@@ -30,10 +29,7 @@ fn listeners(port: u16) -> Vec<String> {
 #[test]
 fn a_launched_server_listens_on_loopback_only() {
     let rig = ServerRig::new("");
-    let mut cmd = Command::new(bin("vllm-model-manager"));
-    let (k, v) = rig.marker_env();
-    cmd.env("VLLM_MCP_CONFIG", &rig.config).env(k, v);
-    let mut m = Wire::spawn(cmd);
+    let mut m = Wire::spawn(rig.command("vllm-model-manager"));
     m.initialize();
     let a = text_of(&m.call(
         "load-model",
@@ -68,9 +64,7 @@ fn an_export_beyond_loopback_is_warned_about() {
         let port = vllm_mcp_testkit::free_port();
         let rig = ServerRig::new(&format!("[prometheus]\nlisten = \"{host}:{port}\"\n"));
         let log = rig.dir.path().join("monitor.stderr");
-        let mut cmd = Command::new(bin("vllm-perf-monitor"));
-        let (k, v) = rig.marker_env();
-        cmd.env("VLLM_MCP_CONFIG", &rig.config).env(k, v);
+        let cmd = rig.command("vllm-perf-monitor");
         let mut w = Wire::spawn_with_stderr(cmd, std::fs::File::create(&log).unwrap().into());
         w.initialize();
         let deadline = std::time::Instant::now() + Duration::from_secs(15);

@@ -2,20 +2,32 @@
 //! call: each server answers within its timeouts and goes on serving.
 
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::{Duration, Instant};
 use vllm_mcp_testkit::wire::{Wire, text_of};
-use vllm_mcp_testkit::{MockVllm, ServerRig, bin, http_status};
+use vllm_mcp_testkit::{MockVllm, ServerRig, http_status};
 
 fn spawn(rig: &ServerRig, name: &str) -> Wire {
-    let mut cmd = Command::new(bin(name));
-    let (k, v) = rig.marker_env();
-    cmd.env("VLLM_MCP_CONFIG", &rig.config)
-        .env(k, v)
-        .env("VLLM_MCP_FAKE_GPUS", "2");
+    let mut cmd = rig.command(name);
+    cmd.env("VLLM_MCP_FAKE_GPUS", "2");
     let mut w = Wire::spawn(cmd);
     w.initialize();
     w
+}
+
+/// Polls list-models until `model_id` is in status `error`; its entry.
+fn wait_marked_error(w: &mut Wire, model_id: &str, limit: Duration) -> Value {
+    let t = Instant::now();
+    loop {
+        let l = text_of(&w.call("list-models", json!({"status": "error"})));
+        if let Some(x) = l["models"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|x| x["id"] == model_id))
+        {
+            return x.clone();
+        }
+        assert!(t.elapsed() < limit, "{model_id} never marked: {l}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Calls a tool and returns its answer and how long it took.
@@ -134,18 +146,7 @@ fn a_server_killed_mid_request_or_losing_its_engine_is_an_answer() {
     assert!(code.starts_with("BACKEND_"), "{a}");
     assert!(took < Duration::from_secs(5), "chat took {took:?}");
     // The supervision notices: the model is no longer `loaded`, and says why.
-    let t = Instant::now();
-    let status = loop {
-        let l = text_of(&m.call("list-models", json!({"status": "error"})));
-        if let Some(x) = l["models"]
-            .as_array()
-            .and_then(|ms| ms.iter().find(|x| x["id"] == "fault/killed"))
-        {
-            break x.clone();
-        }
-        assert!(t.elapsed() < Duration::from_secs(15), "never marked: {l}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = wait_marked_error(&mut m, "fault/killed", Duration::from_secs(15));
     assert_eq!(status["error"]["reason"], "PROCESS_EXITED", "{status}");
     assert_eq!(status["error"]["details"]["signal"], 9, "{status}");
 
@@ -161,18 +162,7 @@ fn a_server_killed_mid_request_or_losing_its_engine_is_an_answer() {
         json!({"model_id": "fault/worker", "wait_seconds": 60}),
     ));
     assert_eq!(a["status"], "loaded", "{a}");
-    let t = Instant::now();
-    let dead = loop {
-        let l = text_of(&m2.call("list-models", json!({"status": "error"})));
-        if let Some(x) = l["models"]
-            .as_array()
-            .and_then(|ms| ms.iter().find(|x| x["id"] == "fault/worker"))
-        {
-            break x.clone();
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "never marked: {l}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let dead = wait_marked_error(&mut m2, "fault/worker", Duration::from_secs(20));
     assert!(!dead["error"].is_null(), "{dead}");
     eprintln!(
         "killed mid-chat: {code} after {took:?}; marked {}; worker death marked {}",

@@ -5,23 +5,20 @@
 
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 use vllm_core::crush_db::generate::{self, ConversationSpec};
 use vllm_core::states::{self, PartKind};
 use vllm_core::store::{Store, rusqlite};
 use vllm_mcp_testkit::wire::{Wire, text_of};
-use vllm_mcp_testkit::{MockVllm, ServerRig, bin};
+use vllm_mcp_testkit::{MockVllm, ServerRig};
 
 const KEY: &str = "planted-key-7f3a9c1e5d0b4a82";
 const HF: &str = "hf_plantedtoken0123456789abcdefXYZ";
 
 fn spawn(rig: &ServerRig, name: &str, crush: &Path) -> Wire {
-    let mut cmd = Command::new(bin(name));
-    let (k, v) = rig.marker_env();
-    cmd.env("VLLM_MCP_CONFIG", &rig.config)
-        .env(k, v)
-        .env("PLANTED_KEY", KEY)
+    let mut cmd = rig.command(name);
+    cmd.env("PLANTED_KEY", KEY)
         .env("HF_TOKEN", HF)
         .env("RUST_LOG", "debug")
         .env("VLLM_MCP_FAKE_GPUS", "2")

@@ -8,7 +8,7 @@ use std::time::Duration;
 use vllm_core::crush_db::generate::{self, ConversationSpec};
 use vllm_core::store::rusqlite;
 use vllm_mcp_testkit::wire::{Wire, text_of};
-use vllm_mcp_testkit::{MockVllm, ServerRig, bin};
+use vllm_mcp_testkit::{MockVllm, ServerRig};
 
 pub struct Fleet {
     /// The attached endpoint (serving `model`, named like it up to the `/`), alive as
@@ -43,11 +43,8 @@ impl Fleet {
 
     /// The command of one of our servers on this fleet (two fake GPUs).
     pub fn command(&self, name: &str) -> Command {
-        let mut cmd = Command::new(bin(name));
-        let (k, v) = self.rig.marker_env();
-        cmd.env("VLLM_MCP_CONFIG", &self.rig.config)
-            .env(k, v)
-            .env("VLLM_MCP_FAKE_GPUS", "2")
+        let mut cmd = self.rig.command(name);
+        cmd.env("VLLM_MCP_FAKE_GPUS", "2")
             .env("VLLM_MCP_CRUSH_DB", &self.crush);
         cmd
     }
