@@ -44,7 +44,11 @@ impl Kit {
         config: Config,
         gpus: Gpus,
     ) -> Result<Kit> {
-        let store = Store::open_in_dir(&config.data_dir).map_err(|e| e.to_string());
+        let store = Store::open_with(
+            &config.data_dir.join(vllm_core::store::DB_FILE_NAME),
+            config.store.options(),
+        )
+        .map_err(|e| e.to_string());
         if let Err(e) = &store {
             tracing::error!(error = %e, "the store could not be opened; store-backed tools will fail");
         }

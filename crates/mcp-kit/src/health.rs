@@ -42,6 +42,10 @@ pub struct StoreStatus {
     pub schema_version: Option<i64>,
     pub size_bytes: Option<u64>,
     pub journal_mode: Option<String>,
+    /// Opened read-only (`store.read_only`): every write answers `STORAGE_ERROR`.
+    pub read_only: bool,
+    /// The size cap (`store.max_size_mb`) in bytes; none: the disk's size.
+    pub max_size_bytes: Option<u64>,
     /// Why the store is not usable, when it is not.
     pub error: Option<String>,
 }
@@ -106,6 +110,8 @@ pub async fn report(kit: &Kit) -> Result<HealthReport> {
                     schema_version: Some(h.schema_version),
                     size_bytes: Some(h.size_bytes),
                     journal_mode: Some(h.journal_mode),
+                    read_only: h.read_only,
+                    max_size_bytes: h.max_size_bytes,
                     error: (!h.ok).then(|| "the store did not answer as expected".to_string()),
                 },
                 None => unavailable_store("the health check failed".into()),
@@ -202,6 +208,8 @@ fn unavailable_store(error: String) -> StoreStatus {
         schema_version: None,
         size_bytes: None,
         journal_mode: None,
+        read_only: false,
+        max_size_bytes: None,
         error: Some(error),
     }
 }

@@ -40,6 +40,8 @@ pub struct Config {
     pub crush: CrushConfig,
     /// Saved states: retention and export directories.
     pub state: StateConfig,
+    /// How the SQLite store is opened: size cap, read-only, durability.
+    pub store: StoreConfig,
     /// The file this configuration was read from, if any (not a key).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -59,6 +61,7 @@ impl Default for Config {
             prometheus: PrometheusConfig::default(),
             crush: CrushConfig::default(),
             state: StateConfig::default(),
+            store: StoreConfig::default(),
             source: None,
         }
     }
@@ -399,6 +402,32 @@ impl Default for StateConfig {
     }
 }
 
+/// How the SQLite store is opened (every server opens the same file).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The most the database may hold, in MiB; 0: no cap but the disk. A write past it
+    /// answers `STORAGE_ERROR` and changes nothing; clear-state makes room again.
+    pub max_size_mb: u64,
+    /// Open the store read-only (a read-only mount, a look at someone's store): reads
+    /// work, every write answers `STORAGE_ERROR`.
+    pub read_only: bool,
+    /// `normal` (durable when the process is killed) or `full` (also on power loss).
+    pub synchronous: crate::store::Synchronous,
+}
+
+impl StoreConfig {
+    /// The options [`crate::store::Store::open_with`] takes.
+    pub fn options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            synchronous: self.synchronous,
+            max_size_bytes: (self.max_size_mb > 0).then(|| self.max_size_mb * 1024 * 1024),
+            read_only: self.read_only,
+            ..crate::store::StoreOptions::default()
+        }
+    }
+}
+
 /// Environment lookups, injectable so tests need not touch the process environment.
 pub type EnvFn<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -614,6 +643,16 @@ impl Config {
                 "must be at least 1 (the state just saved is always kept)".into(),
             ));
         }
+        // Past 2^44 bytes SQLite's page count overflows its 32-bit limit anyway.
+        if self.store.max_size_mb > 16 * 1024 * 1024 {
+            return Err(bad(
+                "store.max_size_mb",
+                format!(
+                    "{} MiB is beyond what SQLite can address (16 TiB); use 0 for no cap",
+                    self.store.max_size_mb
+                ),
+            ));
+        }
         for (i, d) in self.state.export_dirs.iter().enumerate() {
             if !d.is_absolute() || d.components().any(|c| c == std::path::Component::ParentDir) {
                 return Err(bad(
@@ -802,6 +841,8 @@ mod tests {
                 "state.export_dirs[0]",
             ),
             ("[state]\nkeep = 3\n", "keep"),
+            ("[store]\nmax_size_mb = 99999999999\n", "store.max_size_mb"),
+            ("[store]\nsynchronous = \"extra\"\n", "synchronous"),
         ];
         for (text, key) in cases {
             let e = Config::from_toml(text, None, &env).unwrap_err();
@@ -898,5 +939,19 @@ mod tests {
         assert!(c.state.export_dirs.is_empty());
         let c = Config::from_toml("[state]\nkeep_per_session = 3\n", None, &env).unwrap();
         assert_eq!(c.state.keep_per_session, 3);
+    }
+
+    #[test]
+    fn store_settings_become_open_options() {
+        let env = env_of(&[]);
+        let o = Config::from_toml("", None, &env).unwrap().store.options();
+        assert_eq!(o.max_size_bytes, None);
+        assert!(!o.read_only);
+        assert_eq!(o.synchronous, crate::store::Synchronous::Normal);
+        let text = "[store]\nmax_size_mb = 64\nread_only = true\nsynchronous = \"full\"\n";
+        let o = Config::from_toml(text, None, &env).unwrap().store.options();
+        assert_eq!(o.max_size_bytes, Some(64 * 1024 * 1024));
+        assert!(o.read_only);
+        assert_eq!(o.synchronous, crate::store::Synchronous::Full);
     }
 }

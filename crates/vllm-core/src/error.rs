@@ -371,7 +371,7 @@ impl Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Error {
-        Error::storage(e)
+        Error::storage(crate::store::describe_sqlite(&e, None))
     }
 }
 

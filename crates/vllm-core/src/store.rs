@@ -341,7 +341,8 @@ CREATE INDEX rate_slots_kind_ts ON rate_slots(kind, ts);
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
 /// `PRAGMA synchronous` in WAL mode; see the module docs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Synchronous {
     /// Durable against the process being killed; an OS crash may lose the last commits.
     #[default]
@@ -367,6 +368,13 @@ pub struct StoreOptions {
     pub busy_timeout: Duration,
     /// Default [`Synchronous::Normal`].
     pub synchronous: Synchronous,
+    /// The most the database file may hold, in bytes (`PRAGMA max_page_count` on the
+    /// connection). A write that needs more fails whole with a storage error, as on a
+    /// full disk; deleting rows frees pages for the next write. `None`: the disk's size.
+    pub max_size_bytes: Option<u64>,
+    /// Opens the file read-only: reads work, every write fails with a storage error.
+    /// The file must exist and be at [`SCHEMA_VERSION`] (nothing can migrate it).
+    pub read_only: bool,
 }
 
 impl Default for StoreOptions {
@@ -374,6 +382,8 @@ impl Default for StoreOptions {
         StoreOptions {
             busy_timeout: Duration::from_secs(5),
             synchronous: Synchronous::Normal,
+            max_size_bytes: None,
+            read_only: false,
         }
     }
 }
@@ -416,6 +426,10 @@ pub struct StoreHealth {
     pub journal_mode: String,
     /// The database answered, is in WAL mode and at this binary's schema version.
     pub ok: bool,
+    /// Opened read-only (`store.read_only`): every write fails.
+    pub read_only: bool,
+    /// The size cap (`store.max_size_mb`) in bytes; none: the disk's size.
+    pub max_size_bytes: Option<u64>,
 }
 
 /// One tool call in the audit log.
@@ -503,6 +517,9 @@ impl Store {
 
     /// Opens with explicit options.
     pub fn open_with(path: &Path, options: StoreOptions) -> Result<Store> {
+        if options.read_only {
+            return Store::open_read_only(path, options);
+        }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| Error::Storage {
                 message: format!("cannot create the data directory: {e}"),
@@ -514,6 +531,47 @@ impl Store {
         configure(&conn, &options).map_err(map)?;
         let version = migrate(&mut conn, path, &options)?;
         tracing::debug!(path = %path.display(), schema_version = version, "store opened");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                path: path.to_path_buf(),
+                options,
+            }),
+        })
+    }
+
+    /// Opens an existing store that must not be written to.
+    fn open_read_only(path: &Path, options: StoreOptions) -> Result<Store> {
+        use rusqlite::OpenFlags;
+        let map = |e: rusqlite::Error| storage_error(&e, path, options.busy_timeout);
+        if !path.is_file() {
+            return Err(Error::Storage {
+                message: "store.read_only is set but there is no store to read: start once \
+                          without it to create one"
+                    .into(),
+                path: Some(path.to_path_buf()),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(map)?;
+        conn.busy_timeout(options.busy_timeout).map_err(map)?;
+        let version = user_version(&conn).map_err(map)?;
+        if version > SCHEMA_VERSION {
+            return Err(newer_schema(version, path));
+        }
+        if version < SCHEMA_VERSION {
+            return Err(Error::Storage {
+                message: format!(
+                    "the store is at schema version {version} and this vllm-mcp needs \
+                     {SCHEMA_VERSION}; store.read_only forbids the migration: start once without it"
+                ),
+                path: Some(path.to_path_buf()),
+            });
+        }
+        tracing::info!(path = %path.display(), "store opened read-only");
         Ok(Store {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
@@ -540,6 +598,14 @@ impl Store {
     /// Waits up to the busy timeout for another writer. Blocking: see the module
     /// docs for async callers.
     pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        if self.inner.options.read_only {
+            // Before `f` runs: a closure may act outside the database (spawn a process)
+            // before its first statement would have failed.
+            return Err(self.explain(Error::Storage {
+                message: "the database is read-only: this write was not attempted".into(),
+                path: Some(self.inner.path.clone()),
+            }));
+        }
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -725,6 +791,8 @@ impl Store {
             let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
             Ok((version, mode))
         });
+        let read_only = self.inner.options.read_only;
+        let max_size_bytes = self.inner.options.max_size_bytes;
         match probe {
             Ok((schema_version, journal_mode)) => StoreHealth {
                 ok: journal_mode.eq_ignore_ascii_case("wal") && schema_version == SCHEMA_VERSION,
@@ -732,6 +800,8 @@ impl Store {
                 schema_version,
                 size_bytes,
                 journal_mode,
+                read_only,
+                max_size_bytes,
             },
             Err(e) => {
                 tracing::warn!(error = %e, "store health probe failed");
@@ -741,6 +811,8 @@ impl Store {
                     size_bytes,
                     journal_mode: String::new(),
                     ok: false,
+                    read_only,
+                    max_size_bytes,
                 }
             }
         }
@@ -779,7 +851,11 @@ impl Store {
     }
 
     fn error(&self, e: rusqlite::Error) -> Error {
-        storage_error(&e, &self.inner.path, self.inner.options.busy_timeout)
+        self.explain(storage_error(
+            &e,
+            &self.inner.path,
+            self.inner.options.busy_timeout,
+        ))
     }
 
     /// Errors from a caller's closure went through `From<rusqlite::Error>`,
@@ -789,23 +865,57 @@ impl Store {
             Error::Storage {
                 message,
                 path: None,
-            } => Error::Storage {
+            } => self.explain(Error::Storage {
                 message,
                 path: Some(self.inner.path.clone()),
-            },
-            other => other,
+            }),
+            other => self.explain(other),
         }
+    }
+
+    /// Says which setting a "full" or "read-only" failure comes from, when one does.
+    fn explain(&self, e: Error) -> Error {
+        let Error::Storage { message, path } = e else {
+            return e;
+        };
+        let lower = message.to_ascii_lowercase();
+        let options = &self.inner.options;
+        let message = if lower.contains("full") && options.max_size_bytes.is_some() {
+            format!(
+                "{message}; the store is capped at store.max_size_mb = {} MiB: clear old states \
+                 (clear-state) or raise the cap",
+                options.max_size_bytes.unwrap_or(0) / (1024 * 1024)
+            )
+        } else if lower.contains("read-only") && options.read_only {
+            format!("{message}; the store was opened with store.read_only = true")
+        } else {
+            message
+        };
+        Error::Storage { message, path }
     }
 }
 
 /// Maps a SQLite failure to [`Error::Storage`] with a message a person can act on.
 pub fn storage_error(e: &rusqlite::Error, path: &Path, busy_timeout: Duration) -> Error {
+    Error::Storage {
+        message: describe_sqlite(e, Some(busy_timeout)),
+        path: Some(path.to_path_buf()),
+    }
+}
+
+/// What a SQLite failure means for the person reading it; `busy_timeout` when known.
+pub(crate) fn describe_sqlite(e: &rusqlite::Error, busy_timeout: Option<Duration>) -> String {
     use rusqlite::ErrorCode as C;
-    let message = match e.sqlite_error_code() {
-        Some(C::DatabaseBusy | C::DatabaseLocked) => format!(
-            "the database is locked by another process and stayed locked past the busy timeout of {} ms ({e})",
-            busy_timeout.as_millis()
-        ),
+    match e.sqlite_error_code() {
+        Some(C::DatabaseBusy | C::DatabaseLocked) => match busy_timeout {
+            Some(t) => format!(
+                "the database is locked by another process and stayed locked past the busy timeout of {} ms ({e})",
+                t.as_millis()
+            ),
+            None => format!(
+                "the database is locked by another process and stayed locked past the busy timeout ({e})"
+            ),
+        },
         Some(C::DiskFull) => format!("the disk holding the database is full ({e})"),
         Some(C::ReadOnly) => {
             format!("the database is read-only: check file and directory permissions ({e})")
@@ -816,10 +926,6 @@ pub fn storage_error(e: &rusqlite::Error, path: &Path, busy_timeout: Duration) -
         Some(C::SystemIoFailure) => format!("an I/O error occurred on the database file ({e})"),
         Some(C::CannotOpen | C::PermissionDenied) => format!("cannot open the database file ({e})"),
         _ => format!("SQLite error: {e}"),
-    };
-    Error::Storage {
-        message,
-        path: Some(path.to_path_buf()),
     }
 }
 
@@ -867,6 +973,12 @@ fn configure(conn: &Connection, options: &StoreOptions) -> rusqlite::Result<()> 
     conn.pragma_update(None, "synchronous", options.synchronous.as_sql())?;
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    if let Some(bytes) = options.max_size_bytes {
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        // SQLite keeps the current size when the cap is below it: nothing is lost.
+        let pages = (bytes as i64 / page_size.max(512)).max(1);
+        conn.pragma_update(None, "max_page_count", pages)?;
+    }
     Ok(())
 }
 

@@ -783,3 +783,167 @@ fn sigkill_mid_write_leaves_whole_transactions() {
         3
     );
 }
+
+// ---------------------------------------------------------------------------
+// A full store and a read-only one (store.max_size_mb, store.read_only): the injections
+// of a full disk and a read-only data directory, which root cannot make with chmod.
+
+fn blob_rows(store: &Store) -> i64 {
+    count(store, "SELECT count(*) FROM meta WHERE key LIKE 'blob-%'")
+}
+
+/// Writes 64 KiB meta values until one fails; returns how many were written and the error.
+fn fill(store: &Store, from: usize) -> (usize, Error) {
+    let value = "x".repeat(64 * 1024);
+    for i in from..from + 10_000 {
+        if let Err(e) = store.meta_set(&format!("blob-{i}"), &value) {
+            return (i - from, e);
+        }
+    }
+    panic!("10,000 writes of 64 KiB fitted under the cap");
+}
+
+#[test]
+fn a_full_store_refuses_the_write_whole_and_recovers_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE_NAME);
+    let capped = |mb: u64| StoreOptions {
+        max_size_bytes: Some(mb * 1024 * 1024),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&path, capped(2)).unwrap();
+    let (written, err) = fill(&store, 0);
+    assert!(
+        (20..32).contains(&written),
+        "2 MiB holds about 30 values of 64 KiB, took {written}"
+    );
+    match &err {
+        Error::Storage { message, path: p } => {
+            assert!(message.contains("full"), "{message}");
+            assert!(message.contains("store.max_size_mb = 2"), "{message}");
+            assert_eq!(p.as_deref(), Some(path.as_path()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(err.code(), "STORAGE_ERROR");
+    // The refused write left nothing behind; what was written before is whole.
+    assert_eq!(blob_rows(&store), written as i64);
+    assert!(store.integrity_check().unwrap());
+    // Reads and small writes that reuse freed pages still work: delete half, write again.
+    store
+        .write(|tx| Ok(tx.execute("DELETE FROM meta WHERE key LIKE 'blob-%' AND CAST(substr(key, 6) AS INTEGER) % 2 = 0", [])?))
+        .unwrap();
+    let left = blob_rows(&store);
+    let (again, _) = fill(&store, 1000);
+    assert!(
+        again as i64 >= (written as i64 - left) - 2,
+        "freed room for {again}"
+    );
+    assert!(store.integrity_check().unwrap());
+    drop(store);
+    // A larger cap on the next start: the writes go on.
+    let store = Store::open_with(&path, capped(8)).unwrap();
+    let (more, _) = fill(&store, 2000);
+    assert!(more > 50, "6 more MiB took {more}");
+    assert!(store.integrity_check().unwrap());
+    assert_eq!(store.health().max_size_bytes, Some(8 * 1024 * 1024));
+}
+
+#[test]
+fn a_cap_below_the_current_size_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE_NAME);
+    let store = Store::open(&path).unwrap();
+    let value = "y".repeat(64 * 1024);
+    for i in 0..40 {
+        store.meta_set(&format!("blob-{i}"), &value).unwrap();
+    }
+    drop(store);
+    let store = Store::open_with(
+        &path,
+        StoreOptions {
+            max_size_bytes: Some(1024 * 1024),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(blob_rows(&store), 40);
+    assert!(store.meta_set("blob-new", &value).is_err());
+    assert!(store.meta_set("small", "ok").is_ok() || store.meta_get("small").unwrap().is_none());
+    assert!(store.integrity_check().unwrap());
+}
+
+#[test]
+fn a_read_only_store_reads_and_refuses_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE_NAME);
+    let ro = StoreOptions {
+        read_only: true,
+        ..StoreOptions::default()
+    };
+    // Nothing to read yet: a clear error, and no file is created.
+    let err = Store::open_with(&path, ro.clone()).unwrap_err();
+    assert!(err.to_string().contains("no store to read"), "{err}");
+    assert!(!path.exists());
+
+    let store = Store::open(&path).unwrap();
+    store.meta_set("kept", "1").unwrap();
+    store.record_audit(&record("s", "t", "OK", 1.0, 1)).unwrap();
+    drop(store);
+    // Closing checkpointed the WAL: the file alone is the whole store now.
+    let before = std::fs::read(&path).unwrap();
+
+    let store = Store::open_with(&path, ro.clone()).unwrap();
+    assert_eq!(store.meta_get("kept").unwrap().as_deref(), Some("1"));
+    assert_eq!(
+        store.audit_entries(&AuditQuery::default()).unwrap().len(),
+        1
+    );
+    assert!(store.integrity_check().unwrap());
+    let health = store.health();
+    assert!(health.ok && health.read_only, "{health:?}");
+    for err in [
+        store.meta_set("new", "1").unwrap_err(),
+        store
+            .record_audit(&record("s", "t", "OK", 2.0, 2))
+            .map(drop)
+            .unwrap_err(),
+        store.prune_audit(10.0).map(drop).unwrap_err(),
+    ] {
+        assert_eq!(err.code(), "STORAGE_ERROR");
+        let text = err.to_string();
+        assert!(text.contains("read-only"), "{text}");
+        assert!(text.contains("store.read_only"), "{text}");
+    }
+    drop(store);
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "the read-only store's file changed"
+    );
+
+    // Writable again: nothing was lost and writes work.
+    let store = Store::open(&path).unwrap();
+    store.meta_set("new", "1").unwrap();
+    assert_eq!(store.meta_get("kept").unwrap().as_deref(), Some("1"));
+}
+
+#[test]
+fn a_read_only_store_is_not_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE_NAME);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0].sql).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let err = Store::open_with(
+        &path,
+        StoreOptions {
+            read_only: true,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("schema version 1"), "{err}");
+    assert!(err.to_string().contains("read_only"), "{err}");
+}

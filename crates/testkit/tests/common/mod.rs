@@ -1,6 +1,9 @@
 //! Set-up shared by the whole-fleet tests: a rig with an attached mock-vllm endpoint, a
 //! Crush database with one generated session, and servers spawned on them.
 
+// Each test binary compiles this module on its own and uses only a part of it.
+#![allow(dead_code)]
+
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;

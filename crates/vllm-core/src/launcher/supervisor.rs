@@ -427,7 +427,10 @@ impl Launcher {
         let cfg = &self.config;
         let req = plan.req;
         let sampling = models::sampling(&self.store, &req.model_id)?;
-        self.store.write(|tx| {
+        // The process is spawned inside the transaction; when the transaction then fails
+        // (a full store), the process must not outlive it unrecorded.
+        let mut spawned_group: Option<u32> = None;
+        let placed = self.store.write(|tx| {
             let rows = {
                 let mut st = tx.prepare(
                     "SELECT model_id, port, memory_estimate_mb, status, gpu_ids, pid, updated_at FROM models \
@@ -553,6 +556,7 @@ impl Launcher {
                 log_path: log_path.clone(),
                 cwd: None,
             })?;
+            spawned_group = Some(spawned.pid);
             let mut full = vec![program];
             full.extend(argv);
             record.port = Some(port);
@@ -563,7 +567,14 @@ impl Launcher {
             record.launched_at = Some(now);
             models::put(tx, &record)?;
             Ok(Placed::Spawned(record))
-        })
+        });
+        if let (Err(e), Some(pgid)) = (&placed, spawned_group) {
+            tracing::warn!(model = %req.model_id, pgid, error = %e, "the launch was not recorded; stopping the process it started");
+            if let Err(kill) = process::signal_group(pgid, libc::SIGKILL) {
+                tracing::error!(pgid, error = %kill, "cannot stop the unrecorded launch");
+            }
+        }
+        placed
     }
 
     /// Launches a record again with its stored request: after a crash (restart policy),
