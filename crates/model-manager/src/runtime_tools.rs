@@ -364,17 +364,25 @@ async fn resolve(s: &ModelManager, model_id: &str, statuses: &[ModelStatus]) -> 
             });
         }
     }
+    // An endpoint that did not say what it serves may serve the model: when nothing
+    // else knows it, that endpoint's error (a timeout naming its URL) is the answer.
+    let mut unanswered = None;
     for ep in &s.kit.endpoints {
-        if let Ok(cards) = ep.models().await
-            && let Some(card) = cards.into_iter().find(|c| c.id == model_id)
-        {
-            return Ok(Target {
-                model_id: model_id.to_string(),
-                client: ep.clone(),
-                record: None,
-                endpoint: Some(ep.name().to_string()),
-                parent: card.parent,
-            });
+        match ep.models().await {
+            Ok(cards) => {
+                if let Some(card) = cards.into_iter().find(|c| c.id == model_id) {
+                    return Ok(Target {
+                        model_id: model_id.to_string(),
+                        client: ep.clone(),
+                        record: None,
+                        endpoint: Some(ep.name().to_string()),
+                        parent: card.parent,
+                    });
+                }
+            }
+            Err(e) => {
+                unanswered.get_or_insert(e);
+            }
         }
     }
     if let Some(e) = not_now {
@@ -416,7 +424,7 @@ async fn resolve(s: &ModelManager, model_id: &str, statuses: &[ModelStatus]) -> 
             "model_id",
             format!("model `{model_id}` is {o} but not loaded: load it with load-model first"),
         )),
-        None => Err(Error::ModelNotFound(model_id.to_string())),
+        None => Err(unanswered.unwrap_or_else(|| Error::ModelNotFound(model_id.to_string()))),
     }
 }
 
