@@ -393,6 +393,15 @@ fn text_of(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
     }
 }
 
+/// Checks one `messages.parts` cell (text, or a blob as the value codec writes it) the
+/// way a save reads it: why it is not what Crush writes (`None` when it is), and the
+/// part types this version does not know. The fuzz target drives it.
+pub fn check_parts_cell(parts: &Value) -> (Option<String>, BTreeSet<String>) {
+    let mut unknown = BTreeSet::new();
+    let problem = check_parts(parts, &mut unknown);
+    (problem, unknown)
+}
+
 /// Why `parts` is not what Crush writes, or `None` when it is. Unknown part types are
 /// listed in `unknown` (a newer Crush's; kept like the rest).
 fn check_parts(parts: &Value, unknown: &mut BTreeSet<String>) -> Option<String> {
