@@ -245,3 +245,102 @@ fn a_planted_key_reaches_its_endpoints_and_nowhere_else() {
     assert!(logs > 2_000, "the servers' debug logs were not captured");
     assert!(leaks.is_empty(), "{leaks:#?}");
 }
+
+/// A stand-in vLLM that answers every request with an empty model list and keeps the
+/// raw request heads it got.
+fn spy_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let heads: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let kept = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut head = String::new();
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push_str(&line);
+                        line.clear();
+                    }
+                    if head.is_empty() {
+                        return;
+                    }
+                    kept.lock().unwrap().push(head);
+                    let body = r#"{"object":"list","data":[]}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, heads)
+}
+
+#[test]
+fn an_endpoint_key_is_sent_to_its_endpoint_only() {
+    let keyed = MockVllm::start(&["only/keyed", "--api-key", KEY], &[]);
+    let (spy_url, heads) = spy_endpoint();
+    let rig = ServerRig::new(&format!(
+        "[[endpoints]]\nname = \"keyed\"\nbase_url = {:?}\napi_key_env = \"PLANTED_KEY\"\n\
+         [[endpoints]]\nname = \"other\"\nbase_url = {spy_url:?}\n",
+        keyed.base_url
+    ));
+    let crush = rig.dir.path().join("crush.db");
+    let mut seen = Vec::new();
+    let mut m = spawn(&rig, "vllm-model-manager", &crush);
+    let listed = ok(&mut m, &mut seen, "list-models", json!({}));
+    assert!(listed.to_string().contains("only/keyed"), "{listed}");
+    ok(
+        &mut m,
+        &mut seen,
+        "chat",
+        json!({"model_id": "only/keyed", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}),
+    );
+    ok(&mut m, &mut seen, "server-health", json!({}));
+    m.close(Duration::from_secs(5));
+    let mut pm = spawn(&rig, "vllm-perf-monitor", &crush);
+    ok(
+        &mut pm,
+        &mut seen,
+        "get-metrics",
+        json!({"duration_seconds": 30}),
+    );
+    ok(&mut pm, &mut seen, "server-health", json!({}));
+    pm.close(Duration::from_secs(5));
+
+    let heads = heads.lock().unwrap().clone();
+    assert!(
+        heads.len() >= 3,
+        "the other endpoint was hardly asked: {heads:?}"
+    );
+    for head in &heads {
+        assert!(
+            !head.contains(KEY),
+            "the key went to the other endpoint: {head}"
+        );
+        assert!(
+            !head.to_ascii_lowercase().contains("authorization"),
+            "an Authorization header went to the other endpoint: {head}"
+        );
+    }
+    for answer in &seen {
+        assert!(!answer.contains(KEY), "the key is in an answer: {answer}");
+    }
+    eprintln!(
+        "{} requests to the keyless endpoint, none with the key or an Authorization header",
+        heads.len()
+    );
+}
