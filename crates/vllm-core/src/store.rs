@@ -531,13 +531,18 @@ impl Store {
         configure(&conn, &options).map_err(map)?;
         let version = migrate(&mut conn, path, &options)?;
         tracing::debug!(path = %path.display(), schema_version = version, "store opened");
-        Ok(Store {
+        Ok(Store::over(conn, path, options))
+    }
+
+    /// The store over a connection already opened, configured and at our schema.
+    fn over(conn: Connection, path: &Path, options: StoreOptions) -> Store {
+        Store {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 path: path.to_path_buf(),
                 options,
             }),
-        })
+        }
     }
 
     /// Opens an existing store that must not be written to.
@@ -572,13 +577,7 @@ impl Store {
             });
         }
         tracing::info!(path = %path.display(), "store opened read-only");
-        Ok(Store {
-            inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
-                path: path.to_path_buf(),
-                options,
-            }),
-        })
+        Ok(Store::over(conn, path, options))
     }
 
     /// The database file.
@@ -601,10 +600,12 @@ impl Store {
         if self.inner.options.read_only {
             // Before `f` runs: a closure may act outside the database (spawn a process)
             // before its first statement would have failed.
-            return Err(self.explain(Error::Storage {
-                message: "the database is read-only: this write was not attempted".into(),
+            return Err(Error::Storage {
+                message: "the database is read-only (the store was opened with store.read_only = \
+                          true): this write was not attempted"
+                    .into(),
                 path: Some(self.inner.path.clone()),
-            }));
+            });
         }
         let mut conn = self.lock();
         let tx = conn
@@ -851,47 +852,31 @@ impl Store {
     }
 
     fn error(&self, e: rusqlite::Error) -> Error {
-        self.explain(storage_error(
+        self.with_path(storage_error(
             &e,
             &self.inner.path,
             self.inner.options.busy_timeout,
         ))
     }
 
-    /// Errors from a caller's closure went through `From<rusqlite::Error>`,
-    /// which knows no path: add ours.
+    /// Errors from a caller's closure went through `From<rusqlite::Error>`, which knows
+    /// no path: add ours. A "full" one under a size cap also names the setting.
     fn with_path(&self, e: Error) -> Error {
-        match e {
-            Error::Storage {
-                message,
-                path: None,
-            } => self.explain(Error::Storage {
-                message,
-                path: Some(self.inner.path.clone()),
-            }),
-            other => self.explain(other),
-        }
-    }
-
-    /// Says which setting a "full" or "read-only" failure comes from, when one does.
-    fn explain(&self, e: Error) -> Error {
         let Error::Storage { message, path } = e else {
             return e;
         };
-        let lower = message.to_ascii_lowercase();
-        let options = &self.inner.options;
-        let message = if lower.contains("full") && options.max_size_bytes.is_some() {
-            format!(
+        let message = match self.inner.options.max_size_bytes {
+            Some(cap) if message.contains("is full") => format!(
                 "{message}; the store is capped at store.max_size_mb = {} MiB: clear old states \
                  (clear-state) or raise the cap",
-                options.max_size_bytes.unwrap_or(0) / (1024 * 1024)
-            )
-        } else if lower.contains("read-only") && options.read_only {
-            format!("{message}; the store was opened with store.read_only = true")
-        } else {
-            message
+                cap / (1024 * 1024)
+            ),
+            _ => message,
         };
-        Error::Storage { message, path }
+        Error::Storage {
+            message,
+            path: path.or_else(|| Some(self.inner.path.clone())),
+        }
     }
 }
 
@@ -907,15 +892,12 @@ pub fn storage_error(e: &rusqlite::Error, path: &Path, busy_timeout: Duration) -
 pub(crate) fn describe_sqlite(e: &rusqlite::Error, busy_timeout: Option<Duration>) -> String {
     use rusqlite::ErrorCode as C;
     match e.sqlite_error_code() {
-        Some(C::DatabaseBusy | C::DatabaseLocked) => match busy_timeout {
-            Some(t) => format!(
-                "the database is locked by another process and stayed locked past the busy timeout of {} ms ({e})",
-                t.as_millis()
-            ),
-            None => format!(
-                "the database is locked by another process and stayed locked past the busy timeout ({e})"
-            ),
-        },
+        Some(C::DatabaseBusy | C::DatabaseLocked) => {
+            let of = busy_timeout.map_or(String::new(), |t| format!(" of {} ms", t.as_millis()));
+            format!(
+                "the database is locked by another process and stayed locked past the busy timeout{of} ({e})"
+            )
+        }
         Some(C::DiskFull) => format!("the disk holding the database is full ({e})"),
         Some(C::ReadOnly) => {
             format!("the database is read-only: check file and directory permissions ({e})")
