@@ -503,6 +503,19 @@ impl ServerRig {
             })
             .collect()
     }
+
+    /// The marked processes whose command line (arguments joined by NUL) contains
+    /// `needle`: `"mock-vllm"` for every launched mock server and its children,
+    /// `"mock-vllm\0serve\0"` for the leaders.
+    pub fn marked_running(&self, needle: &str) -> Vec<i32> {
+        self.marked_pids()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmd| cmd.contains(needle))
+            })
+            .collect()
+    }
 }
 
 impl Drop for ServerRig {

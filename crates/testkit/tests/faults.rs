@@ -177,11 +177,8 @@ fn a_server_killed_while_it_loads_is_a_load_failure_and_the_next_load_works() {
     let mut m = spawn(&rig, "vllm-model-manager");
     // The group of the `serve` process once it is up, found by the rig's marker.
     let serve_group = |rig: &ServerRig| -> Option<i32> {
-        rig.marked_pids().into_iter().find_map(|pid| {
-            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
-            cmd.contains("mock-vllm\0serve\0")
-                .then(|| unsafe { libc::getpgid(pid) })
-        })
+        let leader = *rig.marked_running("mock-vllm\0serve\0").first()?;
+        Some(unsafe { libc::getpgid(leader) })
     };
     let started = Instant::now();
     let ((a, took), killed_at) = std::thread::scope(|scope| {

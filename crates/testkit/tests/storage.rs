@@ -7,10 +7,10 @@
 mod common;
 
 use common::Fleet;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 use vllm_core::crush_db::generate::ConversationSpec;
-use vllm_core::states::{self, PartKind};
+use vllm_core::states;
 use vllm_core::store::Store;
 use vllm_mcp_testkit::wire::text_of;
 
@@ -20,21 +20,6 @@ fn spec(seed: u64) -> ConversationSpec {
         messages: 300,
         sub_sessions: 1,
         target_bytes: Some(1_500_000),
-    }
-}
-
-/// Every state in `ids` is in the store and decodes whole.
-fn assert_whole(store: &Store, ids: &[String]) {
-    for id in ids {
-        let meta = states::get(store, id)
-            .unwrap()
-            .unwrap_or_else(|| panic!("state {id} was reported saved and is gone"));
-        for part in &meta.parts {
-            let kind: PartKind = part.part;
-            assert!(matches!(kind, PartKind::Models | PartKind::Conversations));
-            let frame = states::read_frame(store, id, kind).unwrap().unwrap();
-            let _: Value = states::decode_part(id, kind, &frame).unwrap();
-        }
     }
 }
 
@@ -85,7 +70,7 @@ fn a_full_store_answers_storage_error_loses_nothing_and_recovers() {
     {
         let store = Store::open(&fleet.rig.store_path()).unwrap();
         assert!(store.integrity_check().unwrap());
-        assert_whole(&store, &saved);
+        common::saved_states_whole(&store, &saved);
         assert_eq!(
             states::list_states(&store, &fleet.session).unwrap().len(),
             saved.len(),
@@ -112,7 +97,7 @@ fn a_full_store_answers_storage_error_loses_nothing_and_recovers() {
     w.close(Duration::from_secs(5));
     let store = Store::open(&fleet.rig.store_path()).unwrap();
     assert!(store.integrity_check().unwrap());
-    assert_whole(&store, &after);
+    common::saved_states_whole(&store, &after);
     eprintln!(
         "2 MiB cap: {} saves of 1.5 MB, then STORAGE_ERROR; after clear-state 1 more, under 64 MiB {} more",
         saved.len(),
@@ -179,13 +164,7 @@ fn a_read_only_store_serves_reads_refuses_writes_and_launches_nothing() {
     }
     // Nothing was launched for the refused load: only our three servers carry the marker.
     std::thread::sleep(Duration::from_millis(500));
-    let launched: Vec<String> = fleet
-        .rig
-        .marked_pids()
-        .into_iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok())
-        .filter(|cmd| cmd.contains("mock-vllm"))
-        .collect();
+    let launched = fleet.rig.marked_running("mock-vllm");
     assert!(
         launched.is_empty(),
         "launched under a read-only store: {launched:?}"
@@ -206,7 +185,7 @@ fn a_read_only_store_serves_reads_refuses_writes_and_launches_nothing() {
     sp.close(Duration::from_secs(5));
     let store = Store::open(&fleet.rig.store_path()).unwrap();
     assert!(store.integrity_check().unwrap());
-    assert_whole(
+    common::saved_states_whole(
         &store,
         &[state_id, a["state_id"].as_str().unwrap().to_string()],
     );
@@ -230,17 +209,7 @@ fn a_launch_the_store_cannot_record_is_stopped_not_orphaned() {
     ));
     assert_eq!(a["success"], false, "{a}");
     assert_eq!(a["error"]["code"], "STORAGE_ERROR", "{a}");
-    let launched = || -> Vec<i32> {
-        fleet
-            .rig
-            .marked_pids()
-            .into_iter()
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.contains("mock-vllm"))
-            })
-            .collect()
-    };
+    let launched = || fleet.rig.marked_running("mock-vllm");
     let t = std::time::Instant::now();
     while !launched().is_empty() && t.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(50));

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 use vllm_core::crush_db::generate::{self, ConversationSpec};
+use vllm_core::states::{self, StateMeta};
+use vllm_core::store::Store;
 use vllm_core::store::rusqlite;
 use vllm_mcp_testkit::wire::{Wire, text_of};
 use vllm_mcp_testkit::{MockVllm, ServerRig};
@@ -76,4 +78,21 @@ impl Fleet {
         );
         assert_eq!(a["status"], "loaded", "{a}");
     }
+}
+
+/// Every state in `ids` is in the store and each of its parts decodes whole; their
+/// records, for further checks.
+pub fn saved_states_whole(store: &Store, ids: &[String]) -> Vec<StateMeta> {
+    ids.iter()
+        .map(|id| {
+            let meta = states::get(store, id)
+                .unwrap()
+                .unwrap_or_else(|| panic!("state {id} was reported saved and is gone"));
+            for part in &meta.parts {
+                let frame = states::read_frame(store, id, part.part).unwrap().unwrap();
+                let _: serde_json::Value = states::decode_part(id, part.part, &frame).unwrap();
+            }
+            meta
+        })
+        .collect()
 }
