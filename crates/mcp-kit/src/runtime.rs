@@ -7,62 +7,160 @@
 use crate::context::Kit;
 use crate::server::{McpServer, Service};
 use crate::tool::Toolbox;
-use clap::Parser;
 use rmcp::ServiceExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use vllm_core::Result;
 use vllm_core::config::Config;
 
 /// Flags every server binary takes.
-#[derive(Debug, Parser)]
+///
+/// Parsed by hand: four flags do not need an argument-parsing crate, and leaving one out
+/// spares every server its code (the servers' resident memory is mostly their own code,
+/// PERFORMANCE.md).
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Args {
     /// TOML configuration file (else VLLM_MCP_CONFIG, else $XDG_CONFIG_HOME/vllm-mcp/config.toml).
-    #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Log at debug level on stderr (VLLM_MCP_LOG or RUST_LOG set a filter instead).
-    #[arg(long)]
     pub debug: bool,
     /// Log as JSON lines on stderr.
-    #[arg(long)]
     pub log_json: bool,
     /// Print the effective configuration as TOML and exit.
-    #[arg(long)]
     pub print_config: bool,
+}
+
+/// What a command line asks for besides serving.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotServing {
+    /// `--help` or `-h`: the usage text, for stdout.
+    Help(String),
+    /// `--version` or `-V`: the version line, for stdout.
+    Version(String),
+    /// A flag that does not exist or lacks its value: the message, for stderr.
+    Bad(String),
+}
+
+impl Args {
+    /// The usage text of `server`.
+    pub fn usage(server: &str) -> String {
+        format!(
+            "An MCP server on stdio ({server}).\n\n\
+             Usage: {server} [OPTIONS]\n\n\
+             Options:\n\
+             \x20     --config <PATH>  TOML configuration file (else VLLM_MCP_CONFIG, else\n\
+             \x20                      $XDG_CONFIG_HOME/vllm-mcp/config.toml)\n\
+             \x20     --debug          Log at debug level on stderr (VLLM_MCP_LOG or RUST_LOG\n\
+             \x20                      set a filter instead)\n\
+             \x20     --log-json       Log as JSON lines on stderr\n\
+             \x20     --print-config   Print the effective configuration as TOML and exit\n\
+             \x20 -h, --help           Print help\n\
+             \x20 -V, --version        Print version\n"
+        )
+    }
+
+    /// Parses the arguments after the program name.
+    pub fn parse_from<I, T>(server: &str, version: &str, args: I) -> Result<Args, NotServing>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        let mut out = Args::default();
+        let mut args = args.into_iter().map(Into::into);
+        let bad = |m: String| {
+            NotServing::Bad(format!("error: {m}\n\nFor more information, try '--help'."))
+        };
+        while let Some(arg) = args.next() {
+            let Some(text) = arg.to_str() else {
+                return Err(bad(format!(
+                    "unexpected argument '{}'",
+                    arg.to_string_lossy()
+                )));
+            };
+            match text {
+                "--debug" => out.debug = true,
+                "--log-json" => out.log_json = true,
+                "--print-config" => out.print_config = true,
+                "-h" | "--help" => return Err(NotServing::Help(Args::usage(server))),
+                "-V" | "--version" => {
+                    return Err(NotServing::Version(format!("{server} {version}\n")));
+                }
+                "--config" => match args.next() {
+                    Some(path) if !path.is_empty() => out.config = Some(PathBuf::from(path)),
+                    _ => return Err(bad("a value is required for '--config <PATH>'".into())),
+                },
+                _ => match text.strip_prefix("--config=") {
+                    Some(path) if !path.is_empty() => out.config = Some(PathBuf::from(path)),
+                    Some(_) => return Err(bad("a value is required for '--config <PATH>'".into())),
+                    None => return Err(bad(format!("unexpected argument '{text}'"))),
+                },
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Targets that log at info at most, whatever the filter asks: below info, rmcp logs
+/// every request and answer raw, and the HTTP crates log headers, so arguments and keys
+/// would reach the log unredacted. Our own targets log redacted values at every level.
+const QUIET_TARGETS: [&str; 6] = ["rmcp", "hyper", "hyper_util", "h2", "reqwest", "rustls"];
+
+/// The log filter: `spec` (VLLM_MCP_LOG or RUST_LOG, `target=level` directives separated
+/// by commas, as `info,vllm_core=debug`), else debug or info. A spec that does not parse
+/// is ignored. [`QUIET_TARGETS`] and their modules are held to info.
+pub fn log_filter(spec: Option<&str>, debug: bool) -> Targets {
+    let fallback = if debug {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::INFO
+    };
+    let asked = spec
+        .and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(fallback));
+    let quiet = |t: &str| {
+        QUIET_TARGETS.iter().any(|q| {
+            t.strip_prefix(q)
+                .is_some_and(|r| r.is_empty() || r.starts_with("::"))
+        })
+    };
+    let mut filter = Targets::new();
+    if let Some(level) = asked.default_level() {
+        filter = filter.with_default(level);
+    }
+    for (target, level) in &asked {
+        let level = if quiet(target) {
+            level.min(LevelFilter::INFO)
+        } else {
+            level
+        };
+        filter = filter.with_target(target, level);
+    }
+    for q in QUIET_TARGETS {
+        if !asked.iter().any(|(t, _)| t == q) {
+            filter = filter.with_target(q, LevelFilter::INFO);
+        }
+    }
+    filter
 }
 
 /// Sets up tracing on stderr. Idempotent.
 pub fn init_tracing(debug: bool, json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("VLLM_MCP_LOG")
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let spec = std::env::var("VLLM_MCP_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(if debug { "debug" } else { "info" }));
-    // Below info, rmcp logs every request and answer raw, and the HTTP crates log
-    // headers: arguments and keys would reach the log unredacted. They stay at info
-    // whatever the filter asks; our own targets log redacted values at every level.
-    let filter = [
-        "rmcp=info",
-        "hyper=info",
-        "hyper_util=info",
-        "h2=info",
-        "reqwest=info",
-        "rustls=info",
-    ]
-    .into_iter()
-    .filter_map(|d| d.parse().ok())
-    .fold(filter, |f, d| f.add_directive(d));
+        .ok();
+    let filter = log_filter(spec.as_deref(), debug);
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(filter);
+        .with_ansi(false);
     let _ = if json {
-        builder.json().try_init()
+        builder.json().finish().with(filter).try_init()
     } else {
-        builder.try_init()
+        builder.finish().with(filter).try_init()
     };
 }
 
@@ -72,7 +170,20 @@ where
     S: Service,
     F: FnOnce(Arc<Kit>) -> Result<(S, Toolbox<S>)>,
 {
-    let args = Args::parse();
+    let args = match Args::parse_from(server, version, std::env::args_os().skip(1)) {
+        Ok(a) => a,
+        Err(NotServing::Bad(m)) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{m}");
+            return ExitCode::from(2);
+        }
+        // Asked for, instead of MCP: the one other time a server writes to stdout.
+        Err(NotServing::Help(t) | NotServing::Version(t)) => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(t.as_bytes()); // tidy: allow-stdout (--help, --version)
+            return ExitCode::SUCCESS;
+        }
+    };
     init_tracing(args.debug, args.log_json);
     let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
@@ -210,5 +321,97 @@ pub fn tune_allocator() {
         ONCE.call_once(|| unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+    use tracing_subscriber::filter::Targets;
+
+    fn parse(args: &[&str]) -> std::result::Result<Args, NotServing> {
+        Args::parse_from("vllm-x", "1.2.3", args.iter().copied())
+    }
+
+    #[test]
+    fn flags_parse_in_both_spellings() {
+        assert_eq!(parse(&[]), Ok(Args::default()));
+        let a = parse(&[
+            "--config",
+            "a b.toml",
+            "--debug",
+            "--log-json",
+            "--print-config",
+        ]);
+        assert_eq!(
+            a,
+            Ok(Args {
+                config: Some("a b.toml".into()),
+                debug: true,
+                log_json: true,
+                print_config: true,
+            })
+        );
+        assert_eq!(
+            parse(&["--config=c.toml"]).map(|a| a.config),
+            Ok(Some("c.toml".into()))
+        );
+    }
+
+    #[test]
+    fn help_and_version_are_answers_and_bad_flags_are_refused() {
+        let Err(NotServing::Help(h)) = parse(&["--debug", "-h"]) else {
+            panic!("no help")
+        };
+        assert!(h.contains("Usage: vllm-x [OPTIONS]") && h.contains("--print-config"));
+        assert_eq!(
+            parse(&["--version"]),
+            Err(NotServing::Version("vllm-x 1.2.3\n".into()))
+        );
+        for bad in [
+            &["--cofnig", "x"][..],
+            &["--config"],
+            &["--config="],
+            &["serve"],
+        ] {
+            let Err(NotServing::Bad(m)) = parse(bad) else {
+                panic!("{bad:?} accepted")
+            };
+            assert!(m.starts_with("error: ") && m.contains("--help"), "{m}");
+        }
+    }
+
+    fn enabled(f: &Targets, target: &str, level: Level) -> bool {
+        f.would_enable(target, &level)
+    }
+
+    #[test]
+    fn the_filter_follows_the_spec_and_holds_quiet_targets_to_info() {
+        let f = log_filter(None, false);
+        assert!(enabled(&f, "vllm_core::store", Level::INFO));
+        assert!(!enabled(&f, "vllm_core::store", Level::DEBUG));
+        let f = log_filter(None, true);
+        assert!(enabled(&f, "vllm_core::store", Level::DEBUG));
+        assert!(!enabled(&f, "rmcp::service", Level::DEBUG));
+
+        let f = log_filter(
+            Some("warn,vllm_core=trace,rmcp=trace,hyper::proto=debug"),
+            false,
+        );
+        assert!(!enabled(&f, "vllm_mcp_kit", Level::INFO));
+        assert!(enabled(&f, "vllm_core::monitor", Level::TRACE));
+        assert!(enabled(&f, "rmcp::service", Level::INFO));
+        assert!(!enabled(&f, "rmcp::service", Level::DEBUG));
+        assert!(!enabled(&f, "hyper::proto::h1", Level::DEBUG));
+        assert!(!enabled(&f, "reqwest::connect", Level::DEBUG));
+        // A crate whose name only starts like a quiet one is not held.
+        let f = log_filter(Some("rmcpx=trace"), false);
+        assert!(enabled(&f, "rmcpx", Level::TRACE));
+
+        // A spec that does not parse is ignored, as if unset.
+        let f = log_filter(Some("vllm_core=loud"), false);
+        assert!(enabled(&f, "vllm_core", Level::INFO));
+        assert!(!enabled(&f, "vllm_core", Level::DEBUG));
     }
 }
