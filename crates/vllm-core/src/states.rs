@@ -211,6 +211,19 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
+/// The size of a job zstd hands its worker.
+const ZSTD_JOB_SIZE: u32 = 1 << 20;
+
+/// zstd worker threads for compressing a part: 1 where there are two cores or more, else
+/// none (compression then runs on the calling thread).
+fn compression_workers() -> u32 {
+    static WORKERS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *WORKERS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        u32::from(cores >= 2)
+    })
+}
+
 fn io_internal(e: impl std::fmt::Display) -> Error {
     Error::Internal(format!("encoding a state part: {e}"))
 }
@@ -241,6 +254,15 @@ pub fn encode_part_with<R>(
     let (mut frame, raw_len, out) = if compress {
         let mut enc = zstd::stream::Encoder::new(frame, ZSTD_LEVEL).map_err(io_internal)?;
         enc.include_checksum(true).map_err(io_internal)?;
+        // One zstd worker where there is a second core: it compresses one 1 MiB job
+        // while this thread reads and serializes the next (save-state speed,
+        // PERFORMANCE.md). Small jobs keep the memory this costs to a few MiB.
+        if compression_workers() > 0 {
+            enc.multithread(compression_workers())
+                .map_err(io_internal)?;
+            enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
+                .map_err(io_internal)?;
+        }
         // serde_json writes in small pieces; a buffer keeps zstd calls large.
         let mut w = Counting {
             inner: std::io::BufWriter::with_capacity(256 * 1024, enc),
