@@ -261,6 +261,37 @@ fn export_is_a_consistent_snapshot_while_crush_writes() {
 }
 
 #[test]
+fn a_virtual_table_this_build_cannot_read_is_noted_not_fatal() {
+    // A Crush that added a search index over messages, with a module this SQLite lacks
+    // (the build leaves full-text search and R-tree out: .cargo/config.toml).
+    let dir = tempfile::tempdir().unwrap();
+    let (path, conn) = crush_db(dir.path(), "search.db");
+    let root = generate::insert(&conn, &spec(2, 10, 1, None)).unwrap();
+    conn.execute_batch(
+        "PRAGMA writable_schema = ON;
+         INSERT INTO sqlite_master (type, name, tbl_name, rootpage, sql) VALUES
+           ('table', 'message_search', 'message_search', 0,
+            'CREATE VIRTUAL TABLE message_search USING future_search(session_id, body)');
+         PRAGMA writable_schema = OFF;",
+    )
+    .unwrap();
+    drop(conn);
+    let conv = CrushDb::open_read_only(&path)
+        .unwrap()
+        .export(&root)
+        .unwrap()
+        .expect("the session is found");
+    assert_eq!(conv.sessions.len(), 2);
+    assert!(conv.messages.len() >= 10, "{}", conv.messages.len());
+    let skipped = conv.skipped.join("\n");
+    assert!(
+        skipped.contains("table `message_search` is a virtual table")
+            && skipped.contains("no such module"),
+        "{skipped}"
+    );
+}
+
+#[test]
 fn unknown_columns_are_kept_and_unknown_tables_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (path, conn) = crush_db(dir.path(), "newer.db");

@@ -740,8 +740,18 @@ impl CrushDb {
             {
                 continue;
             }
-            let mut links: BTreeSet<String> = table_columns(conn, table)
-                .map_err(&map)?
+            // A virtual table of a module this build leaves out of SQLite (FTS, R-tree:
+            // Crush uses none today) cannot be read: say so rather than fail the save.
+            let columns = match table_columns(conn, table) {
+                Err(e) if e.to_string().contains("no such module") => {
+                    notes.push(format!(
+                        "table `{table}` is a virtual table vllm-mcp cannot read ({e}): rows it holds of these sessions were not saved"
+                    ));
+                    continue;
+                }
+                other => other.map_err(&map)?,
+            };
+            let mut links: BTreeSet<String> = columns
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|c| c.name.eq_ignore_ascii_case("session_id"))
