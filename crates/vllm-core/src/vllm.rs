@@ -174,6 +174,11 @@ impl VllmClient {
                 message: format!("not a PEM certificate: {e}"),
             })?;
             b = b.add_root_certificate(cert);
+        } else if spec.base_url.starts_with("http://") {
+            // Plain HTTP needs no roots: without this, every client reads and parses the
+            // system's CA store (300 files here) at construction, once per endpoint, for
+            // nothing. An https:// endpoint gets the system's roots as before.
+            b = b.tls_certs_only([]);
         }
         let http = b
             .build()
