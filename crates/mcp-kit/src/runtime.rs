@@ -138,9 +138,16 @@ pub fn log_filter(spec: Option<&str>, debug: bool) -> Targets {
         };
         filter = filter.with_target(target, level);
     }
+    // Unnamed, a quiet target follows the default, but no further than info: naming it
+    // at info would raise it above a quieter default (`warn` would still log rmcp's
+    // info lines).
+    let held = asked
+        .default_level()
+        .unwrap_or(LevelFilter::OFF)
+        .min(LevelFilter::INFO);
     for q in QUIET_TARGETS {
         if !asked.iter().any(|(t, _)| t == q) {
-            filter = filter.with_target(q, LevelFilter::INFO);
+            filter = filter.with_target(q, held);
         }
     }
     filter
@@ -405,6 +412,13 @@ mod tests {
         assert!(!enabled(&f, "rmcp::service", Level::DEBUG));
         assert!(!enabled(&f, "hyper::proto::h1", Level::DEBUG));
         assert!(!enabled(&f, "reqwest::connect", Level::DEBUG));
+        // A quieter default quiets them too.
+        let f = log_filter(Some("warn"), false);
+        assert!(!enabled(&f, "rmcp::service", Level::INFO));
+        assert!(enabled(&f, "rmcp::service", Level::WARN));
+        assert!(!enabled(&f, "vllm_core", Level::INFO));
+        let f = log_filter(Some("off"), false);
+        assert!(!enabled(&f, "rmcp::service", Level::ERROR));
         // A crate whose name only starts like a quiet one is not held.
         let f = log_filter(Some("rmcpx=trace"), false);
         assert!(enabled(&f, "rmcpx", Level::TRACE));
