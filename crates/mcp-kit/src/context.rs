@@ -1,7 +1,7 @@
 //! What every server holds: config, store, GPUs, endpoint clients, gate, identity.
 
 use crate::gate::Gate;
-use crate::server::Notifier;
+use crate::notify::Notifier;
 use std::sync::Arc;
 use std::time::Instant;
 use vllm_core::config::Config;
@@ -46,7 +46,7 @@ impl Kit {
     ) -> Result<Kit> {
         let store = Store::open_with(
             &config.data_dir.join(vllm_core::store::DB_FILE_NAME),
-            config.store.options(),
+            vllm_core::store::StoreOptions::from(&config.store),
         )
         .map_err(|e| e.to_string());
         if let Err(e) = &store {

@@ -62,34 +62,6 @@ impl Gate {
     }
 }
 
-/// `limits.gpu_work_per_minute`: a tool that starts GPU work takes a slot in the store
-/// (shared by every server on it) before it runs, or is refused with `RATE_LIMITED`
-/// saying when a slot frees. Taken once the arguments are valid, just before the
-/// handler runs: a refused or malformed call costs no slot. 0 turns the limit off. A store that cannot count lets the
-/// call through, with a warning: the limit guards the GPUs, not the store.
-pub async fn take_gpu_work_slot(kit: &crate::Kit, def: &crate::ToolDef) -> Result<()> {
-    let limit = kit.config.limits.gpu_work_per_minute;
-    if !def.gpu_work || limit == 0 {
-        return Ok(());
-    }
-    let tool = def.name;
-    let now = vllm_core::time::unix_now();
-    match kit
-        .with_store(move |s| s.take_rate_slot("gpu_work", tool, limit, 60.0, now))
-        .await
-    {
-        Ok(None) => Ok(()),
-        Ok(Some(retry_after_s)) => Err(Error::RateLimited {
-            limit: "limits.gpu_work_per_minute".into(),
-            retry_after_s,
-        }),
-        Err(e) => {
-            tracing::warn!(tool, error = %e, "cannot count GPU work for the rate limit; the call goes ahead");
-            Ok(())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

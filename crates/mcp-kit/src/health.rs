@@ -2,7 +2,7 @@
 //! its GPUs in a state to work?
 
 use crate::context::Kit;
-use crate::server::Service;
+use crate::service::Service;
 use crate::tool::{NoParams, ToolDef, Toolbox};
 use schemars::JsonSchema;
 use serde::Serialize;

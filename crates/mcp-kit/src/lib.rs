@@ -7,6 +7,8 @@
 //! - [`gate`]: the permission gate checked before any side effect.
 //! - [`audit`]: every call recorded in the store and in tracing.
 //! - [`context`]: [`Kit`], what every server holds.
+//! - [`service`]: [`Service`], what a server provides besides its tools.
+//! - [`notify`]: log and resource-updated notifications to the client.
 //! - [`server`]: [`McpServer`], the `ServerHandler` over a [`Service`].
 //! - [`health`]: the `server-health` tool.
 //! - [`page`]: bounded list answers (limit and cursor).
@@ -18,12 +20,15 @@ pub mod envelope;
 pub mod framing;
 pub mod gate;
 pub mod health;
+pub mod notify;
 pub mod page;
 pub mod runtime;
 pub mod server;
+pub mod service;
 pub mod tool;
 pub mod uri;
 
 pub use context::Kit;
-pub use server::{McpServer, ResourceBody, Service};
+pub use server::McpServer;
+pub use service::{ResourceBody, Service};
 pub use tool::{CallCtx, NoParams, ToolDef, Toolbox};

@@ -5,7 +5,8 @@
 //! every write is already durable when its call returned.
 
 use crate::context::Kit;
-use crate::server::{McpServer, Service};
+use crate::server::McpServer;
+use crate::service::Service;
 use crate::tool::Toolbox;
 use rmcp::ServiceExt;
 use std::path::PathBuf;

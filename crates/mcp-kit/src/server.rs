@@ -11,159 +11,29 @@
 #![allow(deprecated)]
 
 use crate::audit;
-use crate::context::Kit;
 use crate::envelope;
+use crate::notify::Notifier;
+use crate::service::{ResourceBody, Service};
 use crate::tool::{CallCtx, Toolbox};
 use futures_util::FutureExt;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, InitializeResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
-    LoggingMessageNotificationParam, PaginatedRequestParams, ProtocolVersion,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-    ResourceContents, ResourceTemplate, ResourceUpdatedNotificationParam, ServerCapabilities,
-    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    ResourceContents, ServerCapabilities, ServerConfig, SetLevelRequestParams,
+    SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
-use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer};
+use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler};
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::BTreeSet;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 use vllm_core::{Error, Result};
 
 /// The newest protocol version we speak; see the module doc for why not newer.
 pub const MAX_PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_11_25;
-
-/// A resource's content.
-#[derive(Debug, Clone)]
-pub struct ResourceBody {
-    pub text: String,
-    pub mime_type: &'static str,
-}
-
-impl ResourceBody {
-    /// A JSON body.
-    pub fn json(v: &Value) -> ResourceBody {
-        ResourceBody {
-            text: serde_json::to_string_pretty(v).unwrap_or_default(),
-            mime_type: "application/json",
-        }
-    }
-}
-
-/// What a server provides besides its tools.
-pub trait Service: Send + Sync + 'static {
-    /// The shared context.
-    fn kit(&self) -> &Kit;
-
-    /// Instructions the client may show the model.
-    fn instructions(&self) -> String;
-
-    /// Concrete resources: Crush lists only these (it ignores templates).
-    fn resources(&self) -> impl Future<Output = Vec<Resource>> + Send {
-        async { Vec::new() }
-    }
-
-    /// URI templates, for clients that use them.
-    fn resource_templates(&self) -> Vec<ResourceTemplate> {
-        Vec::new()
-    }
-
-    /// Reads a resource: `None` when the URI is unknown (the client gets -32002).
-    fn read_resource(
-        &self,
-        uri: &str,
-    ) -> impl Future<Output = Option<Result<ResourceBody>>> + Send {
-        let _ = uri;
-        async { None }
-    }
-
-    /// Whether clients may subscribe to resources (`resources.subscribe`): the server
-    /// then calls [`Notifier::resource_updated`] when a resource changes.
-    fn supports_subscriptions(&self) -> bool {
-        false
-    }
-}
-
-/// Sends MCP logging notifications to the connected client, when there is one and the
-/// level is at or above what the client asked for (`info` until it says otherwise).
-#[derive(Clone, Default)]
-pub struct Notifier {
-    peer: Arc<OnceLock<Peer<RoleServer>>>,
-    min_level: Arc<Mutex<Option<LoggingLevel>>>,
-    /// Resource URIs the client subscribed to.
-    subscribed: Arc<Mutex<BTreeSet<String>>>,
-}
-
-fn rank(l: LoggingLevel) -> u8 {
-    match l {
-        LoggingLevel::Debug => 0,
-        LoggingLevel::Info => 1,
-        LoggingLevel::Notice => 2,
-        LoggingLevel::Warning => 3,
-        LoggingLevel::Error => 4,
-        LoggingLevel::Critical => 5,
-        LoggingLevel::Alert => 6,
-        LoggingLevel::Emergency => 7,
-    }
-}
-
-impl Notifier {
-    /// Sends `data` as a log message from `logger` (e.g. `model-manager`).
-    pub async fn log(&self, level: LoggingLevel, logger: &str, data: Value) {
-        let min = self
-            .min_level
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or(LoggingLevel::Info);
-        if rank(level) < rank(min) {
-            return;
-        }
-        if let Some(peer) = self.peer.get() {
-            let p = LoggingMessageNotificationParam::new(level, data).with_logger(logger);
-            let _ = peer.notify_logging_message(p).await;
-        }
-    }
-
-    /// An operational event at `info` (model loaded, ...).
-    pub async fn info(&self, logger: &str, data: Value) {
-        self.log(LoggingLevel::Info, logger, data).await
-    }
-
-    /// An event that needs attention (alert fired, model failed, ...).
-    pub async fn warning(&self, logger: &str, data: Value) {
-        self.log(LoggingLevel::Warning, logger, data).await
-    }
-
-    /// Sends `notifications/resources/updated` for `uri` when the client subscribed to it.
-    pub async fn resource_updated(&self, uri: &str) {
-        if !self.is_subscribed(uri) {
-            return;
-        }
-        if let Some(peer) = self.peer.get() {
-            let _ = peer
-                .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
-                .await;
-        }
-    }
-
-    /// Whether the client subscribed to `uri`.
-    pub fn is_subscribed(&self, uri: &str) -> bool {
-        self.subscriptions().contains(uri)
-    }
-
-    fn subscriptions(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
-        self.subscribed.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The connected client, once initialised.
-    pub fn peer(&self) -> Option<&Peer<RoleServer>> {
-        self.peer.get()
-    }
-}
 
 /// The MCP server for a [`Service`] `S` and its tools.
 pub struct McpServer<S> {
@@ -266,7 +136,7 @@ impl<S: Service> ServerHandler for McpServer<S> {
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        let _ = self.notifier.peer.set(context.peer);
+        let _ = self.notifier.peer_cell().set(context.peer);
         tracing::debug!("client initialized");
     }
 
@@ -277,7 +147,7 @@ impl<S: Service> ServerHandler for McpServer<S> {
     ) -> std::result::Result<(), McpError> {
         *self
             .notifier
-            .min_level
+            .min_level()
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(request.level);
         Ok(())
@@ -304,7 +174,7 @@ impl<S: Service> ServerHandler for McpServer<S> {
             progress_token: context.meta.get_progress_token(),
             peer: context.peer.clone(),
         };
-        let _ = self.notifier.peer.set(context.peer);
+        let _ = self.notifier.peer_cell().set(context.peer);
         let args = Value::Object(request.arguments.unwrap_or_default());
         self.call(&request.name, args, ctx).await.map(Into::into)
     }
@@ -329,7 +199,7 @@ impl<S: Service> ServerHandler for McpServer<S> {
                 rmcp::model::SubscribeRequestMethod,
             >());
         }
-        let _ = self.notifier.peer.set(context.peer);
+        let _ = self.notifier.peer_cell().set(context.peer);
         self.notifier.subscriptions().insert(request.uri);
         Ok(())
     }
@@ -385,22 +255,5 @@ impl<S: Service> ServerHandler for McpServer<S> {
                 .into())
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subscriptions_are_remembered_per_uri() {
-        let n = Notifier::default();
-        assert!(!n.is_subscribed("vllm://alerts/active"));
-        n.subscriptions().insert("vllm://alerts/active".into());
-        let clone = n.clone();
-        assert!(clone.is_subscribed("vllm://alerts/active"));
-        assert!(!clone.is_subscribed("vllm://alerts/history"));
-        clone.subscriptions().remove("vllm://alerts/active");
-        assert!(!n.is_subscribed("vllm://alerts/active"));
     }
 }

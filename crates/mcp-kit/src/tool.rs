@@ -6,7 +6,9 @@
 //! put the JSON answer in the text content (Crush reads only that) and in
 //! `structuredContent`, and audit the call.
 
+use crate::context::Kit;
 use crate::envelope;
+use crate::service::Service;
 use futures_util::future::BoxFuture;
 use rmcp::model::{JsonObject, ProgressNotificationParam, ProgressToken, Tool, ToolAnnotations};
 use rmcp::service::{Peer, RoleServer};
@@ -122,7 +124,7 @@ impl<S> Default for Toolbox<S> {
     }
 }
 
-impl<S: crate::Service> Toolbox<S> {
+impl<S: Service> Toolbox<S> {
     /// Registers a tool: `P` its parameters, `R` its answer (`success: true` is added).
     pub fn add<P, R, F, Fut>(&mut self, def: ToolDef, f: F)
     where
@@ -141,7 +143,7 @@ impl<S: crate::Service> Toolbox<S> {
             let f = f.clone();
             Box::pin(async move {
                 let params: P = parse_args(args)?;
-                crate::gate::take_gpu_work_slot(state.kit(), &def).await?;
+                take_gpu_work_slot(state.kit(), &def).await?;
                 let out = f(state, params, ctx).await?;
                 let value = serde_json::to_value(out)
                     .map_err(|e| Error::Internal(format!("answer not serializable: {e}")))?;
@@ -248,6 +250,34 @@ pub fn output_schema_for<T: JsonSchema>() -> JsonObject {
 #[derive(Debug, Default, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
+
+/// `limits.gpu_work_per_minute`: a tool that starts GPU work takes a slot in the store
+/// (shared by every server on it) before it runs, or is refused with `RATE_LIMITED`
+/// saying when a slot frees. Taken once the arguments are valid, just before the
+/// handler runs: a refused or malformed call costs no slot. 0 turns the limit off. A store that cannot count lets the
+/// call through, with a warning: the limit guards the GPUs, not the store.
+async fn take_gpu_work_slot(kit: &Kit, def: &ToolDef) -> Result<()> {
+    let limit = kit.config.limits.gpu_work_per_minute;
+    if !def.gpu_work || limit == 0 {
+        return Ok(());
+    }
+    let tool = def.name;
+    let now = vllm_core::time::unix_now();
+    match kit
+        .with_store(move |s| s.take_rate_slot("gpu_work", tool, limit, 60.0, now))
+        .await
+    {
+        Ok(None) => Ok(()),
+        Ok(Some(retry_after_s)) => Err(Error::RateLimited {
+            limit: "limits.gpu_work_per_minute".into(),
+            retry_after_s,
+        }),
+        Err(e) => {
+            tracing::warn!(tool, error = %e, "cannot count GPU work for the rate limit; the call goes ahead");
+            Ok(())
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,8 @@
 //! The HTTP API: routes, vLLM's error bodies, API-key guard, access log, HTTP metrics and the
 //! request-level fault injection (`MOCK_VLLM_SLOW_MS`, `MOCK_VLLM_HTTP_500`, `MOCK_VLLM_METRICS`).
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Router;
@@ -11,158 +10,16 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 
-use crate::cli::ServeArgs;
-use crate::engine::Engine;
 use crate::env::{MetricsFault, Settings};
+use crate::http::{
+    AppState, Lora, Peer, bad_request, error_response, json_response, parse_body, rand_hex,
+    resolve_model, unix_now, validation_error,
+};
 use crate::json::{J, arr, obj, v};
 use crate::pyrepr::str_repr;
-use crate::stats::HttpStats;
-
-/// The peer address of a connection (set by the server's listener).
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
-
-/// A LoRA adapter known to the server.
-#[derive(Debug, Clone)]
-pub struct Lora {
-    pub name: String,
-    pub path: String,
-    pub base: String,
-}
-
-/// Everything the handlers share.
-pub struct AppState {
-    pub args: ServeArgs,
-    pub settings: Settings,
-    pub engine: Arc<Engine>,
-    pub served: Vec<String>,
-    pub max_model_len: u64,
-    /// `max_new_tokens` of the generation config (model's generation_config.json and the override).
-    pub default_max_tokens: Option<u64>,
-    pub loras: Mutex<Vec<Lora>>,
-    pub http: Mutex<HttpStats>,
-    pub created: f64,
-    pub api_key: Option<String>,
-    pub dead: AtomicBool,
-    pub v1_counter: AtomicU64,
-    pub fingerprint: String,
-    pub cache_config: Vec<(String, String)>,
-}
-
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// 16 random-looking hex digits (request and permission ids).
-pub fn rand_hex() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut bytes = t.to_le_bytes().to_vec();
-    bytes.extend(n.to_le_bytes());
-    bytes.extend(std::process::id().to_le_bytes());
-    format!("{:016x}", crate::tokenizer::fnv(&bytes))
-}
-
-/// A JSON response with vLLM's headers.
-pub fn json_response(status: StatusCode, body: J) -> Response {
-    let mut resp = Response::new(Body::from(body.0));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
-/// vLLM's OpenAI-style error body: `{"error":{"message","type","param","code"}}`.
-/// Also what a stream sends as its last `data:` chunk when the engine dies mid-answer.
-pub fn error_body(status: StatusCode, message: &str, typ: &str, param: Option<&str>) -> J {
-    obj(&[(
-        "error",
-        obj(&[
-            ("message", v(message)),
-            ("type", v(typ)),
-            ("param", param.map(v).unwrap_or_else(J::null)),
-            ("code", v(&status.as_u16())),
-        ]),
-    )])
-}
-
-/// [`error_body`] as a response with that status.
-pub fn error_response(
-    status: StatusCode,
-    message: &str,
-    typ: &str,
-    param: Option<&str>,
-) -> Response {
-    json_response(status, error_body(status, message, typ, param))
-}
-
-pub fn bad_request(message: &str, param: Option<&str>) -> Response {
-    error_response(StatusCode::BAD_REQUEST, message, "BadRequestError", param)
-}
-
-/// A pydantic validation error as vLLM reports it (type "Bad Request").
-pub fn validation_error(
-    kind: &str,
-    loc: &str,
-    msg: &str,
-    input: &str,
-    ctx: Option<&str>,
-) -> Response {
-    let ctx = ctx.map(|c| format!(", 'ctx': {c}")).unwrap_or_default();
-    let message = format!(
-        "1 validation error:\n  {{'type': {}, 'loc': {}, 'msg': {}, 'input': {}{ctx}}}",
-        str_repr(kind),
-        str_repr(loc),
-        str_repr(msg),
-        input
-    );
-    error_response(StatusCode::BAD_REQUEST, &message, "Bad Request", Some(loc))
-}
-
-/// Parses a JSON request body, answering like vLLM (pydantic) when it is not a JSON object.
-pub fn parse_body(body: &Bytes) -> Result<serde_json::Map<String, serde_json::Value>, Response> {
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(m)) => Ok(m),
-        Ok(_) => Err(validation_error(
-            "model_attributes_type",
-            "body",
-            "Input should be a valid dictionary or object to extract fields from",
-            "'<non-dict>'",
-            None,
-        )),
-        Err(e) => {
-            let text = String::from_utf8_lossy(body);
-            let mut pos = 0usize;
-            for (i, line) in text.split('\n').enumerate() {
-                if i + 1 == e.line() {
-                    pos += e.column().saturating_sub(1);
-                    break;
-                }
-                pos += line.len() + 1;
-            }
-            let pos = pos.min(text.len());
-            Err(validation_error(
-                "json_invalid",
-                &format!("body.{pos}"),
-                "JSON decode error",
-                "'<dict of 0 items>'",
-                Some("{'error': 'Expecting value'}"),
-            ))
-        }
-    }
-}
 
 fn empty(status: StatusCode) -> Response {
     let mut r = Response::new(Body::empty());
@@ -447,33 +304,6 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     resp
-}
-
-/// Resolves the request's `model` to (name to echo, LoRA name if any); vLLM's 404 otherwise.
-pub fn resolve_model(
-    st: &AppState,
-    body: &serde_json::Map<String, serde_json::Value>,
-) -> Result<(String, Option<String>), Response> {
-    let requested = body.get("model").and_then(|m| m.as_str());
-    let Some(name) = requested else {
-        return Ok((st.served[0].clone(), None));
-    };
-    if st.served.iter().any(|s| s == name) {
-        return Ok((name.to_string(), None));
-    }
-    let loras = st.loras.lock().map(|l| l.clone()).unwrap_or_default();
-    if loras.iter().any(|l| l.name == name) {
-        return Ok((name.to_string(), Some(name.to_string())));
-    }
-    Err(error_response(
-        StatusCode::NOT_FOUND,
-        &format!(
-            "The model `{name}` does not exist. Valid aliases: {}.",
-            st.served.join(", ")
-        ),
-        "NotFoundError",
-        Some("model"),
-    ))
 }
 
 async fn tokenize(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -881,10 +711,4 @@ async fn server_info(State(st): State<Arc<AppState>>) -> Response {
             ("system_env", obj(&[("vllm_version", v("0.32.0"))])),
         ]),
     )
-}
-
-impl IntoResponse for J {
-    fn into_response(self) -> Response {
-        json_response(StatusCode::OK, self)
-    }
 }

@@ -13,6 +13,7 @@ pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod env;
+pub mod http;
 pub mod json;
 pub mod logging;
 pub mod metrics;

@@ -12,11 +12,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use tokio::sync::mpsc;
 
-use crate::api::{
+use crate::engine::{Event, GenRequest};
+use crate::http::{
     AppState, bad_request, error_body, error_response, json_response, parse_body, rand_hex,
     resolve_model, unix_now, validation_error,
 };
-use crate::engine::{Event, GenRequest};
 use crate::json::{J, arr, obj, v};
 use crate::stats::FinishReason;
 

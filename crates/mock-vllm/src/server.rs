@@ -18,10 +18,10 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::api::{AppState, Lora, Peer};
 use crate::cli::ServeArgs;
 use crate::engine::{Engine, EngineConfig};
 use crate::env::Settings;
+use crate::http::{AppState, Lora, Peer};
 use crate::logging;
 use crate::model::{ModelInfo, StartFailure};
 use crate::stats::{FinishReason, HttpStats};
@@ -264,7 +264,7 @@ pub fn build_state(
         max_model_len,
         loras: Mutex::new(loras),
         http: Mutex::new(HttpStats::default()),
-        created: crate::api::unix_now(),
+        created: crate::http::unix_now(),
         api_key,
         dead: Default::default(),
         v1_counter: Default::default(),

@@ -107,7 +107,7 @@ impl ModelManager {
             .and_then(|s| s.get("max_tokens").and_then(serde_json::Value::as_u64));
         ModelSummary {
             id: r.model_id.clone(),
-            name: tools::display_name(&r.model_id),
+            name: vllm_core::models::display_name(&r.model_id),
             status: r.status.as_str().into(),
             origin: "launched".into(),
             source: Some(r.source.clone()),

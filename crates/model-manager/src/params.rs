@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use vllm_core::launcher::LaunchArgs;
+use vllm_core::launch_args::LaunchArgs;
 use vllm_mcp_kit::page::PageParams;
 
 /// vLLM's `--dtype`.

@@ -102,7 +102,7 @@ pub fn parse_model_uri(uri: &str) -> Option<Result<ModelUri>> {
     Some((|| {
         let id = percent_decode(raw_id)
             .ok_or_else(|| Error::invalid("uri", "malformed percent-encoding"))?;
-        vllm_core::launcher::validate_model_id("uri", &id)?;
+        vllm_core::launch_args::validate_model_id("uri", &id)?;
         match kind {
             "config" => {
                 if query.is_some() {
@@ -290,11 +290,11 @@ fn provider_block(
     api_key: Option<String>,
     id: &str,
     window: Option<u64>,
-    sampling: &vllm_core::launcher::SamplingDefaults,
+    sampling: &vllm_core::launch_args::SamplingDefaults,
 ) -> Value {
     let mut model = json!({
         "id": id,
-        "name": format!("{} (vLLM)", crate::tools::display_name(id)),
+        "name": format!("{} (vLLM)", vllm_core::models::display_name(id)),
         "context_window": window,
     });
     if let Some(m) = sampling.get("max_tokens") {

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest, Preflight};
-use vllm_core::models::{ModelRecord, ModelStatus, RestartPolicy};
+use vllm_core::models::{ModelRecord, ModelStatus, RestartPolicy, display_name};
 use vllm_core::{Error, LoadFailure, Result, estimate, model_files, models};
 use vllm_mcp_kit::page::{Page, paginate};
 use vllm_mcp_kit::{CallCtx, ToolDef, Toolbox};
@@ -125,12 +125,6 @@ async fn attached_status(ep: &vllm_core::vllm::VllmClient) -> &'static str {
         Ok(true) => "sleeping",
         _ => "loaded",
     }
-}
-
-/// A readable name from an id: `meta-llama/Llama-3.1-8B-Instruct` → `Llama 3.1 8B Instruct`.
-pub fn display_name(id: &str) -> String {
-    let last = id.trim_end_matches('/').rsplit('/').next().unwrap_or(id);
-    last.replace(['-', '_'], " ")
 }
 
 async fn list_models(s: &ModelManager, p: ListParams) -> Result<ListAnswer> {
@@ -619,7 +613,7 @@ async fn unload_model(s: &ModelManager, p: UnloadParams) -> Result<Batch<UnloadA
 }
 
 async fn unload_one(s: &ModelManager, model_id: &str, force: bool) -> Result<UnloadAnswer> {
-    vllm_core::launcher::validate_model_id("model_id", model_id)?;
+    vllm_core::launch_args::validate_model_id("model_id", model_id)?;
     let launcher = s.launcher()?;
     if models::get(launcher.store(), model_id)?.is_none() {
         for ep in &s.kit.endpoints {
@@ -759,7 +753,7 @@ fn rfc(t: Option<f64>) -> Option<String> {
 }
 
 async fn get_model_info(s: &ModelManager, p: InfoParams) -> Result<InfoAnswer> {
-    vllm_core::launcher::validate_model_id("model_id", &p.model_id)?;
+    vllm_core::launch_args::validate_model_id("model_id", &p.model_id)?;
     let launcher = s.launcher()?;
     let sampling = models::sampling(launcher.store(), &p.model_id)?;
     let sampling_max = sampling.get("max_tokens").and_then(Value::as_u64);
@@ -987,7 +981,7 @@ pub struct SetConfigAnswer {
 }
 
 async fn set_model_config(s: &ModelManager, p: SetConfigParams) -> Result<SetConfigAnswer> {
-    vllm_core::launcher::validate_model_id("model_id", &p.model_id)?;
+    vllm_core::launch_args::validate_model_id("model_id", &p.model_id)?;
     // Ranges first: a bad value is wrong whatever the model; max_tokens is checked
     // against the context window below, once the model is known.
     p.config.validate(None)?;

@@ -9,7 +9,7 @@
 //! `server.other_traffic` flags.
 
 use crate::PerfMonitor;
-use crate::metrics::{Quantiles, round2};
+use crate::figures::{Quantiles, round2};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

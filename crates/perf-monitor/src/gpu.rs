@@ -6,7 +6,7 @@
 //! is the threshold of the `gpu_temperature` alert rule in the config.
 
 use crate::PerfMonitor;
-use crate::metrics::round2;
+use crate::figures::round2;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -146,7 +146,7 @@ pub(crate) fn pid_models(kit: &Kit) -> HashMap<u32, String> {
     let records = models::list(store).unwrap_or_default();
     let groups = process::groups_recent(process::FIGURES_MAX_AGE);
     let mut out = HashMap::new();
-    for (r, members) in crate::metrics::live_groups(&records, &groups) {
+    for (r, members) in crate::figures::live_groups(&records, &groups) {
         for pid in members {
             out.insert(pid, r.model_id.clone());
         }

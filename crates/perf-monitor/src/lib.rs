@@ -20,6 +20,7 @@
 pub mod alerts;
 pub mod benchmark;
 pub mod export;
+pub mod figures;
 pub mod gpu;
 pub mod memory;
 pub mod metrics;

@@ -103,11 +103,11 @@ fn compute(kit: &Kit) -> Result<MemoryAnswer> {
     let store = kit.store()?;
     let records = models::list(store)?;
     let groups = process::groups_recent(process::FIGURES_MAX_AGE);
-    let live = crate::metrics::live_groups(&records, &groups);
+    let live = crate::figures::live_groups(&records, &groups);
     // The newest sample of each series of the last retention period.
     let latest = history::latest(
         store,
-        vllm_core::time::unix_now() - crate::metrics::retention_seconds(kit),
+        vllm_core::time::unix_now() - crate::figures::retention_seconds(kit),
     )?;
     let gpus = kit.gpus.snapshots();
     let mut notes = Vec::new();

@@ -6,9 +6,10 @@
 //! Prometheus's `rate` and `increase` extrapolate to the window's edges, so counts over
 //! a window are estimates, rounded to whole requests; a note says so.
 
-use crate::metrics::{
-    EndpointState, Group, LatencyGroup, MetricsAnswer, MetricsParams, ModelFigures, Quantiles,
-    Throughput, local_groups, requests_of, retention_seconds, rfc3339_ms, round2, round4,
+use crate::figures::{
+    EndpointState, Group, Groups, LatencyGroup, MetricsAnswer, MetricsQuery, ModelFigures,
+    Quantiles, Requests, Throughput, local_groups, requests_of, retention_seconds, rfc3339_ms,
+    round2, round4,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,7 +55,7 @@ fn latency(f: &PromFigures) -> LatencyGroup {
     }
 }
 
-fn requests(f: &PromFigures) -> crate::metrics::Requests {
+fn requests(f: &PromFigures) -> Requests {
     requests_of(
         f.requests_finished,
         f.requests_failed,
@@ -86,13 +87,8 @@ fn endpoint(t: &PromTarget) -> EndpointState {
 }
 
 /// get-metrics over `[now - duration, now]` from the configured Prometheus.
-pub async fn compute(
-    kit: &Arc<Kit>,
-    duration: f64,
-    groups: &[Group],
-    p: &MetricsParams,
-    max_points: u32,
-) -> Result<MetricsAnswer> {
+pub async fn compute(kit: &Arc<Kit>, q: &MetricsQuery) -> Result<MetricsAnswer> {
+    let (duration, groups, max_points) = (q.duration, &q.groups[..], q.max_points);
     let url = kit
         .config
         .monitor
@@ -103,7 +99,7 @@ pub async fn compute(
     let now = vllm_core::time::unix_now();
     let since = now - duration.min(retention_seconds(kit));
     let fleet = promql::fleet(&src, duration, now).await?;
-    let history = if p.include_history {
+    let history = if q.include_history {
         Some(promql::history(&src, since, now, max_points as usize).await?)
     } else {
         None
@@ -138,7 +134,7 @@ pub async fn compute(
         );
     }
 
-    let mut m = crate::metrics::Groups::default();
+    let mut m = Groups::default();
     if want(Group::Throughput) {
         m.throughput = Some(throughput(total));
     }
@@ -181,7 +177,7 @@ pub async fn compute(
     .await
     .map_err(|e| vllm_core::Error::Internal(format!("metrics task failed: {e}")))?;
 
-    let per_model = p.per_model.then(|| {
+    let per_model = q.per_model.then(|| {
         fleet
             .models
             .iter()

@@ -9,7 +9,8 @@
 //! sampler's lease holder after each round) keeps in the store.
 
 use crate::PerfMonitor;
-use crate::metrics::{self, DurationArg, MetricsParams, rfc3339_ms};
+use crate::figures::{retention_seconds, rfc3339_ms, round2};
+use crate::metrics::{self, DurationArg, MetricsParams};
 use rmcp::model::{Resource, ResourceTemplate};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -39,7 +40,7 @@ pub fn templates() -> Vec<ResourceTemplate> {
 }
 
 pub fn list(s: &PerfMonitor) -> Vec<Resource> {
-    let retention = metrics::retention_seconds(&s.kit);
+    let retention = retention_seconds(&s.kit);
     let mut out = vec![
         Resource::new(CURRENT_URI, "metrics-current")
             .with_description(
@@ -118,7 +119,7 @@ pub fn alert_json(a: &Alert) -> Value {
         "pending_since": rfc3339_ms(a.pending_since),
         "fired_at": a.fired_at.map(rfc3339_ms),
         "resolved_at": a.resolved_at.map(rfc3339_ms),
-        "value": a.value.map(metrics::round2),
+        "value": a.value.map(round2),
         "threshold": a.threshold,
         "summary": a.summary,
         "last_evaluated": rfc3339_ms(a.last_evaluated),

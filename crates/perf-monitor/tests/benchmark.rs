@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use vllm_core::launcher::LaunchArgs;
+use vllm_core::launch_args::LaunchArgs;
 use vllm_core::models::{ModelRecord, ModelStatus};
 use vllm_core::store::Store;
 use vllm_core::vllm::{EndpointSpec, VllmClient};

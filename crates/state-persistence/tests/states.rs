@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vllm_core::crush_db::generate::{self, ConversationSpec};
 use vllm_core::crush_db::{self, Conversation, CrushDb};
-use vllm_core::launcher::LaunchArgs;
+use vllm_core::launch_args::LaunchArgs;
 use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
 use vllm_core::models::{self, ModelStatus};
 use vllm_core::monitor::{Sample, history};
@@ -538,7 +538,7 @@ async fn wait_loaded(l: &Launcher, id: &str) -> vllm_core::models::ModelRecord {
 async fn restore_relaunches_models_with_the_same_argv_and_reports_drift() {
     let rig = Rig::new("");
     let l = rig.launcher();
-    let mut sampling = vllm_core::launcher::SamplingDefaults::new();
+    let mut sampling = vllm_core::launch_args::SamplingDefaults::new();
     sampling.insert("temperature".into(), json!(0.3));
     models::set_sampling(l.store(), "tiny", &sampling).unwrap();
     let args = LaunchArgs {

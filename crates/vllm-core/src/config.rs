@@ -168,7 +168,7 @@ pub struct CatalogEntry {
     pub name: Option<String>,
     /// Default launch arguments (the same names as load-model's parameters).
     #[serde(default)]
-    pub args: crate::launcher::LaunchArgs,
+    pub args: crate::launch_args::LaunchArgs,
 }
 
 /// Limits on what the servers may do, all instances together.
@@ -382,6 +382,10 @@ pub struct CrushConfig {
     pub db_path: Option<PathBuf>,
 }
 
+/// The default of `[state] keep_per_session`: states kept per session; older ones are
+/// pruned when a new one is saved.
+pub const KEEP_PER_SESSION: u32 = 20;
+
 /// Saved states (the state persistence server).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -396,7 +400,7 @@ pub struct StateConfig {
 impl Default for StateConfig {
     fn default() -> StateConfig {
         StateConfig {
-            keep_per_session: crate::states::KEEP_PER_SESSION as u32,
+            keep_per_session: KEEP_PER_SESSION,
             export_dirs: Vec::new(),
         }
     }
@@ -413,17 +417,25 @@ pub struct StoreConfig {
     /// work, every write answers `STORAGE_ERROR`.
     pub read_only: bool,
     /// `normal` (durable when the process is killed) or `full` (also on power loss).
-    pub synchronous: crate::store::Synchronous,
+    pub synchronous: Synchronous,
 }
 
-impl StoreConfig {
-    /// The options [`crate::store::Store::open_with`] takes.
-    pub fn options(&self) -> crate::store::StoreOptions {
-        crate::store::StoreOptions {
-            synchronous: self.synchronous,
-            max_size_bytes: (self.max_size_mb > 0).then(|| self.max_size_mb * 1024 * 1024),
-            read_only: self.read_only,
-            ..crate::store::StoreOptions::default()
+/// `PRAGMA synchronous` in WAL mode (see [`crate::store`]'s docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Durable against the process being killed; an OS crash may lose the last commits.
+    #[default]
+    Normal,
+    /// Also durable against an OS crash or power loss, at one fsync per commit.
+    Full,
+}
+
+impl Synchronous {
+    pub(crate) fn as_sql(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
         }
     }
 }
@@ -932,10 +944,7 @@ mod tests {
     fn state_defaults() {
         let env = env_of(&[]);
         let c = Config::from_toml("", None, &env).unwrap();
-        assert_eq!(
-            c.state.keep_per_session as usize,
-            crate::states::KEEP_PER_SESSION
-        );
+        assert_eq!(c.state.keep_per_session, KEEP_PER_SESSION);
         assert!(c.state.export_dirs.is_empty());
         let c = Config::from_toml("[state]\nkeep_per_session = 3\n", None, &env).unwrap();
         assert_eq!(c.state.keep_per_session, 3);
@@ -944,14 +953,16 @@ mod tests {
     #[test]
     fn store_settings_become_open_options() {
         let env = env_of(&[]);
-        let o = Config::from_toml("", None, &env).unwrap().store.options();
+        let o = Config::from_toml("", None, &env).unwrap().store;
+        let o = crate::store::StoreOptions::from(&o);
         assert_eq!(o.max_size_bytes, None);
         assert!(!o.read_only);
-        assert_eq!(o.synchronous, crate::store::Synchronous::Normal);
+        assert_eq!(o.synchronous, Synchronous::Normal);
         let text = "[store]\nmax_size_mb = 64\nread_only = true\nsynchronous = \"full\"\n";
-        let o = Config::from_toml(text, None, &env).unwrap().store.options();
+        let o = Config::from_toml(text, None, &env).unwrap().store;
+        let o = crate::store::StoreOptions::from(&o);
         assert_eq!(o.max_size_bytes, Some(64 * 1024 * 1024));
         assert!(o.read_only);
-        assert_eq!(o.synchronous, crate::store::Synchronous::Full);
+        assert_eq!(o.synchronous, Synchronous::Full);
     }
 }

@@ -369,12 +369,6 @@ impl Error {
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Error {
-        Error::storage(crate::store::describe_sqlite(&e, None))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 //! - [`gpu`]: NVML behind a trait, with a fake for tests.
 //! - [`model_files`]: `config.json` and weight sizes from model directories and the HF cache.
 //! - [`store`]: the SQLite file every process shares; migrations; the audit log.
+//! - [`launch_args`]: what a launch is, validated, and its `vllm serve` argument vector.
 //! - [`launcher`]: `vllm serve` process groups and start-up failure classification.
 //! - [`models`]: records of launched models and their observed status.
 //! - [`estimate`]: memory a model needs, checked before launching.
@@ -24,6 +25,7 @@ pub mod crush_db;
 pub mod error;
 pub mod estimate;
 pub mod gpu;
+pub mod launch_args;
 pub mod launcher;
 pub mod loadtest;
 pub mod model_files;

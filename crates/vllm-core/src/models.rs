@@ -8,7 +8,7 @@
 //! while it was away.
 
 use crate::error::{Error, Result};
-use crate::launcher::{LaunchArgs, SamplingDefaults};
+use crate::launch_args::{LaunchArgs, SamplingDefaults};
 use crate::store::Store;
 use crate::store::rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
@@ -352,6 +352,12 @@ pub fn past_loads(store: &Store, model_id: &str) -> Result<Vec<f64>> {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(v)
     })
+}
+
+/// A readable name from an id: `meta-llama/Llama-3.1-8B-Instruct` → `Llama 3.1 8B Instruct`.
+pub fn display_name(id: &str) -> String {
+    let last = id.trim_end_matches('/').rsplit('/').next().unwrap_or(id);
+    last.replace(['-', '_'], " ")
 }
 
 #[cfg(test)]

@@ -43,11 +43,11 @@
 //! # Retention
 //!
 //! Each session keeps its newest `[state] keep_per_session` states (default
-//! [`KEEP_PER_SESSION`], at least 1); older ones are deleted by the save (or import) that
+//! [`crate::config::KEEP_PER_SESSION`], at least 1); older ones are deleted by the save (or import) that
 //! makes them surplus.
 
 use crate::error::{Error, Result};
-use crate::launcher::LaunchArgs;
+use crate::launch_args::LaunchArgs;
 use crate::store::Store;
 use crate::store::rusqlite::{self, OptionalExtension, params};
 use serde::de::DeserializeOwned;
@@ -60,9 +60,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The payload format this binary writes, and the newest it reads.
 pub const FORMAT_VERSION: u16 = 1;
-/// The default of `[state] keep_per_session`: states kept per session; older ones are
-/// pruned when a new one is saved.
-pub const KEEP_PER_SESSION: usize = 20;
 /// The first bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"VMST";
 /// The first bytes of an exported state file.

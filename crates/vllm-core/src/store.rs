@@ -55,6 +55,7 @@
 //! runner records the migration in `schema_migrations` and `PRAGMA user_version`
 //! in the same transaction.
 
+use crate::config::{StoreConfig, Synchronous};
 use crate::error::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -340,26 +341,6 @@ CREATE INDEX rate_slots_kind_ts ON rate_slots(kind, ts);
 /// The schema version this binary writes: the last migration's.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
-/// `PRAGMA synchronous` in WAL mode; see the module docs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    /// Durable against the process being killed; an OS crash may lose the last commits.
-    #[default]
-    Normal,
-    /// Also durable against an OS crash or power loss, at one fsync per commit.
-    Full,
-}
-
-impl Synchronous {
-    fn as_sql(self) -> &'static str {
-        match self {
-            Synchronous::Normal => "NORMAL",
-            Synchronous::Full => "FULL",
-        }
-    }
-}
-
 /// How [`Store::open_with`] opens the database.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -375,6 +356,18 @@ pub struct StoreOptions {
     /// Opens the file read-only: reads work, every write fails with a storage error.
     /// The file must exist and be at [`SCHEMA_VERSION`] (nothing can migrate it).
     pub read_only: bool,
+}
+
+impl From<&StoreConfig> for StoreOptions {
+    /// The options the `[store]` settings ask for.
+    fn from(config: &StoreConfig) -> StoreOptions {
+        StoreOptions {
+            synchronous: config.synchronous,
+            max_size_bytes: (config.max_size_mb > 0).then(|| config.max_size_mb * 1024 * 1024),
+            read_only: config.read_only,
+            ..StoreOptions::default()
+        }
+    }
 }
 
 impl Default for StoreOptions {
@@ -885,6 +878,14 @@ pub fn storage_error(e: &rusqlite::Error, path: &Path, busy_timeout: Duration) -
     Error::Storage {
         message: describe_sqlite(e, Some(busy_timeout)),
         path: Some(path.to_path_buf()),
+    }
+}
+
+/// Every SQLite failure is a storage error, described for the person reading it. It lives
+/// here, not in `error`, so the error type stays at the bottom of the crate.
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        Error::storage(describe_sqlite(&e, None))
     }
 }
 

@@ -10,11 +10,11 @@
 
 use super::classify;
 use super::process::{self, SpawnSpec};
-use super::{CommandSpec, LaunchArgs, command_line, validate_model_id};
 use crate::config::Config;
 use crate::error::{Error, LoadFailure, Result};
 use crate::estimate::{self, MemoryCheck, MemoryEstimate};
 use crate::gpu::{GpuSnapshot, Gpus};
+use crate::launch_args::{CommandSpec, LaunchArgs, command_line, validate_model_id};
 use crate::model_files::{self, ConfigCache};
 use crate::models::{self, ModelRecord, ModelStatus, RecordedError, RestartPolicy};
 use crate::store::Store;
