@@ -59,14 +59,19 @@ pub struct MetricsQuery {
 }
 
 impl MetricsQuery {
-    /// The query for `groups`.
+    /// The query for `groups`. The request counts come with throughput, whose rates are
+    /// computed from them (the seed spec's example asks for throughput, latency, memory
+    /// and gpu, and its answer has `requests`).
     pub fn new(
         duration: f64,
-        groups: Vec<Group>,
+        mut groups: Vec<Group>,
         include_history: bool,
         per_model: bool,
         max_points: u32,
     ) -> MetricsQuery {
+        if groups.contains(&Group::Throughput) && !groups.contains(&Group::Requests) {
+            groups.push(Group::Requests);
+        }
         MetricsQuery {
             duration,
             groups,

@@ -65,6 +65,7 @@ pub struct MetricsParams {
     #[serde(default)]
     pub include_history: bool,
     /// Which groups to report: throughput, latency, memory, gpu, requests. Default all.
+    /// `requests` (the counts behind the rates) also comes with `throughput`.
     #[serde(default)]
     pub metrics: Option<Vec<Group>>,
     /// Also report each served model on its own (`per_model`). Default false.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use vllm_core::launcher::LaunchArgs;
+use vllm_core::launch_args::LaunchArgs;
 use vllm_core::models::{ModelRecord, ModelStatus};
 use vllm_core::monitor::history;
 use vllm_core::store::Store;
@@ -202,6 +202,24 @@ async fn rates_and_counts_match_the_traffic_sent() {
     // The history's requests add up to what was sent: rate × bin width, summed.
     let rps_pts = h["requests_per_second"].as_array().unwrap();
     assert!(rps_pts.iter().any(|p| p[1].as_f64().unwrap() > 0.0));
+
+    // The seed spec's own example call answers with its example's groups, `requests`
+    // among them: the counts behind the throughput's rates.
+    let r = m
+        .call(
+            "get-metrics",
+            json!({"duration_seconds": 60, "include_history": true,
+                   "metrics": ["throughput", "latency", "memory", "gpu"]}),
+        )
+        .await;
+    assert!(!r.is_error, "{}", r.json);
+    let groups = r.json["metrics"].as_object().unwrap();
+    let names: Vec<&str> = groups.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["gpu", "latency", "memory", "requests", "throughput"]
+    );
+    assert_eq!(r.json["metrics"]["requests"]["total"], 10, "{}", r.json);
 
     // A subset of groups.
     let r = m
