@@ -580,3 +580,58 @@ async fn a_launched_group_survives_the_sigkill_of_its_launchers_group() {
     // Its reaper died with the launcher: the exit goes unrecorded.
     assert!(exit_status(&log).is_none());
 }
+
+/// A server whose main thread has ended while another thread still listens: what a
+/// multi-threaded `vllm serve` (or mock-vllm) is for a moment after SIGKILL.
+const LEADER_ENDS_FIRST: &str = r#"
+import ctypes, os, socket, sys, threading, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+def hold():
+    time.sleep(1.5)
+    os._exit(0)
+threading.Thread(target=hold).start()
+print("listening", flush=True)
+# SYS_exit ends only the calling thread (exit_group would end them all).
+ctypes.CDLL(None).syscall({"x86_64": 60, "aarch64": 93}[os.uname().machine], 0)
+"#;
+
+#[test]
+fn a_group_whose_leader_thread_ended_is_alive_while_its_threads_hold_the_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_in(&dir, "threads.log");
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let spec = SpawnSpec::new(
+        "python3",
+        [
+            "-c".to_string(),
+            LEADER_ENDS_FIRST.to_string(),
+            port.to_string(),
+        ],
+        &log,
+    );
+    let (s, _g) = start(&spec);
+    wait_log(&log, "listening");
+    wait_for("the main thread to end", Duration::from_secs(10), || {
+        process_info(s.pid).is_some_and(|p| p.state == 'Z')
+    });
+    let info = process_info(s.pid).unwrap();
+    assert!(info.threads > 1, "{info:?}");
+    assert!(!port_is_free("127.0.0.1", port), "the other thread listens");
+    // What stop_group waits on: the group is not gone while its port is held.
+    assert!(info.is_live(), "{info:?}");
+    assert!(group_alive(s.pgid));
+    assert_eq!(group_members(s.pgid), vec![s.pid]);
+    wait_for("the last thread to end", Duration::from_secs(10), || {
+        !group_alive(s.pgid)
+    });
+    assert!(
+        port_is_free("127.0.0.1", port),
+        "gone means the port is free"
+    );
+}

@@ -240,12 +240,18 @@ pub struct ProcessInfo {
     pub pgid: u32,
     /// Session id.
     pub sid: u32,
+    /// Threads of the process not yet released (`num_threads`).
+    pub threads: u32,
 }
 
 impl ProcessInfo {
-    /// Not a zombie nor dead: it runs, sleeps or is stopped, and holds its memory.
+    /// Not dead: it runs, sleeps or is stopped, and holds its memory and files. A
+    /// zombie whose other threads are still exiting is live too: `/proc` shows the
+    /// main thread's state, which turns `Z` as soon as that thread ends, while the
+    /// others may still hold the listening socket (a sticky port seen taken) and the
+    /// memory. Only when the last thread is released is the process gone.
     pub fn is_live(&self) -> bool {
-        !matches!(self.state, 'Z' | 'X' | 'x')
+        !matches!(self.state, 'Z' | 'X' | 'x') || self.threads > 1
     }
 }
 
@@ -259,12 +265,15 @@ pub fn process_info(pid: u32) -> Option<ProcessInfo> {
     let ppid = f.next()?.parse().ok()?;
     let pgid = f.next()?.parse().ok()?;
     let sid = f.next()?.parse().ok()?;
+    // Fields 7 to 19 (tty_nr .. nice), then num_threads (field 20).
+    let threads = f.nth(13)?.parse().ok()?;
     Some(ProcessInfo {
         pid,
         state,
         ppid,
         pgid,
         sid,
+        threads,
     })
 }
 
