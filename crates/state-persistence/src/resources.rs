@@ -201,7 +201,7 @@ fn summary(
         return Err(Error::StateNotFound(format!("session {id}")));
     }
     let diff = match (all.first(), all.get(1)) {
-        (Some(new), Some(old)) => Some(differences(old, new)),
+        (Some(new), Some(old)) => Some(differences(old, new)?),
         _ => None,
     };
     let count = all.len();
@@ -241,13 +241,13 @@ fn summary(
 
 /// What changed from `old` to `new`: models added, removed, with changed arguments, and
 /// the message count.
-pub fn differences(old: &StateMeta, new: &StateMeta) -> Value {
+pub fn differences(old: &StateMeta, new: &StateMeta) -> Result<Value> {
     let a: BTreeSet<&String> = old.models_index.keys().collect();
     let b: BTreeSet<&String> = new.models_index.keys().collect();
     let mut changed = serde_json::Map::new();
     for id in a.intersection(&b) {
         let (x, y) = (&old.models_index[*id], &new.models_index[*id]);
-        let mut d = x.args.differences(&y.args);
+        let mut d = x.args.differences(&y.args)?;
         if x.source != y.source {
             d.insert(
                 "source".into(),
@@ -259,14 +259,14 @@ pub fn differences(old: &StateMeta, new: &StateMeta) -> Value {
             changed.insert((*id).clone(), Value::Object(d));
         }
     }
-    json!({
+    Ok(json!({
         "from_state": old.state_id,
         "to_state": new.state_id,
         "models_added": b.difference(&a).collect::<Vec<_>>(),
         "models_removed": a.difference(&b).collect::<Vec<_>>(),
         "models_changed_args": changed,
         "message_count_change": new.message_count as i64 - old.message_count as i64,
-    })
+    }))
 }
 
 fn conversation(

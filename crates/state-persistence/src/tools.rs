@@ -497,7 +497,7 @@ async fn save(s: &StatePersistence, p: SaveParams) -> Result<SaveAnswer> {
                     .filter(|m| !m.sampling.is_empty())
                     .map(|m| (m.model_id.clone(), m.sampling.clone()))
                     .collect(),
-                config_digest: states::config_digest(&s.kit.config),
+                config_digest: states::config_digest(&s.kit.config)?,
             },
             models: saved,
             ..ModelsPart::default()
@@ -781,7 +781,7 @@ async fn load(s: &StatePersistence, p: LoadParams) -> Result<LoadAnswer> {
     if let Some(mp) = &decoded.models {
         let launcher = s.launcher()?;
         answer.config_changed =
-            Some(mp.configurations.config_digest != states::config_digest(&s.kit.config));
+            Some(mp.configurations.config_digest != states::config_digest(&s.kit.config)?);
         for m in &mp.models {
             let active = ModelStatus::from_name(&m.status).is_some_and(ModelStatus::is_active);
             if !active {
@@ -851,7 +851,7 @@ async fn load(s: &StatePersistence, p: LoadParams) -> Result<LoadAnswer> {
             let sampling_differs = current_sampling != m.sampling;
             let mut differences = Map::new();
             if let Some(r) = current.as_ref().filter(|r| r.status.is_active()) {
-                differences = r.args.differences(&m.args);
+                differences = r.args.differences(&m.args)?;
                 if r.source != m.source {
                     differences.insert(
                         "source".into(),
@@ -886,7 +886,7 @@ async fn load(s: &StatePersistence, p: LoadParams) -> Result<LoadAnswer> {
                     continue;
                 }
                 req.replace = true;
-                if r.args.differences(&m.args).is_empty() && r.source == m.source {
+                if r.args.differences(&m.args)?.is_empty() && r.source == m.source {
                     // Only the sampling defaults differ: launch would find it already
                     // running, so stop it first; the launch below applies the saved ones.
                     if let Err(e) = launcher.stop(&m.model_id, true).await {

@@ -248,7 +248,6 @@ const LONG_FUNCTIONS_LEFT: &[(&str, &str, usize)] = &[
     ("crates/vllm-core/src/crush_db/generate.rs", "run", 193),
     ("crates/vllm-core/src/launcher/supervisor.rs", "place", 153),
     ("crates/vllm-core/src/monitor/alerts.rs", "conditions", 139),
-    ("crates/vllm-core/src/monitor/alerts.rs", "evaluate", 121),
     ("crates/vllm-core/src/monitor/promql.rs", "queries", 128),
     ("crates/vllm-core/src/monitor/window.rs", "history", 168),
 ];

@@ -160,22 +160,33 @@ impl LaunchArgs {
     }
 
     /// The fields that differ from `other`, as `{field: {"current": a, "requested": b}}`.
-    pub fn differences(&self, other: &LaunchArgs) -> Map<String, Value> {
-        let a = serde_json::to_value(self).unwrap_or_default();
-        let b = serde_json::to_value(other).unwrap_or_default();
+    /// Arguments that do not serialise as an object are an internal error, never "no
+    /// difference" (which would make a different launch look like the running one).
+    pub fn differences(&self, other: &LaunchArgs) -> Result<Map<String, Value>> {
+        let (a, b) = (self.as_object()?, other.as_object()?);
         let mut out = Map::new();
-        if let (Value::Object(a), Value::Object(b)) = (a, b) {
-            for (k, va) in &a {
-                let vb = b.get(k).cloned().unwrap_or(Value::Null);
-                if *va != vb {
-                    out.insert(
-                        k.clone(),
-                        serde_json::json!({"current": va, "requested": vb}),
-                    );
-                }
+        for (k, va) in &a {
+            let vb = b.get(k).cloned().unwrap_or(Value::Null);
+            if *va != vb {
+                out.insert(
+                    k.clone(),
+                    serde_json::json!({"current": va, "requested": vb}),
+                );
             }
         }
-        out
+        Ok(out)
+    }
+
+    fn as_object(&self) -> Result<Map<String, Value>> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(other) => Err(Error::Internal(format!(
+                "launch arguments serialise as {other}, not an object"
+            ))),
+            Err(e) => Err(Error::Internal(format!(
+                "launch arguments do not serialise: {e}"
+            ))),
+        }
     }
 }
 
@@ -451,10 +462,10 @@ mod tests {
             max_model_len: Some(1024),
             ..Default::default()
         };
-        let d = a.differences(&b);
+        let d = a.differences(&b).unwrap();
         assert_eq!(d.len(), 1);
         assert_eq!(d["max_model_len"]["current"], 512);
         assert_eq!(d["max_model_len"]["requested"], 1024);
-        assert!(a.differences(&a.clone()).is_empty());
+        assert!(a.differences(&a.clone()).unwrap().is_empty());
     }
 }

@@ -35,6 +35,16 @@ pub enum ModelStatus {
 }
 
 impl ModelStatus {
+    /// Every status, for a caller that accepts a model in any.
+    pub const ALL: [ModelStatus; 6] = [
+        ModelStatus::Loading,
+        ModelStatus::Loaded,
+        ModelStatus::Error,
+        ModelStatus::Unloaded,
+        ModelStatus::Stopping,
+        ModelStatus::Sleeping,
+    ];
+
     /// The lowercase name stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -140,19 +150,7 @@ const COLUMNS: &str = "model_id, source, status, host, port, pid, start_time, ar
      log_path, launched_at, loaded_at, stopped_at, error, restart_policy, restarts, idle_ttl_seconds, \
      memory_estimate_mb, updated_at";
 
-fn json_col<T: for<'de> Deserialize<'de>>(
-    row: &Row<'_>,
-    i: usize,
-) -> crate::store::rusqlite::Result<T> {
-    let text: String = row.get(i)?;
-    serde_json::from_str(&text).map_err(|e| {
-        crate::store::rusqlite::Error::FromSqlConversionFailure(
-            i,
-            crate::store::rusqlite::types::Type::Text,
-            Box::new(e),
-        )
-    })
-}
+use crate::store::json_column as json_col;
 
 fn opt_json_col<T: for<'de> Deserialize<'de>>(
     row: &Row<'_>,

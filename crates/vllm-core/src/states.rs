@@ -71,62 +71,25 @@ pub const HEADER_LEN: usize = 20;
 /// Largest raw payload accepted when decoding (a sanity bound against absurd headers).
 pub const MAX_RAW_LEN: u64 = 4 << 30;
 
-/// CRC-32C (Castagnoli), hand-written: table-driven, eight bytes per step.
+/// CRC-32C (Castagnoli, the iSCSI polynomial) of frames and export files, from the
+/// `crc` crate, slicing 16 bytes per step.
 pub mod crc32c {
-    const POLY: u32 = 0x82F6_3B78;
+    use crc::{CRC_32_ISCSI, Crc, Table};
 
-    const fn tables() -> [[u32; 256]; 8] {
-        let mut t = [[0u32; 256]; 8];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 { (c >> 1) ^ POLY } else { c >> 1 };
-                k += 1;
-            }
-            t[0][i] = c;
-            i += 1;
-        }
-        let mut i = 0;
-        while i < 256 {
-            let mut j = 1;
-            while j < 8 {
-                let prev = t[j - 1][i];
-                t[j][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
-                j += 1;
-            }
-            i += 1;
-        }
-        t
-    }
-
-    static T: [[u32; 256]; 8] = tables();
-
-    /// Continues a CRC: `update(update(0, a), b) == checksum(a ++ b)`.
-    pub fn update(crc: u32, data: &[u8]) -> u32 {
-        let mut c = !crc;
-        let mut chunks = data.chunks_exact(8);
-        for b in &mut chunks {
-            let lo = c ^ u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            c = T[7][(lo & 0xff) as usize]
-                ^ T[6][((lo >> 8) & 0xff) as usize]
-                ^ T[5][((lo >> 16) & 0xff) as usize]
-                ^ T[4][(lo >> 24) as usize]
-                ^ T[3][b[4] as usize]
-                ^ T[2][b[5] as usize]
-                ^ T[1][b[6] as usize]
-                ^ T[0][b[7] as usize];
-        }
-        for &b in chunks.remainder() {
-            c = (c >> 8) ^ T[0][((c ^ b as u32) & 0xff) as usize];
-        }
-        !c
-    }
+    static CRC: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC_32_ISCSI);
 
     /// The CRC-32C of `data`.
     pub fn checksum(data: &[u8]) -> u32 {
-        update(0, data)
+        CRC.checksum(data)
+    }
+
+    /// The CRC-32C of the pieces one after another, as of their concatenation.
+    pub fn of_pieces(pieces: &[&[u8]]) -> u32 {
+        let mut digest = CRC.digest();
+        for piece in pieces {
+            digest.update(piece);
+        }
+        digest.finalize()
     }
 }
 
@@ -281,7 +244,7 @@ pub fn encode_part_with<R>(
     frame[6] = u8::from(compress);
     frame[7] = kind.code();
     frame[8..16].copy_from_slice(&raw_len.to_le_bytes());
-    let crc = crc32c::update(crc32c::checksum(&frame[0..16]), &frame[HEADER_LEN..]);
+    let crc = crc32c::of_pieces(&[&frame[0..16], &frame[HEADER_LEN..]]);
     frame[16..20].copy_from_slice(&crc.to_le_bytes());
     Ok((
         EncodedPart {
@@ -325,7 +288,7 @@ pub fn check_frame(state: &str, frame: &[u8]) -> Result<FrameHeader> {
         });
     }
     let stored = u32::from_le_bytes([frame[16], frame[17], frame[18], frame[19]]);
-    let crc = crc32c::update(crc32c::checksum(&frame[0..16]), &frame[HEADER_LEN..]);
+    let crc = crc32c::of_pieces(&[&frame[0..16], &frame[HEADER_LEN..]]);
     if crc != stored {
         return Err(corrupted(format!(
             "checksum mismatch (CRC-32C {crc:08x}, stored {stored:08x})"
@@ -672,8 +635,6 @@ const META_COLUMNS: &str = "state_id, session_id, created_at, created_text, form
      title, model_count, session_count, message_count, models_index, note";
 
 fn meta_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StateMeta> {
-    let versions: String = r.get(5)?;
-    let index: String = r.get(10)?;
     let (note, metrics) = note_from_column(r.get(11)?);
     Ok(StateMeta {
         state_id: r.get(0)?,
@@ -681,12 +642,12 @@ fn meta_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StateMeta> {
         created_at: r.get(2)?,
         timestamp: r.get(3)?,
         format_version: r.get::<_, i64>(4)? as u16,
-        vllm_versions: serde_json::from_str(&versions).unwrap_or_default(),
+        vllm_versions: crate::store::json_column(r, 5)?,
         title: r.get(6)?,
         model_count: r.get::<_, i64>(7)? as u64,
         session_count: r.get::<_, i64>(8)? as u64,
         message_count: r.get::<_, i64>(9)? as u64,
-        models_index: serde_json::from_str(&index).unwrap_or_default(),
+        models_index: crate::store::json_column(r, 10)?,
         note,
         metrics,
         parts: Vec::new(),
@@ -734,6 +695,13 @@ fn query_metas(
     Ok(metas)
 }
 
+/// A JSON column's text; a value that does not serialise fails the save rather than
+/// storing an empty stand-in.
+fn to_json_text<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| Error::Internal(format!("a state's index does not serialise: {e}")))
+}
+
 fn insert_rows(
     tx: &rusqlite::Transaction<'_>,
     meta: &StateMeta,
@@ -749,12 +717,12 @@ fn insert_rows(
             meta.created_at,
             meta.timestamp,
             i64::from(meta.format_version),
-            serde_json::to_string(&meta.vllm_versions).unwrap_or_else(|_| "[]".into()),
+            to_json_text(&meta.vllm_versions)?,
             meta.title,
             meta.model_count as i64,
             meta.session_count as i64,
             meta.message_count as i64,
-            serde_json::to_string(&meta.models_index).unwrap_or_else(|_| "{}".into()),
+            to_json_text(&meta.models_index)?,
             note_to_column(meta),
         ],
     )?;
@@ -1193,7 +1161,7 @@ mod tests {
         assert_eq!(crc32c::checksum(&inc), 0x46DD_794E);
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
         assert_eq!(
-            crc32c::update(crc32c::checksum(&data[..333]), &data[333..]),
+            crc32c::of_pieces(&[&data[..333], &data[333..]]),
             crc32c::checksum(&data)
         );
     }
@@ -1261,6 +1229,36 @@ mod tests {
             note: None,
             metrics: None,
             parts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_damaged_index_row_is_a_storage_error_not_an_empty_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in_dir(dir.path()).unwrap();
+        let parts = vec![encode_part(PartKind::Models, &ModelsPart::default(), true).unwrap()];
+        let mut m = meta("s1", "a", 1000.0);
+        m.parts = part_infos(&parts);
+        insert(&store, &m, &parts, 3).unwrap();
+        assert!(list_states(&store, "a").is_ok());
+        for column in ["models_index", "vllm_versions"] {
+            store
+                .write(|tx| {
+                    tx.execute(&format!("UPDATE states SET {column} = '{{broken'"), [])?;
+                    Ok(())
+                })
+                .unwrap();
+            let e = list_states(&store, "a").unwrap_err();
+            assert_eq!(e.code(), "STORAGE_ERROR", "{column}: {e}");
+            store
+                .write(|tx| {
+                    tx.execute(
+                        "UPDATE states SET models_index = '{}', vllm_versions = '[]'",
+                        [],
+                    )?;
+                    Ok(())
+                })
+                .unwrap();
         }
     }
 
@@ -1343,26 +1341,21 @@ mod tests {
 }
 
 /// SHA-256 (hex) of the effective configuration serialized as TOML: two states with the
-/// same digest ran under the same configuration. (SHA-256 through rustls's ring provider,
-/// already linked for HTTPS, so no hashing crate is added.)
-pub fn config_digest(config: &crate::config::Config) -> String {
-    let text = toml::to_string(config).unwrap_or_default();
-    sha256_hex(text.as_bytes())
+/// same digest ran under the same configuration. A configuration that does not
+/// serialise is an internal error: hashing nothing would make any two such equal.
+pub fn config_digest(config: &crate::config::Config) -> Result<String> {
+    let text = toml::to_string(config)
+        .map_err(|e| Error::Internal(format!("the configuration does not serialise: {e}")))?;
+    Ok(sha256_hex(text.as_bytes()))
 }
 
+/// SHA-256 from ring, which the HTTPS stack already links.
 fn sha256_hex(data: &[u8]) -> String {
-    use rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
-    match TLS13_AES_128_GCM_SHA256.tls13() {
-        Some(suite) => suite
-            .common
-            .hash_provider
-            .hash(data)
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-        None => format!("crc32c:{:08x}", crc32c::checksum(data)),
-    }
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

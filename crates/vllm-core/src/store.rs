@@ -881,6 +881,21 @@ pub fn storage_error(e: &rusqlite::Error, path: &Path, busy_timeout: Duration) -
     }
 }
 
+/// A JSON text column decoded as `T`. Text that does not decode is SQLite's conversion
+/// error for that column (a `STORAGE_ERROR` naming it), never a default standing in for
+/// what was stored.
+pub fn json_column<T: serde::de::DeserializeOwned>(
+    row: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(i)?;
+    serde_json::from_str(&text).map_err(|e| {
+        let column = row.as_ref().column_name(i).unwrap_or("?");
+        let why = format!("`{column}` holds JSON that does not decode ({e})");
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, why.into())
+    })
+}
+
 /// Every SQLite failure is a storage error, described for the person reading it. It lives
 /// here, not in `error`, so the error type stays at the bottom of the crate.
 impl From<rusqlite::Error> for Error {

@@ -337,3 +337,49 @@ fn the_webhook_payload_is_alertmanager_shaped() {
     assert_eq!(p[0]["labels"]["alertname"], "gpu_temperature");
     assert!(p[0]["endsAt"].as_str().unwrap().ends_with('Z'));
 }
+
+#[test]
+fn damaged_alert_targets_stay_apart_and_resolve() {
+    let (_dir, store) = temp_store();
+    let rs = rules("gpu_temperature");
+    let mut t = T0;
+    for _ in 0..5 {
+        history::insert(&store, &[], &[gpu(95, 0)], t).unwrap();
+        alerts::evaluate(&store, &rs, t).unwrap();
+        t += 1.0;
+    }
+    let firing = alerts::active(&store).unwrap();
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert_eq!(firing[0].state, "firing");
+    // Two rows of the rule whose targets no longer decode (a damaged store).
+    store
+        .write(|tx| {
+            tx.execute("UPDATE alerts SET target = 'not json'", [])?;
+            tx.execute(
+                "INSERT INTO alerts SELECT rule, '{\"gpu\":', state, severity, pending_since, \
+                 fired_at, value, threshold, summary, last_evaluated FROM alerts",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let damaged = alerts::active(&store).unwrap();
+    let mut texts: Vec<&str> = damaged
+        .iter()
+        .map(|a| a.target["unreadable_target"].as_str())
+        .collect();
+    texts.sort();
+    assert_eq!(texts, ["not json", "{\"gpu\":"], "each its own alert");
+
+    // The GPU is still hot: its alert starts again under its real target, and the two
+    // damaged ones resolve on their own (not merged into one, not left forever).
+    history::insert(&store, &[], &[gpu(95, 0)], t).unwrap();
+    let events = alerts::evaluate(&store, &rs, t).unwrap();
+    let resolved: Vec<_> = events.iter().filter(|e| e.kind == "resolved").collect();
+    assert_eq!(resolved.len(), 2, "{events:?}");
+    let now = alerts::active(&store).unwrap();
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0].target.get("gpu").map(String::as_str), Some("0"));
+    assert_eq!(now[0].state, "pending");
+    assert_eq!(alerts::history(&store, 10).unwrap().len(), 2);
+}

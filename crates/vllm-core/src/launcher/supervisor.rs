@@ -18,6 +18,7 @@ use crate::launch_args::{CommandSpec, LaunchArgs, command_line, validate_model_i
 use crate::model_files::{self, ConfigCache};
 use crate::models::{self, ModelRecord, ModelStatus, RecordedError, RestartPolicy};
 use crate::store::Store;
+use crate::store::rusqlite::OptionalExtension;
 use crate::vllm::{EndpointSpec, Health, VllmClient};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -352,7 +353,7 @@ impl Launcher {
         if let Some(existing) = models::get(&self.store, &req.model_id)? {
             let existing = self.observe(existing).await;
             if existing.status.is_active() {
-                let differences = existing.args.differences(&args);
+                let differences = existing.args.differences(&args)?;
                 let same_source = existing.source == source;
                 if differences.is_empty() && same_source {
                     return Ok(LaunchOutcome::AlreadyRunning { record: existing });
@@ -442,7 +443,7 @@ impl Launcher {
                         port: r.get::<_, Option<i64>>(1)?.map(|p| p as u16),
                         memory_mb: r.get(2)?,
                         loading: r.get::<_, String>(3)? == "loading",
-                        gpu_ids: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
+                        gpu_ids: crate::store::json_column(r, 4)?, // never "no GPU"
                         pid: r.get(5)?,
                         since: r.get(6)?,
                     })
@@ -479,7 +480,7 @@ impl Launcher {
                     [&req.model_id],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-                .ok();
+                .optional()?;
             let restarts = plan
                 .restarts
                 .unwrap_or_else(|| previous.as_ref().map(|(_, r)| *r as u32).unwrap_or(0));
@@ -1241,6 +1242,47 @@ mod tests {
             "INVALID_ARGUMENT"
         );
         assert_eq!(choose_gpus(&all, None, 8, true).unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_gpu_list_fails_the_placement_not_the_gpus() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("vllm-mcp.db")).unwrap();
+        // A loaded model whose stored GPU list no longer decodes: read as "no GPU" it
+        // would let the next launch share its GPUs.
+        store
+            .write(|tx| {
+                tx.execute(
+                    "INSERT INTO models (model_id, source, status, host, args, argv, env_names, \
+                     gpu_ids, updated_at) VALUES ('other', 'org/m', 'loaded', '127.0.0.1', '{}', \
+                     '[]', '[]', 'not json', 0)",
+                    [],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let mut config = Config::default();
+        config.launcher.command = vec!["/nonexistent/vllm".into()];
+        config.data_dir = dir.path().to_path_buf();
+        let gpus: Gpus = Arc::new(FakeGpus::uniform(1, 81_920));
+        let launcher = Launcher::new(Arc::new(config), store, gpus);
+        let req = LaunchRequest {
+            model_id: "m".into(),
+            source: Some("org/m".into()),
+            force: true,
+            ..LaunchRequest::default()
+        };
+        let e = launcher.launch(&req).await.unwrap_err();
+        assert_eq!(e.code(), "STORAGE_ERROR", "{e}");
+        assert!(
+            e.to_string()
+                .contains("`gpu_ids` holds JSON that does not decode"),
+            "{e}"
+        );
+        assert!(
+            models::get(launcher.store(), "m").unwrap().is_none(),
+            "nothing placed"
+        );
     }
 
     #[test]

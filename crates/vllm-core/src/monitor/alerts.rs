@@ -271,11 +271,21 @@ fn conditions(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Hit>> 
 const ALERT_COLUMNS: &str = "rule, target, state, severity, pending_since, fired_at, value, \
     threshold, summary, last_evaluated";
 
+/// The labels of a stored target. Text that does not decode (a damaged row) is kept as
+/// the one label `unreadable_target`, never an empty target: keyed by its own text, such
+/// an alert is never merged with another, and the next evaluation resolves it.
+fn target_of(text: &str) -> Labels {
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        tracing::warn!(target = text, error = %e, "an alert row's target does not decode");
+        Labels::from([("unreadable_target".to_string(), text.to_string())])
+    })
+}
+
 fn alert_from_row(r: &Row<'_>) -> rusqlite::Result<Alert> {
     let target: String = r.get(1)?;
     Ok(Alert {
         rule: r.get(0)?,
-        target: serde_json::from_str(&target).unwrap_or_default(),
+        target: target_of(&target),
         state: r.get(2)?,
         severity: r.get(3)?,
         pending_since: r.get(4)?,
@@ -297,6 +307,19 @@ fn insert_event(tx: &rusqlite::Transaction<'_>, ts: f64, kind: &str, a: &Alert) 
     Ok(tx.last_insert_rowid())
 }
 
+/// The alerts in the store by (rule, stored target text). The text is `target_key` of
+/// the labels for every row this code wrote; a damaged one stays apart under its own.
+fn current_alerts(tx: &rusqlite::Transaction<'_>) -> Result<HashMap<(String, String), Alert>> {
+    let mut st = tx.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alerts"))?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(1)?, alert_from_row(r)?)))?;
+    let mut current = HashMap::new();
+    for row in rows {
+        let (stored_target, a) = row?;
+        current.insert((a.rule.clone(), stored_target), a);
+    }
+    Ok(current)
+}
+
 /// One evaluation at `now`: computes every enabled rule's conditions from the stored
 /// samples and records the transitions in one transaction. Returns the transitions
 /// (firing and resolved events), oldest first.
@@ -307,15 +330,7 @@ pub fn evaluate(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Even
         .map(|r| (r.name.as_str(), r.for_seconds.max(0.0)))
         .collect();
     store.write(|tx| {
-        let mut current: HashMap<(String, String), Alert> = HashMap::new();
-        {
-            let mut st = tx.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alerts"))?;
-            let rows = st.query_map([], alert_from_row)?;
-            for a in rows {
-                let a = a?;
-                current.insert((a.rule.clone(), target_key(&a.target)), a);
-            }
-        }
+        let mut current = current_alerts(tx)?;
         let mut events = Vec::new();
         for h in hits {
             let key = (h.rule.clone(), target_key(&h.target));
@@ -446,7 +461,7 @@ pub fn history(store: &Store, limit: usize) -> Result<Vec<Alert>> {
             let resolved_at: f64 = r.get(5)?;
             Ok(Alert {
                 rule: r.get(0)?,
-                target: serde_json::from_str(&target).unwrap_or_default(),
+                target: target_of(&target),
                 state: "resolved".into(),
                 severity: r.get(2)?,
                 pending_since: r.get(3)?,
