@@ -208,7 +208,63 @@ fn generator() -> schemars::SchemaGenerator {
             s.inline_subschemas = true;
             s.meta_schema = None;
         })
+        .with_transform(schemars::transform::RecursiveTransform(portable_format))
         .into_generator()
+}
+
+/// The formats JSON Schema defines: the only ones a validator knows.
+const JSON_SCHEMA_FORMATS: &[&str] = &[
+    "date-time",
+    "date",
+    "time",
+    "duration",
+    "email",
+    "idn-email",
+    "hostname",
+    "idn-hostname",
+    "ipv4",
+    "ipv6",
+    "uri",
+    "uri-reference",
+    "iri",
+    "iri-reference",
+    "uuid",
+    "uri-template",
+    "json-pointer",
+    "relative-json-pointer",
+    "regex",
+];
+
+/// schemars names Rust's number types as formats (`uint32`, `int64`, `double`), which are
+/// not JSON Schema's: a validator that checks formats (MCP Inspector's) prints a warning
+/// for each, dozens per server, hiding the answer. They become the bounds they mean.
+fn portable_format(schema: &mut schemars::Schema) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    let Some(format) = obj.get("format").and_then(Value::as_str) else {
+        return;
+    };
+    if JSON_SCHEMA_FORMATS.contains(&format) {
+        return;
+    }
+    let (min, max): (Option<i64>, Option<i64>) = match format {
+        "uint8" => (Some(0), Some(u8::MAX.into())),
+        "uint16" => (Some(0), Some(u16::MAX.into())),
+        "uint32" => (Some(0), Some(u32::MAX.into())),
+        "uint64" | "uint" | "uint128" => (Some(0), None),
+        "int8" => (Some(i8::MIN.into()), Some(i8::MAX.into())),
+        "int16" => (Some(i16::MIN.into()), Some(i16::MAX.into())),
+        "int32" => (Some(i32::MIN.into()), Some(i32::MAX.into())),
+        _ => (None, None),
+    };
+    obj.remove("format");
+    if let Some(min) = min {
+        obj.entry("minimum").or_insert(min.into());
+    }
+    if let Some(max) = max {
+        obj.entry("maximum").or_insert(max.into());
+    }
 }
 
 /// The input schema of `T`: an object schema with no `$defs`.
@@ -302,6 +358,36 @@ mod tests {
     enum Kind {
         A,
         B,
+    }
+
+    #[derive(Debug, serde::Deserialize, JsonSchema)]
+    #[allow(dead_code)]
+    struct Numbers {
+        small: u8,
+        count: u32,
+        big: Option<u64>,
+        delta: i32,
+        ratio: f64,
+        nested: Vec<Option<u16>>,
+        when: String,
+    }
+
+    #[test]
+    fn number_formats_become_bounds() {
+        let s = Value::Object(schema_for::<Numbers>());
+        let text = s.to_string();
+        assert!(!text.contains("\"format\""), "{text}");
+        let p = &s["properties"];
+        assert_eq!(
+            (&p["small"]["minimum"], &p["small"]["maximum"]),
+            (&0.into(), &255.into())
+        );
+        assert_eq!(p["count"]["maximum"], u32::MAX);
+        assert_eq!(p["count"]["minimum"], 0);
+        assert_eq!(p["delta"]["minimum"], i32::MIN);
+        assert!(p["big"].get("maximum").is_none());
+        assert_eq!(p["nested"]["items"]["maximum"], u16::MAX, "{text}");
+        assert!(p["ratio"].get("minimum").is_none());
     }
 
     #[test]

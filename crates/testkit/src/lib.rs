@@ -302,6 +302,31 @@ pub async fn check_server_binary(bin: &Path, name: &str) -> Answer {
     );
     let tools = server.tools().await;
     assert!(tools.iter().any(|t| t.name == "server-health"));
+    for t in &tools {
+        let mut formats = Vec::new();
+        let input = serde_json::Value::Object((*t.input_schema).clone());
+        schema_formats(&input, &mut formats);
+        if let Some(output) = &t.output_schema {
+            schema_formats(&serde_json::Value::Object((**output).clone()), &mut formats);
+        }
+        formats.retain(|f| {
+            ![
+                "date-time",
+                "uri",
+                "email",
+                "hostname",
+                "ipv4",
+                "ipv6",
+                "uuid",
+            ]
+            .contains(&f.as_str())
+        });
+        assert!(
+            formats.is_empty(),
+            "{}: formats JSON Schema does not define: {formats:?}",
+            t.name
+        );
+    }
     let health = server.call("server-health", serde_json::json!({})).await;
     assert!(!health.is_error, "{}", health.json);
     assert_eq!(health.json["server"], name);
@@ -324,6 +349,20 @@ pub async fn check_server_binary(bin: &Path, name: &str) -> Answer {
         t.elapsed()
     );
     health
+}
+
+/// Every `format` value in a JSON schema, nested ones too.
+pub fn schema_formats(schema: &serde_json::Value, out: &mut Vec<String>) {
+    match schema {
+        serde_json::Value::Object(o) => {
+            if let Some(serde_json::Value::String(f)) = o.get("format") {
+                out.push(f.clone());
+            }
+            o.values().for_each(|v| schema_formats(v, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| schema_formats(v, out)),
+        _ => {}
+    }
 }
 
 /// True while `pid` exists and is not a zombie.
