@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tools::{ModelSummary, Performance};
 use vllm_core::launcher::process;
 use vllm_core::launcher::supervisor::Launcher;
+use vllm_core::lifecycle::Fleet;
 use vllm_core::models::ModelRecord;
 use vllm_core::prom::{self, Histogram, VllmSnapshot};
 use vllm_core::vllm::VllmClient;
@@ -62,6 +63,23 @@ impl ModelManager {
                 .err()
                 .unwrap_or_else(|| Error::storage("the store is not available"))),
         }
+    }
+
+    /// The launcher and the attached endpoints, for the lifecycle operations. Without a
+    /// store it has no launcher: what attached endpoints serve is still found.
+    pub fn fleet(&self) -> Fleet<'_> {
+        Fleet {
+            launcher: self.launcher.as_deref(),
+            endpoints: &self.kit.endpoints,
+            config: &self.kit.config,
+        }
+    }
+
+    /// [`ModelManager::fleet`] for an operation that needs the store: without one, the
+    /// reason the store could not be opened.
+    pub fn managed_fleet(&self) -> Result<Fleet<'_>> {
+        self.launcher()?;
+        Ok(self.fleet())
     }
 
     /// Memory the serving processes of a record use now: NVML when it attributes memory

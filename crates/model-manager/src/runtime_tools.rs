@@ -22,9 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vllm_core::launch_args::validate_model_id;
 use vllm_core::launcher::process;
+use vllm_core::lifecycle::Located;
 use vllm_core::models::{self, ModelRecord, ModelStatus};
 use vllm_core::vllm::{ModelCard, VllmClient};
-use vllm_core::{Error, Result, model_files};
+use vllm_core::{Error, Result};
 use vllm_mcp_kit::{ToolDef, Toolbox};
 
 /// Longest `wake-model` waits for `/is_sleeping` to turn false.
@@ -339,94 +340,44 @@ fn not_serving(model_id: &str, status: ModelStatus) -> Error {
     )
 }
 
-/// Finds the server of `model_id`. A launched model must have one of `statuses`. LoRA
-/// adapters served by launched servers are found too (tools that need a base model then
-/// say "give the base model" rather than "not found").
+/// Finds the server of `model_id` (in [`Fleet::locate`]'s order). A launched model
+/// must have one of `statuses`. LoRA adapters served by launched servers are found too
+/// (tools that need a base model then say "give the base model" rather than "not found").
 async fn resolve(s: &ModelManager, model_id: &str, statuses: &[ModelStatus]) -> Result<Target> {
-    validate_model_id("model_id", model_id)?;
-    let launcher = s.launcher();
-    // A launched model that is not serving may still be served by an attached endpoint.
-    let mut not_now = None;
-    if let Ok(l) = &launcher
-        && let Some(r) = l.get(model_id).await?
-    {
-        if !statuses.contains(&r.status) {
-            not_now = Some(not_serving(model_id, r.status));
-        } else {
-            let client = l
-                .client_for(&r)
-                .ok_or_else(|| Error::Internal(format!("no address recorded for `{model_id}`")))?;
-            return Ok(Target {
-                model_id: model_id.to_string(),
-                client,
-                record: Some(r),
-                endpoint: None,
-                parent: None,
-            });
-        }
-    }
-    // An endpoint that did not say what it serves may serve the model: when nothing
-    // else knows it, that endpoint's error (a timeout naming its URL) is the answer.
-    let mut unanswered = None;
-    for ep in &s.kit.endpoints {
-        match ep.models().await {
-            Ok(cards) => {
-                if let Some(card) = cards.into_iter().find(|c| c.id == model_id) {
-                    return Ok(Target {
-                        model_id: model_id.to_string(),
-                        client: ep.clone(),
-                        record: None,
-                        endpoint: Some(ep.name().to_string()),
-                        parent: card.parent,
-                    });
-                }
-            }
-            Err(e) => {
-                unanswered.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(e) = not_now {
-        return Err(e);
-    }
-    let launcher = launcher?;
-    // Adapters of launched servers are in no record: ask the servers that run now (a
-    // sleeping one too, so that chat can say it sleeps).
-    for r in launcher.list().await? {
-        if !matches!(r.status, ModelStatus::Loaded | ModelStatus::Sleeping) {
-            continue;
-        }
-        let Some(client) = launcher.client_for(&r) else {
-            continue;
-        };
-        if let Ok(cards) = client.models().await
-            && let Some(card) = cards
-                .into_iter()
-                .find(|c| c.id == model_id && c.parent.is_some())
-        {
-            return Ok(Target {
-                model_id: model_id.to_string(),
-                client,
-                record: Some(r),
-                endpoint: None,
-                parent: card.parent,
-            });
-        }
-    }
-    let origin = if s.kit.config.catalog.contains_key(model_id) {
-        Some("a catalog alias")
-    } else if model_files::resolve_dir(model_id, launcher.hub_cache()).is_some() {
-        Some("in the local model cache")
-    } else {
-        None
+    let fleet = s.fleet();
+    let target = |client, record, endpoint, parent| Target {
+        model_id: model_id.to_string(),
+        client,
+        record,
+        endpoint,
+        parent,
     };
-    match origin {
-        Some(o) => Err(Error::invalid(
-            "model_id",
-            format!("model `{model_id}` is {o} but not loaded: load it with load-model first"),
-        )),
-        None => Err(unanswered.unwrap_or_else(|| Error::ModelNotFound(model_id.to_string()))),
+    match fleet.locate(model_id, statuses).await? {
+        Located::Launched(r) if statuses.contains(&r.status) => {
+            let client = fleet
+                .launcher
+                .and_then(|l| l.client_for(&r))
+                .ok_or_else(|| Error::Internal(format!("no address recorded for `{model_id}`")))?;
+            Ok(target(client, Some(r), None, None))
+        }
+        Located::Launched(r) => Err(not_serving(model_id, r.status)),
+        Located::Attached { endpoint, card } => {
+            let name = Some(endpoint.name().to_string());
+            Ok(target(endpoint, None, name, card.parent))
+        }
+        Located::Adapter { base, client, card } => {
+            Ok(target(client, Some(base), None, card.parent))
+        }
+        Located::Catalog { .. } => Err(not_loaded(model_id, "a catalog alias")),
+        Located::Cached { .. } => Err(not_loaded(model_id, "in the local model cache")),
     }
+}
+
+fn not_loaded(model_id: &str, origin: &str) -> Error {
+    Error::invalid(
+        "model_id",
+        format!("model `{model_id}` is {origin} but not loaded: load it with load-model first"),
+    )
 }
 
 /// A route the server does not have: FastAPI's `{"detail":"Not Found"}` (vLLM registers

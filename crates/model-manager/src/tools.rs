@@ -8,9 +8,14 @@ use serde_json::{Map, Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use vllm_core::launch_args::{LaunchArgs, SamplingDefaults};
 use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest, Preflight};
+use vllm_core::lifecycle::{
+    LoadEvent, LoadReport, Located, UnloadReport, supports_function_calling,
+};
 use vllm_core::models::{ModelRecord, ModelStatus, RestartPolicy, display_name};
-use vllm_core::{Error, LoadFailure, Result, estimate, model_files, models};
+use vllm_core::vllm::{ModelCard, VllmClient};
+use vllm_core::{Error, Result, estimate, model_files, models};
 use vllm_mcp_kit::page::{Page, paginate};
 use vllm_mcp_kit::{CallCtx, ToolDef, Toolbox};
 
@@ -396,24 +401,38 @@ async fn load_one(
     wait: f64,
     ctx: CallCtx,
 ) -> Result<LoadAnswer> {
-    let launcher = s.launcher()?;
-    let model_id = req.model_id.clone();
-    let outcome = launcher.launch(&req).await?;
-    match outcome {
+    let report = s
+        .managed_fleet()?
+        .load(&req, Duration::from_secs_f64(wait), |event| match event {
+            LoadEvent::Started { record, .. } => {
+                let event = json!({"event": "model_launched", "model_id": record.model_id,
+                                   "pid": record.pid, "port": record.port});
+                let kit = s.kit.clone();
+                tokio::spawn(async move { kit.notifier.info("model-manager", event).await });
+            }
+            LoadEvent::Waited {
+                waited,
+                estimated_seconds,
+            } => {
+                let ctx = ctx.clone();
+                let total = Some(estimated_seconds.max(waited));
+                tokio::spawn(async move { ctx.progress(waited, total, "loading").await });
+            }
+        })
+        .await
+        .map_err(with_log_uri)?;
+    Ok(load_answer(&req.model_id, report, wait))
+}
+
+/// `load-model`'s answer for what the load did.
+fn load_answer(model_id: &str, report: LoadReport, wait: f64) -> LoadAnswer {
+    match report.outcome {
         LaunchOutcome::DryRun { preflight, source } => {
-            let (required, check, est) = preflight_parts(&preflight);
-            let current = models::get(launcher.store(), &model_id)?
-                .map(|r| r.status.as_str())
-                .unwrap_or("unloaded");
             let fits = preflight.check.as_ref().map(|c| c.fits);
-            Ok(LoadAnswer {
-                model_id,
-                status: current.into(),
-                estimated_load_time: Some(preflight.estimated_load_seconds),
-                memory_required_mb: required,
+            LoadAnswer {
+                model_id: model_id.to_string(),
+                status: report.current.as_str().into(),
                 gpu_ids: preflight.gpu_ids.clone(),
-                memory_check: check,
-                estimate: est,
                 dry_run: true,
                 note: Some(match fits {
                     Some(true) => {
@@ -426,121 +445,90 @@ async fn load_one(
                         "nothing is known locally about `{source}` to check; a load would proceed."
                     ),
                 }),
-                ..LoadAnswer::default()
-            })
+                ..with_preflight(LoadAnswer::default(), &preflight)
+            }
         }
         LaunchOutcome::Queued {
             record,
             preflight,
             ahead,
-        } => {
-            let (required, check, est) = preflight_parts(&preflight);
-            Ok(LoadAnswer {
-                estimated_load_time: Some(preflight.estimated_load_seconds),
-                memory_required_mb: required,
-                memory_check: check,
-                estimate: est,
-                queued: true,
-                note: Some(format!(
-                    "{ahead} load(s) on the same GPUs go first; it starts when they are served \
-                     (list-models shows its progress)"
-                )),
-                ..answer_of_record(&record)
-            })
-        }
-        LaunchOutcome::AlreadyRunning { record } => Ok(LoadAnswer {
+        } => LoadAnswer {
+            queued: true,
+            note: Some(format!(
+                "{ahead} load(s) on the same GPUs go first; it starts when they are served \
+                 (list-models shows its progress)"
+            )),
+            ..with_preflight(answer_of_record(&record), &preflight)
+        },
+        LaunchOutcome::AlreadyRunning { record } => LoadAnswer {
             already_running: true,
             note: Some("already running with the same arguments: nothing was launched".into()),
             ..answer_of_record(&record)
-        }),
+        },
         LaunchOutcome::Differs {
             record,
             differences,
-        } => Ok(LoadAnswer {
+        } => LoadAnswer {
             note: Some(
                 "the model runs with other arguments; call again with replace: true to relaunch it"
                     .into(),
             ),
             differences: Some(differences),
             ..answer_of_record(&record)
-        }),
+        },
         LaunchOutcome::Started { record, preflight } => {
-            let (required, check, est) = preflight_parts(&preflight);
-            s.kit
-                .notifier
-                .info(
-                    "model-manager",
-                    json!({"event": "model_launched", "model_id": model_id, "pid": record.pid, "port": record.port}),
-                )
-                .await;
-            let mut answer = LoadAnswer {
-                estimated_load_time: Some(preflight.estimated_load_seconds),
-                memory_required_mb: required,
-                memory_check: check,
-                estimate: est,
-                ..answer_of_record(&record)
-            };
-            if wait > 0.0 {
-                let total = preflight.estimated_load_seconds as f64;
-                let settled = launcher
-                    .wait_settled(&model_id, Duration::from_secs_f64(wait), |waited| {
-                        let ctx = ctx.clone();
-                        tokio::spawn(async move {
-                            ctx.progress(waited, Some(total.max(waited)), "loading")
-                                .await;
-                        });
-                    })
-                    .await?;
-                match settled.status {
-                    ModelStatus::Error => return Err(load_error(&settled)),
-                    ModelStatus::Loaded => {
-                        answer.load_seconds = settled
-                            .loaded_at
-                            .zip(settled.launched_at)
-                            .map(|(l, s)| ((l - s) * 10.0).round() / 10.0);
-                        answer.status = "loaded".into();
-                    }
-                    other => {
-                        answer.status = other.as_str().into();
-                        answer.note = Some(format!(
-                            "still {} after {wait} s; list-models or get-model-info shows when it is served",
-                            other.as_str()
-                        ));
-                    }
+            let mut answer = with_preflight(answer_of_record(&record), &preflight);
+            match report.settled {
+                Some(r) if r.status == ModelStatus::Loaded => {
+                    answer.load_seconds = r
+                        .loaded_at
+                        .zip(r.launched_at)
+                        .map(|(l, s)| ((l - s) * 10.0).round() / 10.0);
+                    answer.status = "loaded".into();
                 }
+                Some(r) => {
+                    answer.status = r.status.as_str().into();
+                    answer.note = Some(format!(
+                        "still {} after {wait} s; list-models or get-model-info shows when it is served",
+                        r.status.as_str()
+                    ));
+                }
+                None => {}
             }
-            Ok(answer)
+            answer
         }
     }
 }
 
-/// A failed launch as `MODEL_LOAD_FAILED` with its classified reason.
-pub fn load_error(r: &ModelRecord) -> Error {
-    let rec = r.error.clone();
-    let reason = rec
-        .as_ref()
-        .and_then(|e| serde_json::from_value::<LoadFailure>(Value::String(e.reason.clone())).ok())
-        .unwrap_or(LoadFailure::ProcessExited);
-    let mut details = match rec.as_ref().map(|e| e.details.clone()) {
-        Some(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    if let Some(e) = &rec
-        && e.reason != reason.as_str()
-    {
-        details.insert("cause".into(), json!(e.reason));
+fn with_preflight(answer: LoadAnswer, pre: &Preflight) -> LoadAnswer {
+    let (memory_required_mb, memory_check, estimate) = preflight_parts(pre);
+    LoadAnswer {
+        estimated_load_time: Some(pre.estimated_load_seconds),
+        memory_required_mb,
+        memory_check,
+        estimate,
+        ..answer
     }
-    details.insert(
-        "log_uri".into(),
-        json!(crate::resources::logs_uri(&r.model_id)),
-    );
-    Error::ModelLoadFailed {
-        model: r.model_id.clone(),
-        reason,
-        message: rec
-            .map(|e| e.message)
-            .unwrap_or_else(|| "the server exited".into()),
-        details,
+}
+
+/// A start failure as the model manager answers it: with the model's log as a resource.
+pub fn with_log_uri(e: Error) -> Error {
+    match e {
+        Error::ModelLoadFailed {
+            model,
+            reason,
+            message,
+            mut details,
+        } => {
+            details.insert("log_uri".into(), json!(crate::resources::logs_uri(&model)));
+            Error::ModelLoadFailed {
+                model,
+                reason,
+                message,
+                details,
+            }
+        }
+        other => other,
     }
 }
 
@@ -555,34 +543,6 @@ fn answer_of_record(r: &ModelRecord) -> LoadAnswer {
         memory_required_mb: r.memory_estimate_mb,
         log_uri: Some(crate::resources::logs_uri(&r.model_id)),
         ..LoadAnswer::default()
-    }
-}
-
-/// A model on an endpoint we did not start cannot be stopped; when its server has sleep
-/// mode (the dev-mode endpoints answer), unloading puts it to sleep instead, which frees
-/// its accelerator memory. Otherwise `NOT_MANAGED`.
-async fn unload_attached(ep: &vllm_core::vllm::VllmClient, model_id: &str) -> Result<UnloadAnswer> {
-    let t = std::time::Instant::now();
-    match ep.is_sleeping().await {
-        Ok(asleep) => {
-            if !asleep {
-                ep.sleep(1).await?;
-            }
-            Ok(UnloadAnswer {
-                model_id: model_id.to_string(),
-                status: "sleeping".into(),
-                memory_freed_mb: None,
-                was_running: !asleep,
-                terminated_gracefully: true,
-                seconds: (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-                note: Some(format!(
-                    "`{model_id}` is served by {}, which vllm-mcp did not start: it was put to sleep (level 1) \
-                     rather than stopped; wake-model brings it back. Its memory is not visible from here.",
-                    ep.base_url()
-                )),
-            })
-        }
-        Err(_) => Err(Error::NotManaged(model_id.to_string())),
     }
 }
 
@@ -613,43 +573,43 @@ async fn unload_model(s: &ModelManager, p: UnloadParams) -> Result<Batch<UnloadA
 }
 
 async fn unload_one(s: &ModelManager, model_id: &str, force: bool) -> Result<UnloadAnswer> {
-    vllm_core::launch_args::validate_model_id("model_id", model_id)?;
-    let launcher = s.launcher()?;
-    if models::get(launcher.store(), model_id)?.is_none() {
-        for ep in &s.kit.endpoints {
-            if let Ok(cards) = ep.models().await
-                && cards.iter().any(|c| c.id == model_id)
-            {
-                return unload_attached(ep, model_id).await;
+    let seconds = |s: f64| (s * 1000.0).round() / 1000.0;
+    match s.managed_fleet()?.unload(model_id, force).await? {
+        UnloadReport::Stopped(out) => {
+            if out.was_running {
+                let event = json!({"event": "model_unloaded", "model_id": model_id,
+                                   "memory_freed_mb": out.memory_freed_mb});
+                s.kit.notifier.info("model-manager", event).await;
             }
+            Ok(UnloadAnswer {
+                model_id: model_id.to_string(),
+                status: "unloaded".into(),
+                memory_freed_mb: Some(out.memory_freed_mb),
+                note: None,
+                was_running: out.was_running,
+                terminated_gracefully: out.terminated_gracefully,
+                seconds: seconds(out.seconds),
+            })
         }
-        return Err(Error::ModelNotFound(model_id.to_string()));
+        // A model on an endpoint we did not start cannot be stopped: sleeping frees
+        // its accelerator memory instead.
+        UnloadReport::PutToSleep {
+            endpoint,
+            was_running,
+            seconds: took,
+        } => Ok(UnloadAnswer {
+            model_id: model_id.to_string(),
+            status: "sleeping".into(),
+            memory_freed_mb: None,
+            was_running,
+            terminated_gracefully: true,
+            seconds: seconds(took),
+            note: Some(format!(
+                "`{model_id}` is served by {endpoint}, which vllm-mcp did not start: it was put to sleep (level 1) \
+                 rather than stopped; wake-model brings it back. Its memory is not visible from here."
+            )),
+        }),
     }
-    let out = launcher.stop(model_id, force).await?;
-    if !out.remaining_pids.is_empty() {
-        return Err(Error::Internal(format!(
-            "processes {:?} of {model_id}'s group survived SIGKILL",
-            out.remaining_pids
-        )));
-    }
-    if out.was_running {
-        s.kit
-            .notifier
-            .info(
-                "model-manager",
-                json!({"event": "model_unloaded", "model_id": model_id, "memory_freed_mb": out.memory_freed_mb}),
-            )
-            .await;
-    }
-    Ok(UnloadAnswer {
-        model_id: model_id.to_string(),
-        status: "unloaded".into(),
-        memory_freed_mb: Some(out.memory_freed_mb),
-        note: None,
-        was_running: out.was_running,
-        terminated_gracefully: out.terminated_gracefully,
-        seconds: (out.seconds * 1000.0).round() / 1000.0,
-    })
 }
 
 /// The answer of `get-model-info`.
@@ -754,202 +714,212 @@ fn rfc(t: Option<f64>) -> Option<String> {
 
 async fn get_model_info(s: &ModelManager, p: InfoParams) -> Result<InfoAnswer> {
     vllm_core::launch_args::validate_model_id("model_id", &p.model_id)?;
-    let launcher = s.launcher()?;
-    let sampling = models::sampling(launcher.store(), &p.model_id)?;
-    let sampling_max = sampling.get("max_tokens").and_then(Value::as_u64);
-    if let Some(r) = launcher.get(&p.model_id).await? {
-        let config_json = launcher.config_json(&r.source);
-        let card = match launcher.client_for(&r) {
-            Some(c) if r.status == ModelStatus::Loaded => c
-                .models()
-                .await
-                .ok()
-                .and_then(|cs| cs.into_iter().find(|c| c.id == r.model_id)),
-            _ => None,
-        };
-        let window = card
-            .as_ref()
-            .and_then(|c| c.max_model_len)
-            .or(r.args.max_model_len)
-            .or_else(|| config_json.as_ref().and_then(estimate::model_max_len));
-        let performance = if r.status == ModelStatus::Loaded {
-            s.performance(&r).await
-        } else {
-            Performance {
-                memory_usage_mb: Some(0),
-                note: Some(format!(
-                    "the model is {}: nothing to measure",
-                    r.status.as_str()
-                )),
-                ..Performance::default()
-            }
-        };
-        let tools = r
-            .argv
-            .iter()
-            .any(|a| a == "--enable-auto-tool-choice" || a.starts_with("--tool-call-parser"));
-        return Ok(InfoAnswer {
-            model_id: r.model_id.clone(),
-            name: display_name(&r.model_id),
-            status: r.status.as_str().into(),
-            origin: "launched".into(),
-            source: Some(r.source.clone()),
-            config: ModelConfigInfo {
-                context_window: window,
-                max_tokens: sampling_max.or(window),
-                tensor_parallel_size: r.args.tensor_parallel_size.unwrap_or(1),
-                pipeline_parallel_size: r.args.pipeline_parallel_size.unwrap_or(1),
-                quantization: r.args.quantization.clone().unwrap_or_else(|| "none".into()),
-                dtype: effective_dtype(r.args.dtype.as_deref(), config_json.as_ref()),
-                gpu_memory_utilization: r.args.gpu_memory_utilization,
-                enforce_eager: r.args.enforce_eager,
-                enable_prefix_caching: r.args.enable_prefix_caching,
-                extra_args: r.args.extra_args.clone(),
-                sampling_defaults: sampling.into_iter().collect(),
-            },
-            performance,
-            capabilities: Capabilities {
-                supports_streaming: true,
-                supports_logprobs: true,
-                supports_multiple_choice: true,
-                supports_function_calling: tools,
-            },
-            server: Some(ServerInfo {
-                base_url: r.base_url(),
-                port: r.port,
-                pid: r.pid.filter(|_| r.status.is_active()),
-                gpu_ids: r.gpu_ids.clone(),
-                launched_at: rfc(r.launched_at),
-                loaded_at: rfc(r.loaded_at),
-                argv: r.argv.clone(),
-                env_names: r.env_names.clone(),
-                log_uri: crate::resources::logs_uri(&r.model_id),
-                config_uri: crate::resources::config_uri(&r.model_id),
-                restarts: r.restarts,
-                restart_policy: r
-                    .restart_policy
-                    .as_ref()
-                    .map(|p| serde_json::to_value(p).unwrap_or_default()),
-                idle_ttl_seconds: r.idle_ttl_seconds,
-                queued: r.status == ModelStatus::Loading && r.pid.is_none(),
-            }),
-            error: r
-                .error
-                .as_ref()
-                .map(|e| serde_json::to_value(e).unwrap_or_default()),
-        });
-    }
-    // Attached endpoints. One that does not answer may serve the model: if no one else
-    // knows it, that endpoint's error is the truer answer than "not found".
-    let mut unanswered: Option<Error> = None;
-    for ep in &s.kit.endpoints {
-        let cards = match ep.models().await {
-            Ok(cards) => cards,
-            Err(e) => {
-                unanswered.get_or_insert(e);
-                continue;
-            }
-        };
-        if let Some(card) = cards.into_iter().find(|c| c.id == p.model_id) {
-            let perf = s.performance_of_endpoint(ep, &p.model_id).await;
-            return Ok(InfoAnswer {
-                model_id: card.id.clone(),
-                name: display_name(&card.id),
-                status: attached_status(ep).await.into(),
-                origin: "attached".into(),
-                source: card.root.clone(),
-                config: ModelConfigInfo {
-                    context_window: card.max_model_len,
-                    max_tokens: sampling_max.or(card.max_model_len),
-                    tensor_parallel_size: 1,
-                    pipeline_parallel_size: 1,
-                    quantization: "none".into(),
-                    dtype: "auto".into(),
-                    gpu_memory_utilization: None,
-                    enforce_eager: None,
-                    enable_prefix_caching: None,
-                    extra_args: Vec::new(),
-                    sampling_defaults: sampling.into_iter().collect(),
-                },
-                performance: perf,
-                capabilities: Capabilities {
-                    supports_streaming: true,
-                    supports_logprobs: true,
-                    supports_multiple_choice: true,
-                    // An attached server's flags are not visible to us.
-                    supports_function_calling: false,
-                },
-                server: Some(ServerInfo {
-                    base_url: Some(ep.base_url().to_string()),
-                    port: None,
-                    pid: None,
-                    gpu_ids: Vec::new(),
-                    launched_at: None,
-                    loaded_at: None,
-                    argv: Vec::new(),
-                    env_names: Vec::new(),
-                    log_uri: crate::resources::logs_uri(&card.id),
-                    config_uri: crate::resources::config_uri(&card.id),
-                    restarts: 0,
-                    restart_policy: None,
-                    idle_ttl_seconds: None,
-                    queued: false,
-                }),
-                error: None,
-            });
+    let fleet = s.managed_fleet()?;
+    let sampling = models::sampling(fleet.launcher()?.store(), &p.model_id)?;
+    match fleet.locate(&p.model_id, &ModelStatus::ALL).await? {
+        Located::Launched(r) => Ok(info_of_launched(s, r, sampling).await),
+        Located::Attached { endpoint, card } => {
+            let status = attached_status(&endpoint).await;
+            Ok(info_of_served(s, &endpoint, card, "attached", status, sampling).await)
+        }
+        Located::Adapter { base, client, card } => {
+            let status = base.status.as_str();
+            Ok(info_of_served(s, &client, card, "adapter", status, sampling).await)
+        }
+        Located::Catalog { source, args } => Ok(info_of_unloaded(
+            s,
+            &p.model_id,
+            source,
+            args,
+            "catalog",
+            sampling,
+        )),
+        Located::Cached { source } => {
+            let args = LaunchArgs::default();
+            Ok(info_of_unloaded(
+                s,
+                &p.model_id,
+                source,
+                args,
+                "cache",
+                sampling,
+            ))
         }
     }
-    // Known but not running: catalog or cache.
-    let (source, args, origin) = match s.kit.config.catalog.get(&p.model_id) {
-        Some(e) => (e.source.clone(), e.args.clone(), "catalog"),
-        None => {
-            let dir = model_files::resolve_dir(&p.model_id, launcher.hub_cache());
-            if dir.is_none() {
-                return Err(unanswered.unwrap_or(Error::ModelNotFound(p.model_id)));
-            }
-            (p.model_id.clone(), Default::default(), "cache")
+}
+
+/// How a model is (or would be) served, from its launch arguments.
+fn config_info(
+    args: &LaunchArgs,
+    window: Option<u64>,
+    config_json: Option<&Value>,
+    sampling: SamplingDefaults,
+) -> ModelConfigInfo {
+    let sampling_max = sampling.get("max_tokens").and_then(Value::as_u64);
+    ModelConfigInfo {
+        context_window: window,
+        max_tokens: sampling_max.or(window),
+        tensor_parallel_size: args.tensor_parallel_size.unwrap_or(1),
+        pipeline_parallel_size: args.pipeline_parallel_size.unwrap_or(1),
+        quantization: args.quantization.clone().unwrap_or_else(|| "none".into()),
+        dtype: effective_dtype(args.dtype.as_deref(), config_json),
+        gpu_memory_utilization: args.gpu_memory_utilization,
+        enforce_eager: args.enforce_eager,
+        enable_prefix_caching: args.enable_prefix_caching,
+        extra_args: args.extra_args.clone(),
+        sampling_defaults: sampling.into_iter().collect(),
+    }
+}
+
+fn capabilities(supports_function_calling: bool) -> Capabilities {
+    Capabilities {
+        supports_streaming: true,
+        supports_logprobs: true,
+        supports_multiple_choice: true,
+        supports_function_calling,
+    }
+}
+
+async fn info_of_launched(
+    s: &ModelManager,
+    r: ModelRecord,
+    sampling: SamplingDefaults,
+) -> InfoAnswer {
+    let launcher = s.launcher().ok();
+    let config_json = launcher.and_then(|l| l.config_json(&r.source));
+    let card = match launcher.and_then(|l| l.client_for(&r)) {
+        Some(c) if r.status == ModelStatus::Loaded => c
+            .models()
+            .await
+            .ok()
+            .and_then(|cs| cs.into_iter().find(|c| c.id == r.model_id)),
+        _ => None,
+    };
+    let window = card
+        .as_ref()
+        .and_then(|c| c.max_model_len)
+        .or(r.args.max_model_len)
+        .or_else(|| config_json.as_ref().and_then(estimate::model_max_len));
+    let performance = if r.status == ModelStatus::Loaded {
+        s.performance(&r).await
+    } else {
+        Performance {
+            memory_usage_mb: Some(0),
+            note: Some(format!(
+                "the model is {}: nothing to measure",
+                r.status.as_str()
+            )),
+            ..Performance::default()
         }
     };
-    let config_json = launcher.config_json(&source);
+    InfoAnswer {
+        model_id: r.model_id.clone(),
+        name: display_name(&r.model_id),
+        status: r.status.as_str().into(),
+        origin: "launched".into(),
+        source: Some(r.source.clone()),
+        config: config_info(&r.args, window, config_json.as_ref(), sampling),
+        performance,
+        capabilities: capabilities(supports_function_calling(&r.argv)),
+        server: Some(ServerInfo {
+            base_url: r.base_url(),
+            port: r.port,
+            pid: r.pid.filter(|_| r.status.is_active()),
+            gpu_ids: r.gpu_ids.clone(),
+            launched_at: rfc(r.launched_at),
+            loaded_at: rfc(r.loaded_at),
+            argv: r.argv.clone(),
+            env_names: r.env_names.clone(),
+            log_uri: crate::resources::logs_uri(&r.model_id),
+            config_uri: crate::resources::config_uri(&r.model_id),
+            restarts: r.restarts,
+            restart_policy: r
+                .restart_policy
+                .as_ref()
+                .map(|p| serde_json::to_value(p).unwrap_or_default()),
+            idle_ttl_seconds: r.idle_ttl_seconds,
+            queued: r.status == ModelStatus::Loading && r.pid.is_none(),
+        }),
+        error: r
+            .error
+            .as_ref()
+            .map(|e| serde_json::to_value(e).unwrap_or_default()),
+    }
+}
+
+/// A model a server we did not launch serves (an attached endpoint's, or a LoRA
+/// adapter loaded on one of ours): its flags are not visible, its card is.
+async fn info_of_served(
+    s: &ModelManager,
+    client: &VllmClient,
+    card: ModelCard,
+    origin: &str,
+    status: &str,
+    sampling: SamplingDefaults,
+) -> InfoAnswer {
+    let performance = s.performance_of_endpoint(client, &card.id).await;
+    let args = LaunchArgs::default();
+    InfoAnswer {
+        model_id: card.id.clone(),
+        name: display_name(&card.id),
+        status: status.into(),
+        origin: origin.into(),
+        source: card.root.clone(),
+        config: ModelConfigInfo {
+            dtype: "auto".into(),
+            ..config_info(&args, card.max_model_len, None, sampling)
+        },
+        performance,
+        capabilities: capabilities(false),
+        server: Some(ServerInfo {
+            base_url: Some(client.base_url().to_string()),
+            port: None,
+            pid: None,
+            gpu_ids: Vec::new(),
+            launched_at: None,
+            loaded_at: None,
+            argv: Vec::new(),
+            env_names: Vec::new(),
+            log_uri: crate::resources::logs_uri(&card.id),
+            config_uri: crate::resources::config_uri(&card.id),
+            restarts: 0,
+            restart_policy: None,
+            idle_ttl_seconds: None,
+            queued: false,
+        }),
+        error: None,
+    }
+}
+
+/// A catalog alias or a cached model that is not launched.
+fn info_of_unloaded(
+    s: &ModelManager,
+    model_id: &str,
+    source: String,
+    args: LaunchArgs,
+    origin: &str,
+    sampling: SamplingDefaults,
+) -> InfoAnswer {
+    let config_json = s.launcher().ok().and_then(|l| l.config_json(&source));
     let window = args
         .max_model_len
         .or_else(|| config_json.as_ref().and_then(estimate::model_max_len));
-    Ok(InfoAnswer {
+    InfoAnswer {
         name: display_name(&source),
-        model_id: p.model_id.clone(),
+        model_id: model_id.to_string(),
         status: "unloaded".into(),
         origin: origin.into(),
+        config: config_info(&args, window, config_json.as_ref(), sampling),
         source: Some(source),
-        config: ModelConfigInfo {
-            context_window: window,
-            max_tokens: sampling_max.or(window),
-            tensor_parallel_size: args.tensor_parallel_size.unwrap_or(1),
-            pipeline_parallel_size: args.pipeline_parallel_size.unwrap_or(1),
-            quantization: args.quantization.clone().unwrap_or_else(|| "none".into()),
-            dtype: effective_dtype(args.dtype.as_deref(), config_json.as_ref()),
-            gpu_memory_utilization: args.gpu_memory_utilization,
-            enforce_eager: args.enforce_eager,
-            enable_prefix_caching: args.enable_prefix_caching,
-            extra_args: args.extra_args.clone(),
-            sampling_defaults: sampling.into_iter().collect(),
-        },
         performance: Performance {
             memory_usage_mb: Some(0),
             note: Some("the model is not loaded: nothing to measure".into()),
             ..Performance::default()
         },
-        capabilities: Capabilities {
-            supports_streaming: true,
-            supports_logprobs: true,
-            supports_multiple_choice: true,
-            supports_function_calling: args
-                .extra_args
-                .iter()
-                .any(|a| a.starts_with("--tool-call-parser")),
-        },
+        capabilities: capabilities(supports_function_calling(&args.extra_args)),
         server: None,
         error: None,
-    })
+    }
 }
 
 /// `auto` resolved through config.json's `torch_dtype` when known.

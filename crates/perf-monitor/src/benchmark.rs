@@ -15,10 +15,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use vllm_core::lifecycle::Located;
 use vllm_core::loadtest::{self, LIMITS, LoadSpec, Summary};
-use vllm_core::models::{self, ModelStatus};
+use vllm_core::models::ModelStatus;
 use vllm_core::monitor::window::Latency;
-use vllm_core::vllm::{EndpointSpec, VllmClient};
+use vllm_core::vllm::VllmClient;
 use vllm_core::{Error, Result};
 use vllm_mcp_kit::CallCtx;
 
@@ -183,74 +184,54 @@ struct Found {
     max_model_len: Option<u64>,
 }
 
-/// A launched model that is loaded, else an attached endpoint (or a launched server)
-/// whose `/v1/models` lists it.
+/// A loaded launched model, a model an attached endpoint serves, or an adapter on a
+/// loaded launched server ([`vllm_core::lifecycle::Fleet::locate`]'s order).
 async fn find(s: &PerfMonitor, model_id: &str) -> Result<Found> {
-    let kit = &s.kit;
-    let records = match kit.store() {
-        Ok(store) => models::list(store)?,
-        Err(_) => Vec::new(),
+    let fleet = s.fleet();
+    let not_loaded = |what: String| {
+        Error::invalid(
+            "model_id",
+            format!(
+                "model `{model_id}` is {what}, not loaded: benchmark a model that list-models shows loaded"
+            ),
+        )
     };
-    let mut not_now = None;
-    if let Some(r) = records.iter().find(|r| r.model_id == model_id) {
-        match (r.status, r.base_url()) {
-            (ModelStatus::Loaded, Some(url)) => {
-                let client = VllmClient::new(EndpointSpec::launched(model_id, &url, &kit.config))?;
-                let max_model_len = client
-                    .models()
-                    .await
-                    .ok()
-                    .and_then(|c| c.into_iter().find(|c| c.id == model_id))
-                    .and_then(|c| c.max_model_len);
-                return Ok(Found {
-                    client,
-                    max_model_len,
-                });
-            }
-            (status, _) => {
-                not_now = Some(Error::invalid(
-                    "model_id",
-                    format!(
-                        "model `{model_id}` is {}, not loaded: benchmark a model that list-models shows loaded",
-                        status.as_str()
-                    ),
-                ))
-            }
+    match fleet.locate(model_id, &[ModelStatus::Loaded]).await? {
+        Located::Launched(r) if r.status == ModelStatus::Loaded => {
+            let client = fleet
+                .launcher
+                .and_then(|l| l.client_for(&r))
+                .ok_or_else(|| Error::Internal(format!("no address recorded for `{model_id}`")))?;
+            let card = client.models().await.ok().into_iter().flatten();
+            let max_model_len = card
+                .into_iter()
+                .find(|c| c.id == model_id)
+                .and_then(|c| c.max_model_len);
+            Ok(Found {
+                client,
+                max_model_len,
+            })
         }
-    }
-    let mut servers: Vec<VllmClient> = kit.endpoints.clone();
-    for r in &records {
-        if r.status == ModelStatus::Loaded
-            && let Some(url) = r.base_url()
-        {
-            servers.push(VllmClient::new(EndpointSpec::launched(
-                &r.model_id,
-                &url,
-                &kit.config,
-            ))?);
+        Located::Launched(r) => Err(not_loaded(r.status.as_str().to_string())),
+        Located::Attached { endpoint, card } => Ok(Found {
+            client: endpoint,
+            max_model_len: card.max_model_len,
+        }),
+        Located::Adapter { base, client, card } if base.status == ModelStatus::Loaded => {
+            let max_model_len = card.max_model_len;
+            Ok(Found {
+                client,
+                max_model_len,
+            })
         }
+        Located::Adapter { base, .. } => Err(not_loaded(format!(
+            "an adapter of `{}`, which is {}",
+            base.model_id,
+            base.status.as_str()
+        ))),
+        Located::Catalog { .. } => Err(not_loaded("a catalog alias".into())),
+        Located::Cached { .. } => Err(not_loaded("in the local model cache".into())),
     }
-    // A server that did not say what it serves may serve the model: its error is the
-    // answer rather than "not found".
-    let mut unanswered = None;
-    for c in servers {
-        match c.models().await {
-            Ok(cards) => {
-                if let Some(card) = cards.into_iter().find(|c| c.id == model_id) {
-                    return Ok(Found {
-                        client: c,
-                        max_model_len: card.max_model_len,
-                    });
-                }
-            }
-            Err(e) => {
-                unanswered.get_or_insert(e);
-            }
-        }
-    }
-    Err(not_now
-        .or(unanswered)
-        .unwrap_or_else(|| Error::ModelNotFound(model_id.to_string())))
 }
 
 fn spec_of(p: &BenchmarkParams) -> Result<LoadSpec> {

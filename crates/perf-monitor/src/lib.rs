@@ -29,6 +29,8 @@ pub mod resources;
 
 use rmcp::model::{Resource, ResourceTemplate};
 use std::sync::Arc;
+use vllm_core::launcher::supervisor::Launcher;
+use vllm_core::lifecycle::Fleet;
 use vllm_core::monitor::Sampler;
 use vllm_core::{Result, monitor};
 use vllm_mcp_kit::{Kit, NoParams, ResourceBody, Service, ToolDef, Toolbox};
@@ -39,6 +41,20 @@ pub const NAME: &str = "vllm-perf-monitor";
 /// The server's state.
 pub struct PerfMonitor {
     pub(crate) kit: Arc<Kit>,
+    /// The fleet's view of launched models (to find what a benchmark targets); `None`
+    /// without a store. The monitor never launches.
+    pub(crate) launcher: Option<Arc<Launcher>>,
+}
+
+impl PerfMonitor {
+    /// The launched models and the attached endpoints.
+    pub(crate) fn fleet(&self) -> Fleet<'_> {
+        Fleet {
+            launcher: self.launcher.as_deref(),
+            endpoints: &self.kit.endpoints,
+            config: &self.kit.config,
+        }
+    }
 }
 
 impl Service for PerfMonitor {
@@ -74,6 +90,7 @@ impl Service for PerfMonitor {
         // to rebuild around the shared kit.
         let me = Arc::new(PerfMonitor {
             kit: self.kit.clone(),
+            launcher: self.launcher.clone(),
         });
         resources::read(&me, uri).await
     }
@@ -146,5 +163,12 @@ pub fn build(kit: Arc<Kit>) -> Result<(PerfMonitor, Toolbox<PerfMonitor>)> {
             benchmark::benchmark(&s, p, ctx).await
         },
     );
-    Ok((PerfMonitor { kit }, t))
+    let launcher = kit.store().ok().map(|store| {
+        Arc::new(Launcher::new(
+            kit.config.clone(),
+            store.clone(),
+            kit.gpus.clone(),
+        ))
+    });
+    Ok((PerfMonitor { kit, launcher }, t))
 }

@@ -233,8 +233,6 @@ const LONG_FUNCTIONS_LEFT: &[(&str, &str, usize)] = &[
     ("crates/mock-vllm/src/openai.rs", "completions", 175),
     ("crates/mock-vllm/src/openai.rs", "chat_completions", 218),
     ("crates/mock-vllm/src/process.rs", "serve_process", 191),
-    ("crates/model-manager/src/tools.rs", "load_one", 123),
-    ("crates/model-manager/src/tools.rs", "get_model_info", 199),
     ("crates/perf-monitor/src/memory.rs", "compute", 174),
     ("crates/perf-monitor/src/prom_metrics.rs", "compute", 153),
     ("crates/state-persistence/src/tools.rs", "save", 229),

@@ -11,6 +11,7 @@
 //! - [`launch_args`]: what a launch is, validated, and its `vllm serve` argument vector.
 //! - [`launcher`]: `vllm serve` process groups and start-up failure classification.
 //! - [`models`]: records of launched models and their observed status.
+//! - [`lifecycle`]: locate, load and unload: the decisions every front end shares.
 //! - [`estimate`]: memory a model needs, checked before launching.
 //! - [`coordination`]: leases that give singleton duties one owner across processes.
 //! - [`states`]: saved serving states (format, compression, checksums, store rows).
@@ -27,6 +28,7 @@ pub mod estimate;
 pub mod gpu;
 pub mod launch_args;
 pub mod launcher;
+pub mod lifecycle;
 pub mod loadtest;
 pub mod model_files;
 pub mod models;

@@ -1,0 +1,187 @@
+//! The lifecycle operations without MCP: locate's one resolution order, load with a
+//! wait and its events, unload of a launched and of an attached model, and a start
+//! that fails while waited for. mock-vllm is both the launched `vllm serve` and the
+//! attached endpoint; the rig kills whatever a failing test leaves.
+
+use std::sync::Arc;
+use std::time::Duration;
+use vllm_core::config::Config;
+use vllm_core::gpu::{FakeGpus, Gpus};
+use vllm_core::launch_args::LaunchArgs;
+use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
+use vllm_core::lifecycle::{Fleet, LoadEvent, Located, UnloadReport};
+use vllm_core::models::ModelStatus;
+use vllm_core::store::Store;
+use vllm_core::vllm::{EndpointSpec, VllmClient};
+use vllm_mcp_testkit::{MockVllm, ServerRig};
+
+/// A launcher over the rig's config and store, and clients of the attached endpoints.
+fn fleet_parts(rig: &ServerRig) -> (Arc<Config>, Launcher, Vec<VllmClient>) {
+    let config = Arc::new(Config::load(Some(&rig.config)).unwrap());
+    let store = Store::open(&rig.store_path()).unwrap();
+    let gpus: Gpus = Arc::new(FakeGpus::without_driver());
+    let launcher = Launcher::new(config.clone(), store, gpus);
+    let endpoints = config
+        .endpoints
+        .iter()
+        .map(|e| {
+            EndpointSpec::from_config(e, &config.http)
+                .and_then(VllmClient::new)
+                .unwrap()
+        })
+        .collect();
+    (config, launcher, endpoints)
+}
+
+fn request(model_id: &str, args: LaunchArgs) -> LaunchRequest {
+    LaunchRequest {
+        model_id: model_id.into(),
+        source: Some(format!("mock/{model_id}")),
+        args,
+        ..LaunchRequest::default()
+    }
+}
+
+fn kind(l: &Located) -> &'static str {
+    match l {
+        Located::Launched(_) => "launched",
+        Located::Attached { .. } => "attached",
+        Located::Adapter { .. } => "adapter",
+        Located::Catalog { .. } => "catalog",
+        Located::Cached { .. } => "cached",
+    }
+}
+
+#[tokio::test]
+async fn locate_load_and_unload_in_one_order() {
+    let attached = MockVllm::start(&["mock/ext", "--served-model-name", "ext"], &[]);
+    let rig = ServerRig::new(&format!(
+        "[[endpoints]]\nname = \"ep\"\nbase_url = {:?}\n\
+         [catalog.alias]\nsource = \"mock/alias\"\n[catalog.alias.args]\nmax_model_len = 256\n",
+        attached.base_url
+    ));
+    let (config, launcher, endpoints) = fleet_parts(&rig);
+    let fleet = Fleet {
+        launcher: Some(&launcher),
+        endpoints: &endpoints,
+        config: &config,
+    };
+
+    // Before anything is launched: the endpoint's model, the catalog alias, nothing.
+    let ext = fleet.locate("ext", &[ModelStatus::Loaded]).await.unwrap();
+    assert_eq!(kind(&ext), "attached");
+    let alias = fleet.locate("alias", &ModelStatus::ALL).await.unwrap();
+    match &alias {
+        Located::Catalog { source, args } => {
+            assert_eq!(source, "mock/alias");
+            assert_eq!(args.max_model_len, Some(256));
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = fleet.locate("nobody", &ModelStatus::ALL).await.unwrap_err();
+    assert_eq!(e.code(), "MODEL_NOT_FOUND");
+    let e = fleet.locate("../x", &ModelStatus::ALL).await.unwrap_err();
+    assert_eq!(e.code(), "INVALID_ARGUMENT");
+
+    // Load with a wait: the start is announced, then it settles loaded.
+    let mut events = Vec::new();
+    let report = fleet
+        .load(
+            &request("tiny", LaunchArgs::default()),
+            Duration::from_secs(60),
+            |e| {
+                events.push(match e {
+                    LoadEvent::Started { record, .. } => format!("started {}", record.model_id),
+                    LoadEvent::Waited { .. } => "waited".into(),
+                })
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(report.outcome, LaunchOutcome::Started { .. }));
+    let settled = report.settled.expect("waited for");
+    assert_eq!(settled.status, ModelStatus::Loaded);
+    assert_eq!(events.first().map(String::as_str), Some("started tiny"));
+    let found = fleet.locate("tiny", &[ModelStatus::Loaded]).await.unwrap();
+    let client = found.client(&fleet).expect("a loaded model has a client");
+    assert!(
+        client
+            .models()
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.id == "tiny")
+    );
+
+    // The same load again runs nothing; a dry run reports the current status.
+    let again = fleet
+        .load(
+            &request("tiny", LaunchArgs::default()),
+            Duration::ZERO,
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        again.outcome,
+        LaunchOutcome::AlreadyRunning { .. }
+    ));
+    let mut dry = request("tiny", LaunchArgs::default());
+    dry.dry_run = true;
+    dry.replace = true;
+    let dry = fleet.load(&dry, Duration::ZERO, |_| {}).await.unwrap();
+    assert_eq!(dry.current, ModelStatus::Loaded);
+
+    // Unload: the launched one stops; it is still located, in its new status.
+    let UnloadReport::Stopped(out) = fleet.unload("tiny", false).await.unwrap() else {
+        panic!("a launched model is stopped");
+    };
+    assert!(out.was_running && out.remaining_pids.is_empty());
+    match fleet.locate("tiny", &[ModelStatus::Loaded]).await.unwrap() {
+        Located::Launched(r) => assert_eq!(r.status, ModelStatus::Unloaded),
+        other => panic!("{other:?}"),
+    }
+    // An attached model cannot be stopped; without sleep mode it is not ours to unload.
+    let e = fleet.unload("ext", false).await.unwrap_err();
+    assert_eq!(e.code(), "NOT_MANAGED");
+    assert!(rig.marked_pids().is_empty(), "no launched process is left");
+}
+
+#[tokio::test]
+async fn a_start_that_fails_while_waited_for_is_its_classified_reason() {
+    let rig = ServerRig::new("");
+    let (config, launcher, endpoints) = fleet_parts(&rig);
+    let fleet = Fleet {
+        launcher: Some(&launcher),
+        endpoints: &endpoints,
+        config: &config,
+    };
+    let args = LaunchArgs {
+        extra_args: vec!["--no-such-flag".into()],
+        ..LaunchArgs::default()
+    };
+    let e = fleet
+        .load(&request("bad", args), Duration::from_secs(60), |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "MODEL_LOAD_FAILED", "{e}");
+    assert_eq!(e.details()["reason"], "UNKNOWN_FLAG", "{:?}", e.details());
+    // Without a launcher (no store), loading says why and locating still answers.
+    let bare = Fleet {
+        launcher: None,
+        endpoints: &endpoints,
+        config: &config,
+    };
+    let e = bare
+        .load(&request("x", LaunchArgs::default()), Duration::ZERO, |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "STORAGE_ERROR");
+    assert_eq!(
+        bare.locate("x", &ModelStatus::ALL)
+            .await
+            .unwrap_err()
+            .code(),
+        "MODEL_NOT_FOUND"
+    );
+}
