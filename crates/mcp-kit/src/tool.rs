@@ -144,7 +144,9 @@ impl<S: Service> Toolbox<S> {
             Box::pin(async move {
                 let params: P = parse_args(args)?;
                 take_gpu_work_slot(state.kit(), &def).await?;
-                let out = f(state, params, ctx).await?;
+                let out = f(state, params, ctx)
+                    .await
+                    .map_err(|e| e.attributed_to(def.name))?;
                 let value = serde_json::to_value(out)
                     .map_err(|e| Error::Internal(format!("answer not serializable: {e}")))?;
                 Ok(envelope::with_success(value))

@@ -112,6 +112,16 @@ fn toolbox() -> Toolbox<TestService> {
         },
     );
     t.add(
+        ToolDef::control("restore-thing", "Refused by the allow-list in the core."),
+        |s: Arc<TestService>, _: TouchParams, _| async move {
+            s.kit
+                .config
+                .security
+                .check_allowed("evil/model", "evil/model")?;
+            Ok(TouchOut { touched: 0 })
+        },
+    );
+    t.add(
         ToolDef::read("boom", "Panics."),
         |_s: Arc<TestService>, _: vllm_mcp_kit::NoParams, _| async move {
             if true {
@@ -253,6 +263,22 @@ async fn the_gate_refuses_before_any_side_effect() {
         Some("PERMISSION_DENIED")
     );
     assert_eq!(r.state.side_effects.load(Ordering::SeqCst), 1);
+
+    // A refusal the core makes names the tool that asked, whichever it is.
+    let r = rig(|c| c.security.allowed_models = vec!["good/*".into()]).await;
+    let a = r.call("restore-thing", json!({})).await;
+    assert_eq!(a.code(), Some("PERMISSION_DENIED"));
+    assert_eq!(
+        a.json["error"]["details"]["tool"], "restore-thing",
+        "{}",
+        a.json
+    );
+    assert!(
+        a.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`restore-thing`")
+    );
 
     let r = rig(|c| c.security.deny_tools = vec!["echo".into()]).await;
     assert_eq!(

@@ -586,7 +586,7 @@ async fn load_lora(s: &ModelManager, p: LoadLoraParams) -> Result<LoraAnswer> {
     s.kit
         .config
         .security
-        .check_allowed("load-lora-adapter", &p.lora_name, &p.lora_path)?;
+        .check_allowed(&p.lora_name, &p.lora_path)?;
     // The path is checked here only where this machine's filesystem is the server's.
     let rank = if t.is_local() {
         check_lora_dir(&p.lora_path)?

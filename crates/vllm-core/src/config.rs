@@ -244,9 +244,10 @@ pub struct SecurityConfig {
 
 impl SecurityConfig {
     /// `Ok` when `name` or `source` (a model id and what it loads, or an adapter's name
-    /// and path) matches one of `allowed_models`; `PERMISSION_DENIED` for `tool` naming
-    /// the patterns otherwise.
-    pub fn check_allowed(&self, tool: &str, name: &str, source: &str) -> crate::Result<()> {
+    /// and path) matches one of `allowed_models`; `PERMISSION_DENIED` naming the patterns
+    /// otherwise. The core does not know which front-end call asked: the error's `tool`
+    /// is empty, and the caller's edge names it ([`crate::Error::attributed_to`]).
+    pub fn check_allowed(&self, name: &str, source: &str) -> crate::Result<()> {
         let patterns = &self.allowed_models;
         if patterns
             .iter()
@@ -255,7 +256,7 @@ impl SecurityConfig {
             return Ok(());
         }
         Err(Error::PermissionDenied {
-            tool: tool.to_string(),
+            tool: String::new(),
             reason: format!(
                 "`{source}` matches none of security.allowed_models ({})",
                 patterns.join(", ")
@@ -884,27 +885,23 @@ mod tests {
             ..SecurityConfig::default()
         };
         assert!(
-            sec.check_allowed(
-                "load-model",
-                "meta-llama/Llama-3.1-8B",
-                "meta-llama/Llama-3.1-8B"
-            )
-            .is_ok()
+            sec.check_allowed("meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B")
+                .is_ok()
         );
         assert!(
-            sec.check_allowed("load-model", "tiny", "/models/tiny")
-                .is_ok(),
+            sec.check_allowed("tiny", "/models/tiny").is_ok(),
             "by source"
         );
-        let e = sec
-            .check_allowed("load-model", "evil/model", "evil/model")
-            .unwrap_err();
+        let e = sec.check_allowed("evil/model", "evil/model").unwrap_err();
         assert_eq!(e.code(), "PERMISSION_DENIED");
-        assert_eq!(e.details()["tool"], "load-model");
         assert!(e.to_string().contains("meta-llama/*, /models/*"), "{e}");
+        assert_eq!(
+            e.attributed_to("load-state").details()["tool"],
+            "load-state"
+        );
         assert!(
             SecurityConfig::default()
-                .check_allowed("x", "anything", "anything")
+                .check_allowed("anything", "anything")
                 .is_ok()
         );
     }

@@ -356,6 +356,21 @@ impl Error {
         d
     }
 
+    /// The error of a refusal the core made for some caller (`PERMISSION_DENIED` with no
+    /// `tool`), attributed to the front-end call `tool` that asked; any other error as
+    /// it is.
+    pub fn attributed_to(self, tool: &str) -> Error {
+        match self {
+            Error::PermissionDenied { tool: t, reason } if t.is_empty() => {
+                Error::PermissionDenied {
+                    tool: tool.to_string(),
+                    reason,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The whole error in the spec's shape.
     pub fn to_json(&self) -> Value {
         json!({

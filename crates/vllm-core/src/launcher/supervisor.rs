@@ -221,9 +221,7 @@ impl Launcher {
         }
         let (source, args) = self.resolve(req);
         args.validate()?;
-        self.config
-            .security
-            .check_allowed("load-model", &req.model_id, &source)?;
+        self.config.security.check_allowed(&req.model_id, &source)?;
         if let (Some(max), Some(len)) = (self.config.limits.max_model_len, args.max_model_len)
             && len > max
         {
