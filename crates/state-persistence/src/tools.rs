@@ -7,16 +7,16 @@
 use crate::StatePersistence;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use vllm_core::config::Tier;
 use vllm_core::crush_db::{self, Conversation, CrushDb, RestoreReport};
-use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest};
-use vllm_core::models::{ModelRecord, ModelStatus};
+use vllm_core::models::ModelRecord;
 use vllm_core::monitor::history;
+use vllm_core::restore::{self, ModelAction};
 use vllm_core::states::{
     self, Configurations, EncodedPart, IndexedModel, MetricsInfo, ModelsPart, PartKind,
     SavedMetrics, SavedModel, Selection, StateMeta,
@@ -124,21 +124,6 @@ pub struct Restored {
     pub conversations: u64,
     /// Models whose sampling defaults were set back.
     pub configurations: u64,
-}
-
-/// What load-state did with one saved model.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct ModelAction {
-    pub model_id: String,
-    /// `launched`, `queued`, `already_running`, `drift` (running with other arguments; not
-    /// touched), `replaced` (drifted and relaunched), `not_running_when_saved`, `failed`.
-    pub action: String,
-    /// For drift: `{field: {current, requested}}`.
-    pub differences: Option<Map<String, Value>>,
-    /// The launched command line, secrets removed.
-    pub argv: Option<Vec<String>>,
-    /// For `failed`: the error.
-    pub error: Option<Value>,
 }
 
 /// load-state's answer.
@@ -647,110 +632,17 @@ where
         .collect()
 }
 
-/// The state a load or export names: `state_id` (which must belong to the session when
-/// one is given), else the session's newest.
-fn find_state(
-    store: &vllm_core::store::Store,
-    session: Option<&str>,
-    state_id: Option<&str>,
-) -> Result<StateMeta> {
-    match state_id {
-        Some(id) => {
-            let m = states::get(store, id)?.ok_or_else(|| Error::StateNotFound(id.to_string()))?;
-            if let Some(sess) = session
-                && m.session_id != sess
-            {
-                return Err(Error::StateNotFound(format!("{id} (of session {sess})")));
-            }
-            Ok(m)
-        }
-        None => {
-            let sess = session.unwrap_or_default();
-            states::newest(store, sess)?
-                .ok_or_else(|| Error::StateNotFound(format!("session {sess}")))
-        }
-    }
-}
-
-/// What load-state decoded and checked before acting.
-struct Decoded {
-    meta: StateMeta,
-    models: Option<ModelsPart>,
-    conversation: Option<Conversation>,
-}
-
 async fn load(s: &StatePersistence, p: LoadParams) -> Result<LoadAnswer> {
     states::validate_session_id("session_id", &p.session_id)?;
     if let Some(id) = &p.state_id {
         states::validate_state_id("state_id", id)?;
     }
-    let store = s.kit.store()?.clone();
     let crush_path = crush_db::locate(&s.kit.config);
     if p.restore_to_crush && crush_path.is_none() {
         return Err(Error::invalid("restore_to_crush", no_crush_note(s)));
     }
-    let label = p.session_id.clone();
-    let state_id = p.state_id.clone();
-    let (want_models, want_conv) = (p.restore_models, p.restore_conversations);
-    let crush = open_crush(s);
-    let decoded = blocking(move || {
-        let crush = crush?;
-        let session = resolve_session(crush.as_ref(), &label)?;
-        // A state saved as `current` before Crush had sessions is found under its label.
-        let meta = match find_state(&store, Some(&session), state_id.as_deref()) {
-            Err(e) if session != label && state_id.is_none() => {
-                find_state(&store, Some(&label), None).map_err(|_| e)?
-            }
-            other => other?,
-        };
-        if meta.format_version > states::FORMAT_VERSION {
-            return Err(Error::StateIncompatible {
-                state: meta.state_id.clone(),
-                reason: format!(
-                    "written with state format {}; this vllm-mcp reads up to {}",
-                    meta.format_version,
-                    states::FORMAT_VERSION
-                ),
-            });
-        }
-        // Every part is checked, even one not restored: a damaged state is reported as such.
-        let mut models = None;
-        let mut conversation = None;
-        for part in meta.parts.iter().map(|p| p.part) {
-            let frame = states::read_frame(&store, &meta.state_id, part)?.ok_or_else(|| {
-                Error::StateCorrupted {
-                    state: meta.state_id.clone(),
-                    reason: format!("part `{}` is listed but missing", part.as_str()),
-                }
-            })?;
-            match part {
-                PartKind::Models if want_models => {
-                    models = Some(states::decode_part::<ModelsPart>(
-                        &meta.state_id,
-                        part,
-                        &frame,
-                    )?)
-                }
-                PartKind::Conversations if want_conv => {
-                    conversation = Some(states::decode_part::<Conversation>(
-                        &meta.state_id,
-                        part,
-                        &frame,
-                    )?)
-                }
-                _ => {
-                    states::check_frame(&meta.state_id, &frame)?;
-                }
-            }
-        }
-        Ok(Decoded {
-            meta,
-            models,
-            conversation,
-        })
-    })
-    .await?;
-    let meta = decoded.meta;
+    let opened = open_state(s, &p).await?;
+    let meta = &opened.meta;
     let mut answer = LoadAnswer {
         session_id: meta.session_id.clone(),
         state_id: meta.state_id.clone(),
@@ -763,223 +655,108 @@ async fn load(s: &StatePersistence, p: LoadParams) -> Result<LoadAnswer> {
         crush: None,
         conversation_uris: Vec::new(),
         config_changed: None,
-        notes: Vec::new(),
+        notes: missing_parts(meta, &p),
     };
-    if p.restore_models && !meta.has(PartKind::Models) {
-        answer
-            .notes
-            .push("the state has no models part (saved without models, or cleared)".into());
-    }
-    if p.restore_conversations && !meta.has(PartKind::Conversations) {
-        answer.notes.push(
-            "the state has no conversation (none was found when saved, or it was cleared)".into(),
-        );
-    }
-
-    // Validate every launch before any of them happens.
-    let mut plans: Vec<(SavedModel, LaunchRequest)> = Vec::new();
-    if let Some(mp) = &decoded.models {
-        let launcher = s.launcher()?;
-        answer.config_changed =
-            Some(mp.configurations.config_digest != states::config_digest(&s.kit.config)?);
-        for m in &mp.models {
-            let active = ModelStatus::from_name(&m.status).is_some_and(ModelStatus::is_active);
-            if !active {
-                answer.model_actions.push(ModelAction {
-                    model_id: m.model_id.clone(),
-                    action: "not_running_when_saved".into(),
-                    differences: None,
-                    argv: None,
-                    error: None,
-                });
-                continue;
-            }
-            let req = LaunchRequest {
-                model_id: m.model_id.clone(),
-                source: Some(m.source.clone()),
-                args: m.args.clone(),
-                gpu_ids: (!m.gpu_ids.is_empty()).then(|| m.gpu_ids.clone()),
-                restart_policy: m.restart_policy.clone(),
-                idle_ttl_seconds: m.idle_ttl_seconds,
-                ..LaunchRequest::default()
-            };
-            launcher.validate(&req)?;
-            plans.push((m.clone(), req));
+    // Every launch is checked before any of them (or the conversation) happens.
+    let plan = match &opened.models {
+        Some(mp) => {
+            let saved_under = &mp.configurations.config_digest;
+            answer.config_changed = Some(*saved_under != states::config_digest(&s.kit.config)?);
+            Some(restore::plan(s.launcher()?, mp)?)
         }
+        None => None,
+    };
+    if let Some(conv) = opened.conversation {
+        let to_crush = p.restore_to_crush.then_some(crush_path).flatten();
+        restore_conversation(s, &opened.meta.state_id, conv, to_crush, &mut answer).await?;
     }
-
-    // Conversations: readable here, and into Crush's database when asked.
-    if let Some(conv) = decoded.conversation {
-        let ids: Vec<String> = conv
-            .sessions
-            .iter()
-            .filter_map(|r| r.get("id").and_then(Value::as_str).map(String::from))
-            .collect();
-        let store = s.kit.store()?.clone();
-        let sid = meta.state_id.clone();
-        let to_crush = p.restore_to_crush.then(|| crush_path.clone()).flatten();
-        let ids2 = ids.clone();
-        let report = blocking(move || {
-            let report = match to_crush {
-                Some(path) => Some(crush_db::restore(&path, &conv)?),
-                None => None,
-            };
-            states::mark_restored(&store, &sid, &ids2)?;
-            let n = conv.message_count() as u64;
-            drop(conv);
-            release_memory();
-            Ok((report, n))
-        })
-        .await?;
-        answer.crush = report
-            .0
-            .map(|r: RestoreReport| serde_json::to_value(r).unwrap_or_default());
-        answer.messages = report.1;
-        answer.restored.conversations = ids.len() as u64;
-        answer.conversation_uris = ids
-            .iter()
-            .map(|i| crate::resources::conversation_uri(i))
-            .collect();
-    }
-
-    // Models: same arguments running → skipped; other arguments → drift (or replaced).
-    if !plans.is_empty() {
-        let launcher = s.launcher()?;
-        for (m, mut req) in plans {
-            let current = launcher.get(&m.model_id).await?;
-            let current_sampling = models::sampling(launcher.store(), &m.model_id)?;
-            let sampling_differs = current_sampling != m.sampling;
-            let mut differences = Map::new();
-            if let Some(r) = current.as_ref().filter(|r| r.status.is_active()) {
-                differences = r.args.differences(&m.args)?;
-                if r.source != m.source {
-                    differences.insert(
-                        "source".into(),
-                        json!({"current": r.source, "requested": m.source}),
-                    );
-                }
-                if sampling_differs {
-                    differences.insert(
-                        "sampling".into(),
-                        json!({"current": current_sampling, "requested": m.sampling}),
-                    );
-                }
-                if differences.is_empty() {
-                    answer.model_actions.push(ModelAction {
-                        model_id: m.model_id.clone(),
-                        action: "already_running".into(),
-                        differences: None,
-                        argv: Some(r.argv.clone()),
-                        error: None,
-                    });
-                    continue;
-                }
-                answer.drift.push(m.model_id.clone());
-                if !p.replace_drifted {
-                    answer.model_actions.push(ModelAction {
-                        model_id: m.model_id.clone(),
-                        action: "drift".into(),
-                        differences: Some(differences),
-                        argv: Some(r.argv.clone()),
-                        error: None,
-                    });
-                    continue;
-                }
-                req.replace = true;
-                if r.args.differences(&m.args)?.is_empty() && r.source == m.source {
-                    // Only the sampling defaults differ: launch would find it already
-                    // running, so stop it first; the launch below applies the saved ones.
-                    if let Err(e) = launcher.stop(&m.model_id, true).await {
-                        answer.model_actions.push(failed(&m.model_id, &e));
-                        continue;
-                    }
-                }
-            }
-            if sampling_differs {
-                models::set_sampling(launcher.store(), &m.model_id, &m.sampling)?;
-                answer.restored.configurations += 1;
-            }
-            let replaced = req.replace;
-            match launcher.launch(&req).await {
-                Ok(LaunchOutcome::Started { record, .. }) => {
-                    answer.restored.models += 1;
-                    answer.model_actions.push(ModelAction {
-                        model_id: m.model_id.clone(),
-                        action: if replaced { "replaced" } else { "launched" }.into(),
-                        differences: replaced.then_some(differences),
-                        argv: Some(record.argv),
-                        error: None,
-                    });
-                }
-                Ok(LaunchOutcome::Queued { .. }) => {
-                    answer.restored.models += 1;
-                    answer.model_actions.push(ModelAction {
-                        model_id: m.model_id.clone(),
-                        action: "queued".into(),
-                        differences: replaced.then_some(differences),
-                        argv: None,
-                        error: None,
-                    });
-                }
-                Ok(LaunchOutcome::AlreadyRunning { record }) => {
-                    answer.model_actions.push(ModelAction {
-                        model_id: m.model_id.clone(),
-                        action: "already_running".into(),
-                        differences: None,
-                        argv: Some(record.argv),
-                        error: None,
-                    })
-                }
-                Ok(LaunchOutcome::Differs {
-                    record,
-                    differences,
-                }) => {
-                    answer.drift.push(m.model_id.clone());
-                    answer.model_actions.push(ModelAction {
-                        model_id: m.model_id.clone(),
-                        action: "drift".into(),
-                        differences: Some(differences),
-                        argv: Some(record.argv),
-                        error: None,
-                    });
-                }
-                Ok(LaunchOutcome::DryRun { .. }) => {}
-                Err(e) => answer.model_actions.push(failed(&m.model_id, &e)),
-            }
-        }
-        answer.drift.dedup();
+    if let Some(plan) = plan {
+        let report = restore::carry_out(s.launcher()?, plan, p.replace_drifted).await?;
+        answer.model_actions = report.actions;
+        answer.drift = report.drift;
+        answer.restored.models = report.models;
+        answer.restored.configurations = report.configurations;
     }
     Ok(answer)
 }
 
-fn failed(model_id: &str, e: &Error) -> ModelAction {
-    ModelAction {
-        model_id: model_id.to_string(),
-        action: "failed".into(),
-        differences: None,
-        argv: None,
-        error: Some(e.to_json()["error"].clone()),
+/// The state load-state names, read and checked whole, its asked-for parts decoded.
+async fn open_state(s: &StatePersistence, p: &LoadParams) -> Result<states::Opened> {
+    let store = s.kit.store()?.clone();
+    let label = p.session_id.clone();
+    let state_id = p.state_id.clone();
+    let mut decode = Vec::new();
+    if p.restore_models {
+        decode.push(PartKind::Models);
     }
+    if p.restore_conversations {
+        decode.push(PartKind::Conversations);
+    }
+    let crush = open_crush(s);
+    blocking(move || {
+        let session = resolve_session(crush?.as_ref(), &label)?;
+        // A state saved as `current` before Crush had sessions is found under its label.
+        let meta = match states::find(&store, Some(&session), state_id.as_deref()) {
+            Err(e) if session != label && state_id.is_none() => {
+                states::find(&store, Some(&label), None).map_err(|_| e)?
+            }
+            other => other?,
+        };
+        states::open(&store, meta, &decode)
+    })
+    .await
 }
 
-/// A model status from its stored name.
-trait StatusName {
-    fn from_name(s: &str) -> Option<ModelStatus>;
+/// Notes for the parts asked for that the state does not have.
+fn missing_parts(meta: &StateMeta, p: &LoadParams) -> Vec<String> {
+    let mut notes = Vec::new();
+    if p.restore_models && !meta.has(PartKind::Models) {
+        notes.push("the state has no models part (saved without models, or cleared)".into());
+    }
+    if p.restore_conversations && !meta.has(PartKind::Conversations) {
+        notes.push(
+            "the state has no conversation (none was found when saved, or it was cleared)".into(),
+        );
+    }
+    notes
 }
 
-impl StatusName for ModelStatus {
-    fn from_name(s: &str) -> Option<ModelStatus> {
-        [
-            ModelStatus::Loading,
-            ModelStatus::Loaded,
-            ModelStatus::Error,
-            ModelStatus::Unloaded,
-            ModelStatus::Stopping,
-            ModelStatus::Sleeping,
-        ]
-        .into_iter()
-        .find(|m| m.as_str() == s)
-    }
+/// Makes a saved conversation readable here, and puts it into Crush's database when
+/// `to_crush` names it.
+async fn restore_conversation(
+    s: &StatePersistence,
+    state_id: &str,
+    conv: Conversation,
+    to_crush: Option<PathBuf>,
+    answer: &mut LoadAnswer,
+) -> Result<()> {
+    let ids: Vec<String> = conv
+        .sessions
+        .iter()
+        .filter_map(|r| r.get("id").and_then(Value::as_str).map(String::from))
+        .collect();
+    let store = s.kit.store()?.clone();
+    let (sid, marked) = (state_id.to_string(), ids.clone());
+    let (report, messages) = blocking(move || {
+        let report = match to_crush {
+            Some(path) => Some(crush_db::restore(&path, &conv)?),
+            None => None,
+        };
+        states::mark_restored(&store, &sid, &marked)?;
+        let n = conv.message_count() as u64;
+        drop(conv);
+        release_memory();
+        Ok((report, n))
+    })
+    .await?;
+    answer.crush = report.map(|r: RestoreReport| serde_json::to_value(r).unwrap_or_default());
+    answer.messages = messages;
+    answer.restored.conversations = ids.len() as u64;
+    answer.conversation_uris = ids
+        .iter()
+        .map(|i| crate::resources::conversation_uri(i))
+        .collect();
+    Ok(())
 }
 
 /// The largest `older_than_hours` (about 114 years).
@@ -1155,7 +932,7 @@ async fn export(s: &StatePersistence, p: ExportParams) -> Result<ExportAnswer> {
     let store = s.kit.store()?.clone();
     let id = p.state_id.clone();
     blocking(move || {
-        let meta = find_state(&store, None, Some(&id))?;
+        let meta = states::find(&store, None, Some(&id))?;
         let mut frames = Vec::new();
         for part in meta.parts.iter().map(|p| p.part) {
             let f = states::read_frame(&store, &meta.state_id, part)?.ok_or_else(|| {

@@ -236,7 +236,6 @@ const LONG_FUNCTIONS_LEFT: &[(&str, &str, usize)] = &[
     ("crates/perf-monitor/src/memory.rs", "compute", 174),
     ("crates/perf-monitor/src/prom_metrics.rs", "compute", 153),
     ("crates/state-persistence/src/tools.rs", "save", 229),
-    ("crates/state-persistence/src/tools.rs", "load", 272),
     ("crates/vllm-core/src/config.rs", "validate", 157),
     (
         "crates/vllm-core/src/crush_db/generate.rs",

@@ -57,15 +57,16 @@ impl ModelStatus {
         }
     }
 
+    /// The status a stored or saved name means; `None` for a name this build does not
+    /// know.
+    pub fn from_name(s: &str) -> Option<ModelStatus> {
+        ModelStatus::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// A stored status (the column only ever holds known names; anything else reads as
+    /// `error`, which a model in it must be).
     fn parse(s: &str) -> ModelStatus {
-        match s {
-            "loading" => ModelStatus::Loading,
-            "loaded" => ModelStatus::Loaded,
-            "unloaded" => ModelStatus::Unloaded,
-            "stopping" => ModelStatus::Stopping,
-            "sleeping" => ModelStatus::Sleeping,
-            _ => ModelStatus::Error,
-        }
+        ModelStatus::from_name(s).unwrap_or(ModelStatus::Error)
     }
 
     /// A process is (or should be) running.

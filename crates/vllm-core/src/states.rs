@@ -852,6 +852,73 @@ pub fn list_sessions(store: &Store) -> Result<Vec<SessionSummary>> {
     })
 }
 
+/// The state a load or export names: `state_id` (which must belong to `session` when
+/// one is given), else the session's newest.
+pub fn find(store: &Store, session: Option<&str>, state_id: Option<&str>) -> Result<StateMeta> {
+    match state_id {
+        Some(id) => {
+            let m = get(store, id)?.ok_or_else(|| Error::StateNotFound(id.to_string()))?;
+            if let Some(sess) = session
+                && m.session_id != sess
+            {
+                return Err(Error::StateNotFound(format!("{id} (of session {sess})")));
+            }
+            Ok(m)
+        }
+        None => {
+            let sess = session.unwrap_or_default();
+            newest(store, sess)?.ok_or_else(|| Error::StateNotFound(format!("session {sess}")))
+        }
+    }
+}
+
+/// A state read back: every part checked, the ones asked for decoded.
+#[derive(Debug)]
+pub struct Opened {
+    pub meta: StateMeta,
+    pub models: Option<ModelsPart>,
+    pub conversation: Option<crate::crush_db::Conversation>,
+}
+
+/// Reads the state of `meta`, decoding the parts in `decode`: a newer format than this
+/// build reads is `STATE_INCOMPATIBLE`; every part is checked, even one not decoded, so a
+/// damaged state is reported as such (`STATE_CORRUPTED`) before anything is restored.
+pub fn open(store: &Store, meta: StateMeta, decode: &[PartKind]) -> Result<Opened> {
+    if meta.format_version > FORMAT_VERSION {
+        return Err(Error::StateIncompatible {
+            state: meta.state_id.clone(),
+            reason: format!(
+                "written with state format {}; this vllm-mcp reads up to {FORMAT_VERSION}",
+                meta.format_version
+            ),
+        });
+    }
+    let mut opened = Opened {
+        meta,
+        models: None,
+        conversation: None,
+    };
+    let id = opened.meta.state_id.clone();
+    for part in opened.meta.parts.iter().map(|p| p.part) {
+        let frame = read_frame(store, &id, part)?.ok_or_else(|| Error::StateCorrupted {
+            state: id.clone(),
+            reason: format!("part `{}` is listed but missing", part.as_str()),
+        })?;
+        match part {
+            _ if !decode.contains(&part) => {
+                check_frame(&id, &frame)?;
+            }
+            PartKind::Models => {
+                opened.models = Some(decode_part(&id, part, &frame)?);
+            }
+            PartKind::Conversations => {
+                opened.conversation = Some(decode_part(&id, part, &frame)?);
+            }
+        }
+    }
+    Ok(opened)
+}
+
 /// A part's frame as stored, or `None` when the state has no such part.
 pub fn read_frame(store: &Store, state_id: &str, part: PartKind) -> Result<Option<Vec<u8>>> {
     store.read(|c| {

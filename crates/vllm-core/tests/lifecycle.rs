@@ -1,6 +1,6 @@
 //! The lifecycle operations without MCP: locate's one resolution order, load with a
-//! wait and its events, unload of a launched and of an attached model, and a start
-//! that fails while waited for. mock-vllm is both the launched `vllm serve` and the
+//! wait and its events, unload of a launched and of an attached model, a start that
+//! fails while waited for, and a restore's plan and actions. mock-vllm is both the launched `vllm serve` and the
 //! attached endpoint; the rig kills whatever a failing test leaves.
 
 use std::sync::Arc;
@@ -11,6 +11,8 @@ use vllm_core::launch_args::LaunchArgs;
 use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
 use vllm_core::lifecycle::{Fleet, LoadEvent, Located, UnloadReport};
 use vllm_core::models::ModelStatus;
+use vllm_core::restore::{self, Action};
+use vllm_core::states::{ModelsPart, SavedModel};
 use vllm_core::store::Store;
 use vllm_core::vllm::{EndpointSpec, VllmClient};
 use vllm_mcp_testkit::{MockVllm, ServerRig};
@@ -184,4 +186,87 @@ async fn a_start_that_fails_while_waited_for_is_its_classified_reason() {
             .code(),
         "MODEL_NOT_FOUND"
     );
+}
+
+fn saved(model_id: &str, status: &str, args: LaunchArgs) -> SavedModel {
+    SavedModel {
+        model_id: model_id.into(),
+        source: format!("mock/{model_id}"),
+        status: status.into(),
+        args,
+        argv: Vec::new(),
+        env_names: Vec::new(),
+        gpu_ids: Vec::new(),
+        sampling: Default::default(),
+        vllm_version: None,
+        restart_policy: None,
+        idle_ttl_seconds: None,
+    }
+}
+
+fn actions(report: &restore::RestoreReport) -> Vec<(String, Action)> {
+    let pairs = report
+        .actions
+        .iter()
+        .map(|a| (a.model_id.clone(), a.action));
+    pairs.collect()
+}
+
+#[tokio::test]
+async fn a_restore_is_checked_whole_then_launches_leaves_or_reports_drift() {
+    let rig = ServerRig::new("");
+    let (_config, launcher, _) = fleet_parts(&rig);
+    let short = LaunchArgs {
+        max_model_len: Some(128),
+        ..LaunchArgs::default()
+    };
+    let long = LaunchArgs {
+        max_model_len: Some(256),
+        ..LaunchArgs::default()
+    };
+    // `b` runs now with other arguments than the saved ones.
+    launcher.launch(&request("b", short)).await.unwrap();
+    let mut part = ModelsPart {
+        models: vec![
+            saved("gone", "unloaded", LaunchArgs::default()),
+            saved("a", "loaded", LaunchArgs::default()),
+            saved("b", "loaded", long),
+        ],
+        ..ModelsPart::default()
+    };
+
+    let plan = restore::plan(&launcher, &part).unwrap();
+    let report = restore::carry_out(&launcher, plan, false).await.unwrap();
+    let s = |id: &str| id.to_string();
+    assert_eq!(
+        actions(&report),
+        [
+            (s("gone"), Action::NotRunningWhenSaved),
+            (s("a"), Action::Launched),
+            (s("b"), Action::Drift)
+        ]
+    );
+    let drift = report.actions[2].differences.as_ref().unwrap();
+    assert_eq!(drift["max_model_len"]["requested"], 256, "{drift:?}");
+    assert_eq!((report.drift.as_slice(), report.models), (&[s("b")][..], 1));
+
+    // With replace_drifted the drifted one is relaunched; `a` is left running.
+    let plan = restore::plan(&launcher, &part).unwrap();
+    let report = restore::carry_out(&launcher, plan, true).await.unwrap();
+    assert_eq!(
+        actions(&report)[1..],
+        [(s("a"), Action::AlreadyRunning), (s("b"), Action::Replaced)]
+    );
+    let b = launcher.get("b").await.unwrap().unwrap();
+    assert_eq!(b.args.max_model_len, Some(256));
+
+    // One saved model the launcher would refuse refuses the whole plan.
+    part.models
+        .push(saved("../evil", "loaded", LaunchArgs::default()));
+    let e = restore::plan(&launcher, &part).unwrap_err();
+    assert_eq!(e.code(), "INVALID_ARGUMENT");
+    for id in ["a", "b"] {
+        launcher.stop(id, true).await.unwrap();
+    }
+    assert!(rig.marked_pids().is_empty(), "no launched process is left");
 }
