@@ -8,28 +8,16 @@ use crate::StatePersistence;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 use vllm_core::config::Tier;
 use vllm_core::crush_db::{self, Conversation, CrushDb, RestoreReport};
-use vllm_core::models::ModelRecord;
-use vllm_core::monitor::history;
 use vllm_core::restore::{self, ModelAction};
-use vllm_core::states::{
-    self, Configurations, EncodedPart, IndexedModel, MetricsInfo, ModelsPart, PartKind,
-    SavedMetrics, SavedModel, Selection, StateMeta,
-};
-use vllm_core::{Error, Result, models};
+use vllm_core::snapshot::{self, Snapshot};
+use vllm_core::states::{self, ModelsPart, PartKind, Selection, StateMeta};
+use vllm_core::{Error, Result};
 use vllm_mcp_kit::{CallCtx, ToolDef, Toolbox};
 
-/// The window of monitor samples save-state records with include_metrics.
-pub const METRICS_WINDOW_SECONDS: f64 = 3_600.0;
-/// The most monitor samples save-state records (the newest of the window).
-pub const METRICS_MAX_SAMPLES: usize = 5_000;
-/// How long save-state waits for a server's `/version`.
-const VERSION_TIMEOUT: Duration = Duration::from_secs(2);
 /// Ids listed in an answer at most (the counts are always whole).
 const LISTED_IDS_MAX: usize = 100;
 /// The session label that means Crush's most recently updated session.
@@ -349,243 +337,63 @@ fn no_crush_note(s: &StatePersistence) -> String {
     )
 }
 
-/// A model record as saved, with its sampling defaults and the serving vLLM's version.
-async fn saved_model(s: &StatePersistence, r: &ModelRecord) -> Result<SavedModel> {
-    let launcher = s.launcher()?;
-    let sampling = models::sampling(launcher.store(), &r.model_id)?;
-    let vllm_version = match (r.status.is_active(), launcher.client_for(r)) {
-        (true, Some(c)) => tokio::time::timeout(VERSION_TIMEOUT, c.version())
-            .await
-            .ok()
-            .and_then(|v| v.ok()),
-        _ => None,
-    };
-    Ok(SavedModel {
-        model_id: r.model_id.clone(),
-        source: r.source.clone(),
-        status: r.status.as_str().into(),
-        args: r.args.clone(),
-        argv: r.argv.clone(),
-        env_names: r.env_names.clone(),
-        gpu_ids: r.gpu_ids.clone(),
-        sampling,
-        vllm_version,
-        restart_policy: r.restart_policy.clone(),
-        idle_ttl_seconds: r.idle_ttl_seconds,
-    })
-}
-
 async fn save(s: &StatePersistence, p: SaveParams) -> Result<SaveAnswer> {
     states::validate_session_id("session_id", &p.session_id)?;
     let store = s.kit.store()?.clone();
     let mut notes = Vec::new();
-
     // The conversation first: `current` decides the session id.
     let crush_path = crush_db::locate(&s.kit.config);
-    let label = p.session_id.clone();
-    let want_conv = p.include_conversations;
-    let cp = crush_path.clone();
-    // The conversation is streamed from Crush's database into the encoder at the end
-    // (`CrushDb::export_to`): its rows are never all in memory. Here only its existence.
-    let (session_id, conversation) = blocking(move || {
-        let Some(path) = cp else {
-            return Ok((label, None));
-        };
-        let db = CrushDb::open_read_only(&path)?;
-        let id = resolve_session(Some(&db), &label)?;
-        let db = (want_conv && db.session_exists(&id)?).then_some(db);
-        Ok((id, db))
-    })
-    .await?;
+    let (session_id, conversation) = conversation_to_save(s, &p).await?;
     if crush_path.is_none() {
         notes.push(no_crush_note(s));
-    } else if want_conv && conversation.is_none() {
+    } else if p.include_conversations && conversation.is_none() {
         notes.push(format!(
             "Crush's database has no session `{session_id}`: no conversation saved"
         ));
     }
-
-    // Metrics: the monitor's samples of the last hour, from the store (never invented).
-    let mut metrics_info = None;
-    let mut metric_samples = None;
+    let now = vllm_core::time::unix_now();
     let metrics = if p.include_metrics {
         let store = store.clone();
-        let now = vllm_core::time::unix_now();
-        let (ever, mut recent) = blocking(move || {
-            let recent = history::read_recent(
-                &store,
-                now - METRICS_WINDOW_SECONDS,
-                METRICS_MAX_SAMPLES + 1,
-            )?;
-            let ever = !recent.is_empty() || history::count(&store, None)? > 0;
-            Ok((ever, recent))
-        })
-        .await?;
-        let truncated = recent.len() > METRICS_MAX_SAMPLES;
-        recent.truncate(METRICS_MAX_SAMPLES);
-        let saved = SavedMetrics::from_samples(
-            METRICS_WINDOW_SECONDS,
-            now,
-            METRICS_MAX_SAMPLES as u64,
-            truncated,
-            recent,
-        );
-        let note = if !ever {
-            "metrics: the performance monitor has never sampled (its history in the store is empty; \
-             is vllm-perf-monitor running?): none saved, nothing was invented"
-                .to_string()
-        } else if saved.samples == 0 {
-            "metrics: the performance monitor has no sample from the last hour: none saved"
-                .to_string()
-        } else {
-            format!(
-                "metrics: {} sample(s) of {} series (endpoint, model) from the last hour saved, {:.0} s \
-                 from the oldest to the newest{}",
-                saved.samples,
-                saved.series.len(),
-                saved.last_ts.unwrap_or(now) - saved.first_ts.unwrap_or(now),
-                if truncated {
-                    format!("; the newest {METRICS_MAX_SAMPLES} only, older ones left out")
-                } else {
-                    String::new()
-                }
-            )
-        };
-        notes.push(note.clone());
-        metric_samples = ever.then_some(saved.samples);
-        metrics_info = Some(if ever {
-            saved.info(Some(note.clone()))
-        } else {
-            MetricsInfo {
-                note: Some(note.clone()),
-                ..MetricsInfo::default()
-            }
-        });
-        Some((ever.then_some(saved), note))
+        let recent = blocking(move || snapshot::recent_metrics(&store, now)).await?;
+        notes.push(recent.note.clone());
+        Some(recent)
     } else {
         None
     };
-
-    let mut models_part = None;
+    let mut models = None;
     if p.include_models || p.include_metrics {
-        let launcher = s.launcher()?;
-        let records = if p.include_models {
-            launcher.list().await?
-        } else {
-            Vec::new()
-        };
-        let saved = futures_join(records.iter().map(|r| saved_model(s, r))).await?;
-        let mut part = ModelsPart {
-            configurations: Configurations {
-                sampling: saved
-                    .iter()
-                    .filter(|m| !m.sampling.is_empty())
-                    .map(|m| (m.model_id.clone(), m.sampling.clone()))
-                    .collect(),
-                config_digest: states::config_digest(&s.kit.config)?,
-            },
-            models: saved,
-            ..ModelsPart::default()
-        };
-        if let Some((saved, note)) = metrics {
-            part.metrics = saved;
-            part.metrics_note = Some(note);
+        let mut part = snapshot::models_part(s.launcher()?, p.include_models).await?;
+        if let Some(recent) = &metrics {
+            part.metrics = recent.saved.clone();
+            part.metrics_note = Some(recent.note.clone());
         }
-        models_part = Some(part);
+        models = Some(part);
     }
-    if models_part.is_none() && conversation.is_none() {
-        return Err(Error::invalid(
-            "include_models",
-            "nothing to save: models are excluded and no conversation was found for this session",
-        ));
+    if models.is_none() && conversation.is_none() {
+        return Err(snapshot::nothing_to_save());
     }
-
-    let now = vllm_core::time::unix_now();
-    let compress = p.compression;
-    let sid = session_id.clone();
-    let keep = s.kit.config.state.keep_per_session as usize;
-    let conv_id = session_id.clone();
-    let (meta, pruned, skipped) = blocking(move || {
-        let mut parts: Vec<EncodedPart> = Vec::new();
-        let mut meta = StateMeta {
-            state_id: states::new_state_id(),
-            session_id: sid,
-            created_at: now,
-            timestamp: vllm_core::time::format_rfc3339(now as i64),
-            format_version: states::FORMAT_VERSION,
-            vllm_versions: Vec::new(),
-            title: None,
-            model_count: 0,
-            session_count: 0,
-            message_count: 0,
-            models_index: BTreeMap::new(),
-            note: None,
-            metrics: metrics_info,
-            parts: Vec::new(),
-        };
-        if let Some(m) = &models_part {
-            meta.model_count = m.models.len() as u64;
-            meta.vllm_versions = m
-                .models
-                .iter()
-                .filter_map(|x| x.vllm_version.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            meta.models_index = m
-                .models
-                .iter()
-                .map(|x| {
-                    (
-                        x.model_id.clone(),
-                        IndexedModel {
-                            source: x.source.clone(),
-                            status: x.status.clone(),
-                            args: x.args.clone(),
-                        },
-                    )
-                })
-                .collect();
-            parts.push(states::encode_part(PartKind::Models, m, compress)?);
-        }
-        drop(models_part);
-        let mut skipped = Vec::new();
-        if let Some(db) = conversation {
-            // Row by row from Crush's database into the encoder (the same JSON as a
-            // serialized `Conversation`).
-            let (part, summary) =
-                states::encode_part_with(PartKind::Conversations, compress, |w| {
-                    db.export_to(&conv_id, w)
-                })?;
-            drop(db);
-            // Gone between the check and the read (Crush deleted it): nothing saved of it.
-            if let Some(c) = summary {
-                meta.title = c.title;
-                meta.session_count = c.session_count as u64;
-                meta.message_count = c.message_count as u64;
-                skipped = c.skipped;
-                parts.push(part);
-            }
-        }
-        if parts.is_empty() {
-            return Err(Error::invalid(
-                "include_models",
-                "nothing to save: models are excluded and no conversation was found for this session",
-            ));
-        }
-        meta.parts = states::part_infos(&parts);
-        let pruned = states::insert(&store, &meta, &parts, keep);
-        drop(parts);
+    let metric_samples = metrics
+        .as_ref()
+        .and_then(|m| m.saved.as_ref().map(|s| s.samples));
+    let snap = Snapshot {
+        session_id: session_id.clone(),
+        models,
+        conversation: conversation.map(|db| (db, session_id)),
+        metrics: metrics.map(|m| m.info),
+        compress: p.compression,
+        keep: s.kit.config.state.keep_per_session as usize,
+    };
+    let written = blocking(move || {
+        let written = snapshot::write(&store, snap, now);
         release_memory();
-        Ok((meta, pruned?, skipped))
+        written
     })
     .await?;
-    if !skipped.is_empty() {
-        notes.push(format!(
-            "skipped while reading Crush's database: {}",
-            skipped.join("; ")
-        ));
+    if !written.skipped.is_empty() {
+        let skipped = written.skipped.join("; ");
+        notes.push(format!("skipped while reading Crush's database: {skipped}"));
     }
+    let meta = written.meta;
     Ok(SaveAnswer {
         session_id: meta.session_id.clone(),
         state_id: meta.state_id.clone(),
@@ -600,9 +408,30 @@ async fn save(s: &StatePersistence, p: SaveParams) -> Result<SaveAnswer> {
         vllm_versions: meta.vllm_versions.clone(),
         format_version: meta.format_version,
         conversation_source: crush_path.map(|p| p.display().to_string()),
-        pruned_states: pruned,
+        pruned_states: written.pruned,
         notes,
     })
+}
+
+/// The session a save is for (`current` resolved through Crush's database) and, when
+/// its conversation is wanted and exists, the database to stream it from.
+async fn conversation_to_save(
+    s: &StatePersistence,
+    p: &SaveParams,
+) -> Result<(String, Option<CrushDb>)> {
+    let label = p.session_id.clone();
+    let want = p.include_conversations;
+    let path = crush_db::locate(&s.kit.config);
+    blocking(move || {
+        let Some(path) = path else {
+            return Ok((label, None));
+        };
+        let db = CrushDb::open_read_only(&path)?;
+        let id = resolve_session(Some(&db), &label)?;
+        let db = (want && db.session_exists(&id)?).then_some(db);
+        Ok((id, db))
+    })
+    .await
 }
 
 /// Gives freed heap memory back to the OS. A save or load allocates tens of MB on a
@@ -619,17 +448,6 @@ pub fn release_memory() {
 
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
-}
-
-async fn futures_join<T, F>(futs: impl Iterator<Item = F>) -> Result<Vec<T>>
-where
-    F: std::future::Future<Output = Result<T>>,
-{
-    // At once: one at a time would wait VERSION_TIMEOUT per unreachable server.
-    futures_util::future::join_all(futs)
-        .await
-        .into_iter()
-        .collect()
 }
 
 async fn load(s: &StatePersistence, p: LoadParams) -> Result<LoadAnswer> {

@@ -235,7 +235,6 @@ const LONG_FUNCTIONS_LEFT: &[(&str, &str, usize)] = &[
     ("crates/mock-vllm/src/process.rs", "serve_process", 191),
     ("crates/perf-monitor/src/memory.rs", "compute", 174),
     ("crates/perf-monitor/src/prom_metrics.rs", "compute", 153),
-    ("crates/state-persistence/src/tools.rs", "save", 229),
     ("crates/vllm-core/src/config.rs", "validate", 157),
     (
         "crates/vllm-core/src/crush_db/generate.rs",

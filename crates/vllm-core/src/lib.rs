@@ -15,6 +15,7 @@
 //! - [`estimate`]: memory a model needs, checked before launching.
 //! - [`coordination`]: leases that give singleton duties one owner across processes.
 //! - [`states`]: saved serving states (format, compression, checksums, store rows).
+//! - [`snapshot`]: what a save gathers and how a state is written.
 //! - [`restore`]: a saved state's models put back, as a checked plan of typed actions.
 //! - [`crush_db`]: Crush's session database, read and restored.
 //! - [`monitor`]: the metrics sampler, its history in the store, and window figures.
@@ -37,6 +38,7 @@ pub mod monitor;
 pub mod prom;
 pub mod redact;
 pub mod restore;
+pub mod snapshot;
 pub mod states;
 pub mod store;
 pub mod time;

@@ -1,6 +1,7 @@
 //! The lifecycle operations without MCP: locate's one resolution order, load with a
 //! wait and its events, unload of a launched and of an attached model, a start that
-//! fails while waited for, and a restore's plan and actions. mock-vllm is both the launched `vllm serve` and the
+//! fails while waited for, a snapshot written and opened, and a restore's plan and
+//! actions. mock-vllm is both the launched `vllm serve` and the
 //! attached endpoint; the rig kills whatever a failing test leaves.
 
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
 use vllm_core::lifecycle::{Fleet, LoadEvent, Located, UnloadReport};
 use vllm_core::models::ModelStatus;
 use vllm_core::restore::{self, Action};
-use vllm_core::states::{ModelsPart, SavedModel};
+use vllm_core::snapshot::{self, Snapshot};
+use vllm_core::states::{ModelsPart, PartKind, SavedModel};
 use vllm_core::store::Store;
 use vllm_core::vllm::{EndpointSpec, VllmClient};
 use vllm_mcp_testkit::{MockVllm, ServerRig};
@@ -269,4 +271,60 @@ async fn a_restore_is_checked_whole_then_launches_leaves_or_reports_drift() {
         launcher.stop(id, true).await.unwrap();
     }
     assert!(rig.marked_pids().is_empty(), "no launched process is left");
+}
+
+#[tokio::test]
+async fn a_snapshot_is_written_whole_and_opens_to_what_was_saved() {
+    let rig = ServerRig::new("");
+    let (_config, launcher, _) = fleet_parts(&rig);
+    launcher
+        .launch(&request("a", LaunchArgs::default()))
+        .await
+        .unwrap();
+    let store = launcher.store().clone();
+    let now = vllm_core::time::unix_now();
+
+    // The monitor never sampled this store: nothing is invented.
+    let metrics = snapshot::recent_metrics(&store, now).unwrap();
+    assert!(metrics.saved.is_none());
+    assert!(metrics.note.contains("never sampled"), "{}", metrics.note);
+
+    let part = snapshot::models_part(&launcher, true).await.unwrap();
+    assert_eq!(part.models.len(), 1);
+    assert_eq!(part.models[0].source, "mock/a");
+    assert_eq!(part.configurations.config_digest.len(), 64, "SHA-256 hex");
+    let snap = Snapshot {
+        session_id: "s1".into(),
+        models: Some(part.clone()),
+        conversation: None,
+        metrics: Some(metrics.info),
+        compress: true,
+        keep: 2,
+    };
+    let written = snapshot::write(&store, snap, now).unwrap();
+    assert_eq!(written.meta.model_count, 1);
+    assert!(written.meta.models_index.contains_key("a"));
+
+    let meta = vllm_core::states::find(&store, Some("s1"), None).unwrap();
+    assert_eq!(meta.state_id, written.meta.state_id);
+    let opened = vllm_core::states::open(&store, meta, &[PartKind::Models]).unwrap();
+    assert_eq!(
+        opened.models.as_ref(),
+        Some(&part),
+        "what was saved comes back"
+    );
+
+    // Nothing to store is refused, and nothing is stored.
+    let empty = Snapshot {
+        session_id: "s2".into(),
+        models: None,
+        conversation: None,
+        metrics: None,
+        compress: true,
+        keep: 2,
+    };
+    let e = snapshot::write(&store, empty, now).unwrap_err();
+    assert_eq!(e.code(), "INVALID_ARGUMENT");
+    assert!(vllm_core::states::find(&store, Some("s2"), None).is_err());
+    launcher.stop("a", true).await.unwrap();
 }
