@@ -20,13 +20,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tools::{ModelSummary, Performance};
+use vllm_core::launch_args::SamplingDefaults;
 use vllm_core::launcher::process;
 use vllm_core::launcher::supervisor::Launcher;
 use vllm_core::lifecycle::Fleet;
 use vllm_core::models::ModelRecord;
 use vllm_core::prom::{self, Histogram, VllmSnapshot};
 use vllm_core::vllm::VllmClient;
-use vllm_core::{Error, Result, estimate, models};
+use vllm_core::{Error, Result, estimate};
 use vllm_mcp_kit::{Kit, ResourceBody, Service, Toolbox};
 
 /// The binary's name, also `serverInfo.name`.
@@ -107,11 +108,13 @@ impl ModelManager {
         Some(process::rss_mb_of(members))
     }
 
-    /// `list-models`' view of a launched model; `groups` is one scan of the process table.
+    /// `list-models`' view of a launched model; `groups` is one scan of the process
+    /// table, `sampling` every model's sampling defaults.
     pub fn summary_of_record(
         &self,
         r: &ModelRecord,
         groups: &HashMap<u32, Vec<u32>>,
+        sampling: &HashMap<String, SamplingDefaults>,
     ) -> ModelSummary {
         let launcher = self.launcher().ok();
         let window = r.args.max_model_len.or_else(|| {
@@ -120,8 +123,8 @@ impl ModelManager {
                 .as_ref()
                 .and_then(estimate::model_max_len)
         });
-        let sampling_max = launcher
-            .and_then(|l| models::sampling(l.store(), &r.model_id).ok())
+        let sampling_max = sampling
+            .get(&r.model_id)
             .and_then(|s| s.get("max_tokens").and_then(serde_json::Value::as_u64));
         ModelSummary {
             id: r.model_id.clone(),

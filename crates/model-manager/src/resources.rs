@@ -54,7 +54,7 @@ pub async fn list(s: &ModelManager) -> Vec<Resource> {
     let Ok(launcher) = s.launcher() else {
         return out;
     };
-    for r in models::list(launcher.store()).unwrap_or_default() {
+    for r in launcher.on_store(models::list).await.unwrap_or_default() {
         out.push(
             Resource::new(config_uri(&r.model_id), format!("{} config", r.model_id))
                 .with_mime_type("application/json"),
@@ -158,7 +158,10 @@ pub async fn read(s: &ModelManager, uri: &str) -> Option<Result<ResourceBody>> {
 
 async fn model_config(s: &ModelManager, id: &str) -> Result<Value> {
     let launcher = s.launcher()?;
-    let sampling = models::sampling(launcher.store(), id)?;
+    let model = id.to_string();
+    let sampling = launcher
+        .on_store(move |st| models::sampling(st, &model))
+        .await?;
     if let Some(r) = launcher.get(id).await? {
         let config_json = launcher.config_json(&r.source);
         return Ok(json!({
@@ -194,8 +197,11 @@ async fn model_config(s: &ModelManager, id: &str) -> Result<Value> {
 
 async fn model_logs(s: &ModelManager, id: &str, lines: usize) -> Result<ResourceBody> {
     let launcher = s.launcher()?;
-    let r =
-        models::get(launcher.store(), id)?.ok_or_else(|| Error::ModelNotFound(id.to_string()))?;
+    let model = id.to_string();
+    let r = launcher
+        .on_store(move |st| models::get(st, &model))
+        .await?
+        .ok_or_else(|| Error::ModelNotFound(id.to_string()))?;
     Ok(ResourceBody {
         text: launcher.log_tail(&r, lines),
         mime_type: "text/plain",
@@ -227,7 +233,10 @@ async fn provider_config(s: &ModelManager) -> Result<Value> {
             None => None,
         }
         .or(r.args.max_model_len);
-        let sampling = models::sampling(launcher.store(), &r.model_id)?;
+        let model = r.model_id.clone();
+        let sampling = launcher
+            .on_store(move |st| models::sampling(st, &model))
+            .await?;
         providers.insert(
             format!("vllm-{}", provider_key(&r.model_id)),
             provider_block(

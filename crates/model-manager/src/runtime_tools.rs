@@ -770,12 +770,14 @@ async fn sleep_level(client: &VllmClient) -> Option<u32> {
 }
 
 /// Records a launched model's new status (compare-and-set: a concurrent change wins).
-fn record_status(s: &ModelManager, t: &Target, to: ModelStatus) -> Result<()> {
+async fn record_status(s: &ModelManager, t: &Target, to: ModelStatus) -> Result<()> {
     let (Some(r), Ok(l)) = (&t.record, s.launcher()) else {
         return Ok(());
     };
     if r.status != to {
-        models::transition(l.store(), &r.model_id, r.status, r.pid, to, None)?;
+        let (id, from, pid) = (r.model_id.clone(), r.status, r.pid);
+        l.on_store(move |st| models::transition(st, &id, from, pid, to, None))
+            .await?;
     }
     Ok(())
 }
@@ -801,7 +803,7 @@ async fn sleep_model(s: &ModelManager, p: SleepParams) -> Result<SleepAnswer> {
         Err(e) => return Err(e),
     };
     if asleep {
-        record_status(s, &t, ModelStatus::Sleeping)?;
+        record_status(s, &t, ModelStatus::Sleeping).await?;
         return Ok(SleepAnswer {
             model_id: t.model_id.clone(),
             status: "sleeping".into(),
@@ -820,7 +822,7 @@ async fn sleep_model(s: &ModelManager, p: SleepParams) -> Result<SleepAnswer> {
             e
         }
     })?;
-    record_status(s, &t, ModelStatus::Sleeping)?;
+    record_status(s, &t, ModelStatus::Sleeping).await?;
     // NVML may lag the free by a moment: look again briefly before calling it nothing.
     let mut after = t.record.as_ref().and_then(|r| measure(s, r));
     for _ in 0..5 {
@@ -938,7 +940,7 @@ async fn wake_model(s: &ModelManager, p: WakeParams) -> Result<WakeAnswer> {
     } else {
         note = Some("it was awake: nothing was done".into());
     }
-    record_status(s, &t, ModelStatus::Loaded)?;
+    record_status(s, &t, ModelStatus::Loaded).await?;
     Ok(WakeAnswer {
         model_id: t.model_id,
         status: "loaded".into(),
@@ -1016,7 +1018,7 @@ async fn chat(s: &ModelManager, p: ChatParams) -> Result<ChatAnswer> {
     // A sleeping server holds requests until it is woken: refuse now rather than hang.
     // (A server without the dev-mode endpoints answers 404 here, and cannot sleep.)
     if let Ok(true) = t.client.is_sleeping().await {
-        record_status(s, &t, ModelStatus::Sleeping)?;
+        record_status(s, &t, ModelStatus::Sleeping).await?;
         return Err(not_serving(
             t.parent.as_deref().unwrap_or(&t.model_id),
             ModelStatus::Sleeping,

@@ -138,9 +138,10 @@ async fn list_models(s: &ModelManager, p: ListParams) -> Result<ListAnswer> {
     let mut seen = HashSet::new();
     let groups =
         vllm_core::launcher::process::groups_recent(vllm_core::launcher::process::FIGURES_MAX_AGE);
+    let sampling = launcher.on_store(models::all_sampling).await?;
     for r in launcher.list_quick().await? {
         seen.insert(r.model_id.clone());
-        all.push(s.summary_of_record(&r, &groups));
+        all.push(s.summary_of_record(&r, &groups, &sampling));
     }
     let mut unreachable = Vec::new();
     for ep in &s.kit.endpoints {
@@ -715,7 +716,11 @@ fn rfc(t: Option<f64>) -> Option<String> {
 async fn get_model_info(s: &ModelManager, p: InfoParams) -> Result<InfoAnswer> {
     vllm_core::launch_args::validate_model_id("model_id", &p.model_id)?;
     let fleet = s.managed_fleet()?;
-    let sampling = models::sampling(fleet.launcher()?.store(), &p.model_id)?;
+    let id = p.model_id.clone();
+    let sampling = fleet
+        .launcher()?
+        .on_store(move |st| models::sampling(st, &id))
+        .await?;
     match fleet.locate(&p.model_id, &ModelStatus::ALL).await? {
         Located::Launched(r) => Ok(info_of_launched(s, r, sampling).await),
         Located::Attached { endpoint, card } => {
@@ -1000,9 +1005,15 @@ async fn set_model_config(s: &ModelManager, p: SetConfigParams) -> Result<SetCon
             "give at least one sampling default to set",
         ));
     }
-    let mut merged = models::sampling(launcher.store(), &p.model_id)?;
-    merged.extend(given);
-    models::set_sampling(launcher.store(), &p.model_id, &merged)?;
+    let id = p.model_id.clone();
+    let merged = launcher
+        .on_store(move |st| {
+            let mut merged = models::sampling(st, &id)?;
+            merged.extend(given);
+            models::set_sampling(st, &id, &merged)?;
+            Ok(merged)
+        })
+        .await?;
     let running = record.as_ref().is_some_and(|r| r.status.is_active());
     let (takes_effect, status, note) = if p.restart && running {
         let r = record.expect("running implies a record");

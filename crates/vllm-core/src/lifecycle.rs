@@ -192,8 +192,11 @@ impl<'a> Fleet<'a> {
     ) -> Result<LoadReport> {
         let launcher = self.launcher()?;
         let outcome = launcher.launch(req).await?;
+        let id = req.model_id.clone();
         let current = match &outcome {
-            LaunchOutcome::DryRun { .. } => crate::models::get(launcher.store(), &req.model_id)?
+            LaunchOutcome::DryRun { .. } => launcher
+                .on_store(move |s| crate::models::get(s, &id))
+                .await?
                 .map(|r| r.status)
                 .unwrap_or(ModelStatus::Unloaded),
             LaunchOutcome::Queued { record, .. }
@@ -236,7 +239,12 @@ impl<'a> Fleet<'a> {
     pub async fn unload(&self, model_id: &str, force: bool) -> Result<UnloadReport> {
         validate_model_id("model_id", model_id)?;
         let launcher = self.launcher()?;
-        if crate::models::get(launcher.store(), model_id)?.is_none() {
+        let id = model_id.to_string();
+        if launcher
+            .on_store(move |s| crate::models::get(s, &id))
+            .await?
+            .is_none()
+        {
             for endpoint in self.endpoints {
                 if let Ok(cards) = endpoint.models().await
                     && cards.iter().any(|c| c.id == model_id)

@@ -301,6 +301,17 @@ pub fn active_ports(store: &Store) -> Result<HashSet<u16>> {
 }
 
 /// The sampling defaults of a model (empty when none were set).
+/// Every model's sampling defaults, by model id (those without any are absent).
+pub fn all_sampling(store: &Store) -> Result<std::collections::HashMap<String, SamplingDefaults>> {
+    store.read(|c| {
+        let mut st = c.prepare_cached("SELECT model_id, sampling FROM model_sampling")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, crate::store::json_column(r, 1)?))
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    })
+}
+
 pub fn sampling(store: &Store, model_id: &str) -> Result<SamplingDefaults> {
     store.read(|c| {
         let text: Option<String> = c

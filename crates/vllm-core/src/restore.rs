@@ -141,7 +141,8 @@ async fn restore_one(
     report: &mut RestoreReport,
 ) -> Result<()> {
     let current = launcher.get(&m.model_id).await?;
-    let current_sampling = models::sampling(launcher.store(), &m.model_id)?;
+    let id = m.model_id.clone();
+    let current_sampling = launcher.on_store(move |s| models::sampling(s, &id)).await?;
     let sampling_differs = current_sampling != m.sampling;
     let mut differences = Map::new();
     if let Some(r) = current.as_ref().filter(|r| r.status.is_active()) {
@@ -174,7 +175,10 @@ async fn restore_one(
         }
     }
     if sampling_differs {
-        models::set_sampling(launcher.store(), &m.model_id, &m.sampling)?;
+        let (id, sampling) = (m.model_id.clone(), m.sampling.clone());
+        launcher
+            .on_store(move |s| models::set_sampling(s, &id, &sampling))
+            .await?;
         report.configurations += 1;
     }
     let outcome = launcher.launch(&req).await;

@@ -55,7 +55,8 @@ pub async fn models_part(launcher: &Launcher, include_models: bool) -> Result<Mo
 
 /// A model record as saved, with its sampling defaults and the serving vLLM's version.
 async fn saved_model(launcher: &Launcher, r: &ModelRecord) -> Result<SavedModel> {
-    let sampling = models::sampling(launcher.store(), &r.model_id)?;
+    let id = r.model_id.clone();
+    let sampling = launcher.on_store(move |s| models::sampling(s, &id)).await?;
     let vllm_version = match (r.status.is_active(), launcher.client_for(r)) {
         (true, Some(c)) => tokio::time::timeout(VERSION_TIMEOUT, c.version())
             .await

@@ -328,3 +328,45 @@ async fn a_snapshot_is_written_whole_and_opens_to_what_was_saved() {
     assert!(vllm_core::states::find(&store, Some("s2"), None).is_err());
     launcher.stop("a", true).await.unwrap();
 }
+
+/// The rule for blocking work: a launch whose store transaction waits for another
+/// process's write lock (and then forks `vllm serve`) waits on the blocking pool, so the
+/// runtime's one thread here keeps running other tasks meanwhile.
+#[tokio::test]
+async fn a_launch_waiting_for_the_store_does_not_hold_the_runtime() {
+    let rig = ServerRig::new("");
+    let (_config, launcher, _) = fleet_parts(&rig);
+    let path = rig.store_path();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let c = vllm_core::store::rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        c.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let ticker = tokio::spawn(async {
+        let (mut worst, mut last) = (Duration::ZERO, std::time::Instant::now());
+        for _ in 0..150 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            worst = worst.max(last.elapsed());
+            last = std::time::Instant::now();
+        }
+        worst
+    });
+    // The ticker runs before the launch starts waiting.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let outcome = launcher.launch(&request("a", LaunchArgs::default())).await;
+    let worst = ticker.await.unwrap();
+    holder.join().unwrap();
+    assert!(
+        matches!(outcome, Ok(LaunchOutcome::Started { .. })),
+        "{outcome:?}"
+    );
+    assert!(
+        worst < Duration::from_millis(400),
+        "the runtime stalled for {worst:?}"
+    );
+    launcher.stop("a", true).await.unwrap();
+}

@@ -94,12 +94,13 @@ pub enum Placed {
     Queued(ModelRecord, usize),
 }
 
-/// What to place: the request and what the preflight decided.
-struct Plan<'a> {
-    req: &'a LaunchRequest,
-    source: &'a str,
-    args: &'a LaunchArgs,
-    gpu_ids: &'a [u32],
+/// What to place: the request and what the preflight decided. Owned, so a placement
+/// can run on the blocking pool.
+struct Plan {
+    req: LaunchRequest,
+    source: String,
+    args: LaunchArgs,
+    gpu_ids: Vec<u32>,
     memory_mb: Option<u64>,
     /// A port that just failed (in use): not taken again.
     avoid_port: Option<u16>,
@@ -136,6 +137,14 @@ pub struct StopOutcome {
     pub seconds: f64,
 }
 
+/// What places launches: the configuration and the store. A placement holds a write
+/// transaction and forks `vllm serve` inside it, so it runs on the blocking pool.
+#[derive(Clone)]
+struct Placer {
+    config: Arc<Config>,
+    store: Store,
+}
+
 /// Launches, observes and stops `vllm serve` processes. Cheap to share behind an `Arc`.
 pub struct Launcher {
     config: Arc<Config>,
@@ -158,7 +167,31 @@ impl Launcher {
         }
     }
 
-    /// The store the records live in.
+    /// Runs store work on the blocking pool: a write may wait for another process's
+    /// write lock (up to the busy timeout), which must not hold a runtime thread.
+    pub async fn on_store<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
+    }
+
+    /// Places a launch on the blocking pool (see [`Placer`]).
+    async fn place(&self, plan: Plan) -> Result<Placed> {
+        let placer = Placer {
+            config: self.config.clone(),
+            store: self.store.clone(),
+        };
+        tokio::task::spawn_blocking(move || placer.place(&plan))
+            .await
+            .map_err(|e| Error::Internal(format!("placement task failed: {e}")))?
+    }
+
+    /// The store the records live in; from async code, go through [`Launcher::on_store`].
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -192,11 +225,6 @@ impl Launcher {
         let c = VllmClient::new(spec).ok()?;
         clients.insert(url, c.clone());
         Some(c)
-    }
-
-    fn launch_api_key(&self) -> Option<String> {
-        let var = self.config.launcher.api_key_env.as_ref()?;
-        std::env::var(var).ok().filter(|v| !v.is_empty())
     }
 
     /// Resolves a catalog alias: (source, args with the catalog's presets).
@@ -252,7 +280,7 @@ impl Launcher {
     }
 
     /// The memory check, GPU placement and load-time estimate for a request.
-    pub fn preflight(
+    pub async fn preflight(
         &self,
         model_id: &str,
         source: &str,
@@ -292,7 +320,11 @@ impl Launcher {
                 details,
             });
         }
-        let past = models::past_loads(&self.store, model_id).unwrap_or_default();
+        let id = model_id.to_string();
+        let past = self
+            .on_store(move |s| models::past_loads(s, &id))
+            .await
+            .unwrap_or_default();
         let estimated_load_seconds = estimate::estimated_load_seconds(est.weights_mb, &past);
         let needed = args.gpus_needed() as usize;
         let (check, chosen) = match self.gpus.snapshots() {
@@ -348,7 +380,8 @@ impl Launcher {
     /// Launches a model (or reports why not). See [`LaunchOutcome`].
     pub async fn launch(&self, req: &LaunchRequest) -> Result<LaunchOutcome> {
         let (source, args) = self.validate(req)?;
-        if let Some(existing) = models::get(&self.store, &req.model_id)? {
+        let id = req.model_id.clone();
+        if let Some(existing) = self.on_store(move |s| models::get(s, &id)).await? {
             let existing = self.observe(existing).await;
             if existing.status.is_active() {
                 let differences = existing.args.differences(&args)?;
@@ -374,7 +407,9 @@ impl Launcher {
                 }
             }
         }
-        let preflight = self.preflight(&req.model_id, &source, &args, req.gpu_ids.as_deref())?;
+        let preflight = self
+            .preflight(&req.model_id, &source, &args, req.gpu_ids.as_deref())
+            .await?;
         if req.dry_run {
             return Ok(LaunchOutcome::DryRun { preflight, source });
         }
@@ -394,20 +429,22 @@ impl Launcher {
                 details,
             });
         }
-        let placed = self.place(&Plan {
-            req,
-            source: &source,
-            args: &args,
-            gpu_ids: &preflight.gpu_ids,
-            memory_mb: preflight
-                .check
-                .as_ref()
-                .map(|c| c.required_mb)
-                .or(preflight.estimate.total_mb),
-            avoid_port: None,
-            restarts: None,
-            queued_since: None,
-        })?;
+        let placed = self
+            .place(Plan {
+                req: req.clone(),
+                source,
+                args,
+                gpu_ids: preflight.gpu_ids.clone(),
+                memory_mb: preflight
+                    .check
+                    .as_ref()
+                    .map(|c| c.required_mb)
+                    .or(preflight.estimate.total_mb),
+                avoid_port: None,
+                restarts: None,
+                queued_since: None,
+            })
+            .await?;
         Ok(match placed {
             Placed::Spawned(record) => LaunchOutcome::Started { record, preflight },
             Placed::Queued(record, ahead) => LaunchOutcome::Queued {
@@ -418,167 +455,9 @@ impl Launcher {
         })
     }
 
-    /// Checks the limits, then either queues the launch (another model is loading on
-    /// one of its GPUs) or picks the port and spawns — all inside one store
-    /// transaction, so instances launching at once cannot both take the last slot, the
-    /// same port, or the same GPUs while they load.
-    fn place(&self, plan: &Plan<'_>) -> Result<Placed> {
-        let cfg = &self.config;
-        let req = plan.req;
-        let sampling = models::sampling(&self.store, &req.model_id)?;
-        // The process is spawned inside the transaction; when the transaction then fails
-        // (a full store), the process must not outlive it unrecorded.
-        let mut spawned_group: Option<u32> = None;
-        let placed = self.store.write(|tx| {
-            let rows = {
-                let mut st = tx.prepare(
-                    "SELECT model_id, port, memory_estimate_mb, status, gpu_ids, pid, updated_at FROM models \
-                     WHERE status IN ('loading','loaded','stopping','sleeping')",
-                )?;
-                st.query_map([], |r| {
-                    Ok(Active {
-                        model_id: r.get(0)?,
-                        port: r.get::<_, Option<i64>>(1)?.map(|p| p as u16),
-                        memory_mb: r.get(2)?,
-                        loading: r.get::<_, String>(3)? == "loading",
-                        gpu_ids: crate::store::json_column(r, 4)?, // never "no GPU"
-                        pid: r.get(5)?,
-                        since: r.get(6)?,
-                    })
-                })?
-                .collect::<std::result::Result<Vec<_>, _>>()?
-            };
-            let others: Vec<&Active> = rows.iter().filter(|a| a.model_id != req.model_id).collect();
-            if others.len() as u32 >= cfg.limits.max_models {
-                return Err(Error::LimitExceeded {
-                    limit: "limits.max_models".into(),
-                    message: format!(
-                        "{} models are already launched (the maximum is {})",
-                        others.len(),
-                        cfg.limits.max_models
-                    ),
-                });
-            }
-            if let (Some(budget), Some(need)) = (cfg.limits.gpu_memory_budget_mb, plan.memory_mb)
-                && !plan.gpu_ids.is_empty()
-            {
-                let used: i64 = others.iter().filter_map(|a| a.memory_mb).sum();
-                if used as u64 + need > budget {
-                    return Err(Error::LimitExceeded {
-                        limit: "limits.gpu_memory_budget_mb".into(),
-                        message: format!(
-                            "launched models take {used} MiB; this one needs {need} MiB more; the budget is {budget} MiB"
-                        ),
-                    });
-                }
-            }
-            let previous: Option<(Option<i64>, i64)> = tx
-                .query_row(
-                    "SELECT port, restarts FROM models WHERE model_id = ?1",
-                    [&req.model_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let restarts = plan
-                .restarts
-                .unwrap_or_else(|| previous.as_ref().map(|(_, r)| *r as u32).unwrap_or(0));
-            let now = crate::time::unix_now();
-            let mut record = ModelRecord {
-                model_id: req.model_id.clone(),
-                source: plan.source.to_string(),
-                status: ModelStatus::Loading,
-                host: cfg.launcher.host.clone(),
-                port: previous.as_ref().and_then(|(p, _)| p.map(|p| p as u16)),
-                pid: None,
-                start_time: None,
-                args: plan.args.clone(),
-                argv: Vec::new(),
-                env_names: Vec::new(),
-                gpu_ids: plan.gpu_ids.to_vec(),
-                log_path: Some(self.log_path(&req.model_id)),
-                launched_at: None,
-                loaded_at: None,
-                stopped_at: None,
-                error: None,
-                restart_policy: req.restart_policy.clone(),
-                restarts,
-                idle_ttl_seconds: req.idle_ttl_seconds,
-                memory_estimate_mb: plan.memory_mb,
-                updated_at: now,
-            };
-            // GPUs another model is still loading onto: wait in order (the queue is
-            // the loading records without a process, oldest first).
-            // Ahead of us: loads with a process on our GPUs, and queued loads that
-            // joined the queue before us.
-            let since = plan.queued_since.unwrap_or(now);
-            let ahead = others
-                .iter()
-                .filter(|a| a.loading && a.gpu_ids.iter().any(|g| plan.gpu_ids.contains(g)))
-                .filter(|a| a.pid.is_some() || a.since < since)
-                .count();
-            if ahead > 0 {
-                if plan.queued_since.is_none() {
-                    models::put(tx, &record)?;
-                }
-                return Ok(Placed::Queued(record, ahead));
-            }
-            let exclude = others
-                .iter()
-                .filter_map(|a| a.port)
-                .chain(plan.avoid_port)
-                .collect();
-            let preferred = record.port.filter(|p| Some(*p) != plan.avoid_port);
-            let [lo, hi] = cfg.launcher.port_range;
-            let port = process::pick_port(&cfg.launcher.host, (lo, hi), preferred, &exclude).ok_or_else(|| {
-                Error::LimitExceeded {
-                    limit: "launcher.port_range".into(),
-                    message: format!("no free port in {lo}..={hi}"),
-                }
-            })?;
-            let (program, argv) = command_line(&CommandSpec {
-                command: &cfg.launcher.command,
-                source: plan.source,
-                model_id: &req.model_id,
-                host: &cfg.launcher.host,
-                port,
-                args: plan.args,
-                sampling: &sampling,
-                executor_backend: cfg.launcher.distributed_executor_backend.as_deref(),
-            });
-            let (env, env_remove) = self.child_env(plan.gpu_ids);
-            let log_path = self.log_path(&req.model_id);
-            let spawned = process::spawn_detached(&SpawnSpec {
-                program: program.clone(),
-                args: argv.clone(),
-                env: env.clone(),
-                env_remove,
-                log_path: log_path.clone(),
-                cwd: None,
-            })?;
-            spawned_group = Some(spawned.pid);
-            let mut full = vec![program];
-            full.extend(argv);
-            record.port = Some(port);
-            record.pid = Some(spawned.pid);
-            record.start_time = spawned.start_time;
-            record.argv = crate::redact::redact_args(&full);
-            record.env_names = env.iter().map(|(k, _)| k.clone()).collect();
-            record.launched_at = Some(now);
-            models::put(tx, &record)?;
-            Ok(Placed::Spawned(record))
-        });
-        if let (Err(e), Some(pgid)) = (&placed, spawned_group) {
-            tracing::warn!(model = %req.model_id, pgid, error = %e, "the launch was not recorded; stopping the process it started");
-            if let Err(kill) = process::signal_group(pgid, libc::SIGKILL) {
-                tracing::error!(pgid, error = %kill, "cannot stop the unrecorded launch");
-            }
-        }
-        placed
-    }
-
     /// Launches a record again with its stored request: after a crash (restart policy),
     /// a port conflict (`avoid_port`), or when it waited in the queue.
-    pub fn relaunch(
+    pub async fn relaunch(
         &self,
         r: &ModelRecord,
         avoid_port: Option<u16>,
@@ -594,53 +473,17 @@ impl Launcher {
             idle_ttl_seconds: r.idle_ttl_seconds,
             ..LaunchRequest::default()
         };
-        self.place(&Plan {
-            req: &req,
-            source: &r.source,
-            args: &r.args,
-            gpu_ids: &r.gpu_ids,
+        self.place(Plan {
+            req,
+            source: r.source.clone(),
+            args: r.args.clone(),
+            gpu_ids: r.gpu_ids.clone(),
             memory_mb: r.memory_estimate_mb,
             avoid_port,
             restarts: Some(restarts),
             queued_since: queued.then_some(r.updated_at),
         })
-    }
-
-    /// The launched server's environment: ours, plus the configured extra variables, the
-    /// API key (never on the command line), and `CUDA_VISIBLE_DEVICES` for the chosen GPUs.
-    /// An inherited `VLLM_API_KEY` is not passed on unless configured.
-    fn child_env(&self, gpu_ids: &[u32]) -> (Vec<(String, String)>, Vec<String>) {
-        let mut env: Vec<(String, String)> = self
-            .config
-            .launcher
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let mut remove = vec!["VLLM_API_KEY".to_string()];
-        if let Some(key) = self.launch_api_key() {
-            env.push(("VLLM_API_KEY".into(), key));
-            remove.clear();
-        }
-        if !gpu_ids.is_empty() {
-            let ids: Vec<String> = gpu_ids.iter().map(u32::to_string).collect();
-            env.push(("CUDA_VISIBLE_DEVICES".into(), ids.join(",")));
-        }
-        (env, remove)
-    }
-
-    fn log_path(&self, model_id: &str) -> PathBuf {
-        let safe: String = model_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.config.log_dir().join(format!("{safe}.log"))
+        .await
     }
 
     /// Observes a record's real state and writes any transition back. Never fails: an
@@ -696,23 +539,25 @@ impl Launcher {
         let Some((to, error)) = next else {
             return record;
         };
-        if to == ModelStatus::Error && record.status == ModelStatus::Loading {
-            let took = crate::time::unix_now() - record.launched_at.unwrap_or_default();
-            let _ = models::record_load(&self.store, &record.model_id, took, false);
-        }
-        if to == ModelStatus::Loaded {
-            let took = crate::time::unix_now() - record.launched_at.unwrap_or_default();
-            let _ = models::record_load(&self.store, &record.model_id, took, true);
-        }
-        let won = models::transition(
-            &self.store,
-            &record.model_id,
-            record.status,
-            Some(pid),
-            to,
-            error.as_ref(),
-        )
-        .unwrap_or(false);
+        let settled = (to == ModelStatus::Error && record.status == ModelStatus::Loading)
+            || to == ModelStatus::Loaded;
+        let took = crate::time::unix_now() - record.launched_at.unwrap_or_default();
+        let (id, from, recorded) = (record.model_id.clone(), record.status, error.clone());
+        let written = self
+            .on_store(move |store| {
+                if settled {
+                    // The load-time history is a hint for estimates: not worth failing on.
+                    let _ = models::record_load(store, &id, took, to == ModelStatus::Loaded);
+                }
+                models::transition(store, &id, from, Some(pid), to, recorded.as_ref())
+            })
+            .await;
+        // A lost race is `false`; a store that cannot be written is an observation
+        // that could not be kept: said, and the record is answered as it was read.
+        let won = written.unwrap_or_else(|e| {
+            tracing::warn!(model = %record.model_id, error = %e, "cannot record the observed status");
+            false
+        });
         // A port taken between our check and vLLM's bind: start again elsewhere, at
         // once and a few times at most. Only the instance whose transition won does it.
         if won
@@ -721,9 +566,12 @@ impl Launcher {
                 .as_ref()
                 .is_some_and(|e| e.reason == LoadFailure::PortInUse.as_str())
             && record.restarts < PORT_RETRIES
-            && let Ok(Some(current)) = models::get(&self.store, &record.model_id)
+            && let Ok(Some(current)) = self.record(&record.model_id).await
         {
-            match self.relaunch(&current, record.port, record.restarts + 1) {
+            match self
+                .relaunch(&current, record.port, record.restarts + 1)
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(model = %record.model_id, port = ?record.port, "port in use; relaunched on another port")
                 }
@@ -732,10 +580,20 @@ impl Launcher {
                 }
             }
         }
-        models::get(&self.store, &record.model_id)
-            .ok()
-            .flatten()
-            .unwrap_or(record)
+        match self.record(&record.model_id).await {
+            Ok(Some(now)) => now,
+            Ok(None) => record,
+            Err(e) => {
+                tracing::warn!(model = %record.model_id, error = %e, "cannot read the record back");
+                record
+            }
+        }
+    }
+
+    /// The stored record of `model_id`, as it is (not observed).
+    async fn record(&self, model_id: &str) -> Result<Option<ModelRecord>> {
+        let id = model_id.to_string();
+        self.on_store(move |s| models::get(s, &id)).await
     }
 
     fn maybe_timed_out(
@@ -817,7 +675,7 @@ impl Launcher {
     /// Every record, observed now.
     pub async fn list(&self) -> Result<Vec<ModelRecord>> {
         // Concurrently: each look is two loopback requests.
-        let records = models::list(&self.store)?;
+        let records = self.on_store(models::list).await?;
         Ok(futures_util::future::join_all(records.into_iter().map(|r| self.observe(r))).await)
     }
 
@@ -826,7 +684,7 @@ impl Launcher {
     /// second); loading ones and dead ones get the full look. For answers that list
     /// many models and must stay fast.
     pub async fn list_quick(&self) -> Result<Vec<ModelRecord>> {
-        let records = models::list(&self.store)?;
+        let records = self.on_store(models::list).await?;
         let looks = records.into_iter().map(|r| async move {
             let settled = matches!(r.status, ModelStatus::Loaded | ModelStatus::Sleeping);
             match r.pid {
@@ -839,7 +697,7 @@ impl Launcher {
 
     /// One record, observed now.
     pub async fn get(&self, model_id: &str) -> Result<Option<ModelRecord>> {
-        match models::get(&self.store, model_id)? {
+        match self.record(model_id).await? {
             Some(r) => Ok(Some(self.observe(r).await)),
             None => Ok(None),
         }
@@ -881,14 +739,8 @@ impl Launcher {
             .ok_or_else(|| Error::ModelNotFound(model_id.to_string()))?;
         if record.status == ModelStatus::Loading && record.pid.is_none() {
             // Still waiting in the launch queue: leaving it is the whole unload.
-            models::transition(
-                &self.store,
-                model_id,
-                ModelStatus::Loading,
-                None,
-                ModelStatus::Unloaded,
-                None,
-            )?;
+            let (from, to) = (ModelStatus::Loading, ModelStatus::Unloaded);
+            self.transition(model_id, from, None, to).await?;
             return Ok(StopOutcome {
                 model_id: model_id.to_string(),
                 was_running: false,
@@ -915,28 +767,17 @@ impl Launcher {
         let members = process::group_members(pid);
         let gpu_before = self.gpu_used_by(&members);
         let rss_before = process::group_rss_mb(pid);
-        models::transition(
-            &self.store,
-            model_id,
-            record.status,
-            Some(pid),
-            ModelStatus::Stopping,
-            None,
-        )?;
+        let stopping = ModelStatus::Stopping;
+        self.transition(model_id, record.status, Some(pid), stopping)
+            .await?;
         let report = process::stop_group(pid, grace, force).await?;
         let gpu_after = self.gpu_used_by(&members);
         let memory_freed_mb = match (gpu_before, gpu_after) {
             (Some(b), Some(a)) if b > 0 => b.saturating_sub(a),
             _ => rss_before.saturating_sub(process::group_rss_mb(pid)),
         };
-        models::transition(
-            &self.store,
-            model_id,
-            ModelStatus::Stopping,
-            Some(pid),
-            ModelStatus::Unloaded,
-            None,
-        )?;
+        let (from, to) = (ModelStatus::Stopping, ModelStatus::Unloaded);
+        self.transition(model_id, from, Some(pid), to).await?;
         Ok(StopOutcome {
             model_id: model_id.to_string(),
             was_running: true,
@@ -945,6 +786,19 @@ impl Launcher {
             remaining_pids: report.remaining,
             seconds: started.elapsed().as_secs_f64(),
         })
+    }
+
+    /// A compare-and-set of a record's status (no error recorded), off the runtime.
+    async fn transition(
+        &self,
+        model_id: &str,
+        from: ModelStatus,
+        pid: Option<u32>,
+        to: ModelStatus,
+    ) -> Result<bool> {
+        let id = model_id.to_string();
+        self.on_store(move |s| models::transition(s, &id, from, pid, to, None))
+            .await
     }
 
     /// Waits up to `grace` for running requests to finish; `MODEL_BUSY` if they do not.
@@ -1020,8 +874,8 @@ impl Launcher {
         let records = self.list().await?;
         let now = crate::time::unix_now();
         if duties.queue {
-            self.run_queue(&records)?;
-            self.apply_restart_policies(&records, now)?;
+            self.run_queue(&records).await?;
+            self.apply_restart_policies(&records, now).await?;
         }
         if duties.reaper {
             self.reap_idle(&records, state).await;
@@ -1034,14 +888,14 @@ impl Launcher {
     }
 
     /// Starts queued launches, oldest first, whose GPUs are free of loading models.
-    fn run_queue(&self, records: &[ModelRecord]) -> Result<()> {
+    async fn run_queue(&self, records: &[ModelRecord]) -> Result<()> {
         let mut queued: Vec<&ModelRecord> = records
             .iter()
             .filter(|r| r.status == ModelStatus::Loading && r.pid.is_none())
             .collect();
         queued.sort_by(|a, b| a.updated_at.total_cmp(&b.updated_at));
         for r in queued {
-            match self.relaunch(r, None, r.restarts) {
+            match self.relaunch(r, None, r.restarts).await {
                 Ok(Placed::Spawned(n)) => {
                     tracing::info!(model = %n.model_id, pid = ?n.pid, "started from the launch queue")
                 }
@@ -1052,14 +906,10 @@ impl Launcher {
                         message: format!("could not start from the launch queue: {e}"),
                         details: e.to_json()["error"].clone(),
                     };
-                    models::transition(
-                        &self.store,
-                        &r.model_id,
-                        ModelStatus::Loading,
-                        None,
-                        ModelStatus::Error,
-                        Some(&err),
-                    )?;
+                    let id = r.model_id.clone();
+                    let (from, to) = (ModelStatus::Loading, ModelStatus::Error);
+                    self.on_store(move |s| models::transition(s, &id, from, None, to, Some(&err)))
+                        .await?;
                 }
             }
         }
@@ -1068,7 +918,7 @@ impl Launcher {
 
     /// `on-failure` policies: relaunch with exponential backoff up to the maximum, and
     /// forgive the count after a long healthy run.
-    fn apply_restart_policies(&self, records: &[ModelRecord], now: f64) -> Result<()> {
+    async fn apply_restart_policies(&self, records: &[ModelRecord], now: f64) -> Result<()> {
         for r in records {
             let Some(policy) = r.restart_policy.as_ref().filter(|p| p.mode == "on-failure") else {
                 continue;
@@ -1077,7 +927,7 @@ impl Launcher {
                 let wait = policy.backoff_seconds * 2f64.powi(r.restarts as i32);
                 if now - r.stopped_at.unwrap_or(now) >= wait {
                     tracing::info!(model = %r.model_id, restart = r.restarts + 1, "restart policy: relaunching");
-                    if let Err(e) = self.relaunch(r, None, r.restarts + 1) {
+                    if let Err(e) = self.relaunch(r, None, r.restarts + 1).await {
                         tracing::warn!(model = %r.model_id, error = %e, "restart failed");
                     }
                 }
@@ -1085,7 +935,9 @@ impl Launcher {
                 && r.restarts > 0
                 && now - r.loaded_at.unwrap_or(now) > RESTARTS_FORGIVEN_AFTER_SECONDS
             {
-                models::set_restarts(&self.store, &r.model_id, 0)?;
+                let id = r.model_id.clone();
+                self.on_store(move |s| models::set_restarts(s, &id, 0))
+                    .await?;
             }
         }
         Ok(())
@@ -1131,7 +983,9 @@ impl Launcher {
             .to_string();
         for id in &self.config.launcher.autostart {
             let key = format!("autostart:{id}");
-            if self.store.meta_get(&key)?.as_deref() == Some(boot.as_str()) {
+            let k = key.clone();
+            let done = self.on_store(move |s| s.meta_get(&k)).await?;
+            if done.as_deref() == Some(boot.as_str()) {
                 continue;
             }
             if !records
@@ -1147,10 +1001,214 @@ impl Launcher {
                     Err(e) => tracing::warn!(model = %id, error = %e, "autostart failed"),
                 }
             }
-            self.store.meta_set(&key, &boot)?;
+            let b = boot.clone();
+            self.on_store(move |s| s.meta_set(&key, &b)).await?;
         }
         Ok(())
     }
+}
+
+impl Placer {
+    /// Checks the limits, then either queues the launch (another model is loading on
+    /// one of its GPUs) or picks the port and spawns — all inside one store
+    /// transaction, so instances launching at once cannot both take the last slot, the
+    /// same port, or the same GPUs while they load.
+    fn place(&self, plan: &Plan) -> Result<Placed> {
+        let cfg = &self.config;
+        let req = &plan.req;
+        let sampling = models::sampling(&self.store, &req.model_id)?;
+        // The process is spawned inside the transaction; when the transaction then fails
+        // (a full store), the process must not outlive it unrecorded.
+        let mut spawned_group: Option<u32> = None;
+        let placed = self.store.write(|tx| {
+            let rows = {
+                let mut st = tx.prepare(
+                    "SELECT model_id, port, memory_estimate_mb, status, gpu_ids, pid, updated_at FROM models \
+                     WHERE status IN ('loading','loaded','stopping','sleeping')",
+                )?;
+                st.query_map([], |r| {
+                    Ok(Active {
+                        model_id: r.get(0)?,
+                        port: r.get::<_, Option<i64>>(1)?.map(|p| p as u16),
+                        memory_mb: r.get(2)?,
+                        loading: r.get::<_, String>(3)? == "loading",
+                        gpu_ids: crate::store::json_column(r, 4)?, // never "no GPU"
+                        pid: r.get(5)?,
+                        since: r.get(6)?,
+                    })
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?
+            };
+            let others: Vec<&Active> = rows.iter().filter(|a| a.model_id != req.model_id).collect();
+            if others.len() as u32 >= cfg.limits.max_models {
+                return Err(Error::LimitExceeded {
+                    limit: "limits.max_models".into(),
+                    message: format!(
+                        "{} models are already launched (the maximum is {})",
+                        others.len(),
+                        cfg.limits.max_models
+                    ),
+                });
+            }
+            if let (Some(budget), Some(need)) = (cfg.limits.gpu_memory_budget_mb, plan.memory_mb)
+                && !plan.gpu_ids.is_empty()
+            {
+                let used: i64 = others.iter().filter_map(|a| a.memory_mb).sum();
+                if used as u64 + need > budget {
+                    return Err(Error::LimitExceeded {
+                        limit: "limits.gpu_memory_budget_mb".into(),
+                        message: format!(
+                            "launched models take {used} MiB; this one needs {need} MiB more; the budget is {budget} MiB"
+                        ),
+                    });
+                }
+            }
+            let previous: Option<(Option<i64>, i64)> = tx
+                .query_row(
+                    "SELECT port, restarts FROM models WHERE model_id = ?1",
+                    [&req.model_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let restarts = plan
+                .restarts
+                .unwrap_or_else(|| previous.as_ref().map(|(_, r)| *r as u32).unwrap_or(0));
+            let now = crate::time::unix_now();
+            let mut record = ModelRecord {
+                model_id: req.model_id.clone(),
+                source: plan.source.clone(),
+                status: ModelStatus::Loading,
+                host: cfg.launcher.host.clone(),
+                port: previous.as_ref().and_then(|(p, _)| p.map(|p| p as u16)),
+                pid: None,
+                start_time: None,
+                args: plan.args.clone(),
+                argv: Vec::new(),
+                env_names: Vec::new(),
+                gpu_ids: plan.gpu_ids.clone(),
+                log_path: Some(self.log_path(&req.model_id)),
+                launched_at: None,
+                loaded_at: None,
+                stopped_at: None,
+                error: None,
+                restart_policy: req.restart_policy.clone(),
+                restarts,
+                idle_ttl_seconds: req.idle_ttl_seconds,
+                memory_estimate_mb: plan.memory_mb,
+                updated_at: now,
+            };
+            // GPUs another model is still loading onto: wait in order (the queue is
+            // the loading records without a process, oldest first).
+            // Ahead of us: loads with a process on our GPUs, and queued loads that
+            // joined the queue before us.
+            let since = plan.queued_since.unwrap_or(now);
+            let ahead = others
+                .iter()
+                .filter(|a| a.loading && a.gpu_ids.iter().any(|g| plan.gpu_ids.contains(g)))
+                .filter(|a| a.pid.is_some() || a.since < since)
+                .count();
+            if ahead > 0 {
+                if plan.queued_since.is_none() {
+                    models::put(tx, &record)?;
+                }
+                return Ok(Placed::Queued(record, ahead));
+            }
+            let exclude = others
+                .iter()
+                .filter_map(|a| a.port)
+                .chain(plan.avoid_port)
+                .collect();
+            let preferred = record.port.filter(|p| Some(*p) != plan.avoid_port);
+            let [lo, hi] = cfg.launcher.port_range;
+            let port = process::pick_port(&cfg.launcher.host, (lo, hi), preferred, &exclude).ok_or_else(|| {
+                Error::LimitExceeded {
+                    limit: "launcher.port_range".into(),
+                    message: format!("no free port in {lo}..={hi}"),
+                }
+            })?;
+            let (program, argv) = command_line(&CommandSpec {
+                command: &cfg.launcher.command,
+                source: &plan.source,
+                model_id: &req.model_id,
+                host: &cfg.launcher.host,
+                port,
+                args: &plan.args,
+                sampling: &sampling,
+                executor_backend: cfg.launcher.distributed_executor_backend.as_deref(),
+            });
+            let (env, env_remove) = self.child_env(&plan.gpu_ids);
+            let log_path = self.log_path(&req.model_id);
+            let spawned = process::spawn_detached(&SpawnSpec {
+                program: program.clone(),
+                args: argv.clone(),
+                env: env.clone(),
+                env_remove,
+                log_path: log_path.clone(),
+                cwd: None,
+            })?;
+            spawned_group = Some(spawned.pid);
+            let mut full = vec![program];
+            full.extend(argv);
+            record.port = Some(port);
+            record.pid = Some(spawned.pid);
+            record.start_time = spawned.start_time;
+            record.argv = crate::redact::redact_args(&full);
+            record.env_names = env.iter().map(|(k, _)| k.clone()).collect();
+            record.launched_at = Some(now);
+            models::put(tx, &record)?;
+            Ok(Placed::Spawned(record))
+        });
+        if let (Err(e), Some(pgid)) = (&placed, spawned_group) {
+            tracing::warn!(model = %req.model_id, pgid, error = %e, "the launch was not recorded; stopping the process it started");
+            if let Err(kill) = process::signal_group(pgid, libc::SIGKILL) {
+                tracing::error!(pgid, error = %kill, "cannot stop the unrecorded launch");
+            }
+        }
+        placed
+    }
+
+    /// The launched server's environment: ours, plus the configured extra variables, the
+    /// API key (never on the command line), and `CUDA_VISIBLE_DEVICES` for the chosen GPUs.
+    /// An inherited `VLLM_API_KEY` is not passed on unless configured.
+    fn child_env(&self, gpu_ids: &[u32]) -> (Vec<(String, String)>, Vec<String>) {
+        let mut env: Vec<(String, String)> = self
+            .config
+            .launcher
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut remove = vec!["VLLM_API_KEY".to_string()];
+        if let Some(key) = launch_api_key(&self.config) {
+            env.push(("VLLM_API_KEY".into(), key));
+            remove.clear();
+        }
+        if !gpu_ids.is_empty() {
+            let ids: Vec<String> = gpu_ids.iter().map(u32::to_string).collect();
+            env.push(("CUDA_VISIBLE_DEVICES".into(), ids.join(",")));
+        }
+        (env, remove)
+    }
+
+    fn log_path(&self, model_id: &str) -> PathBuf {
+        let safe: String = model_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.config.log_dir().join(format!("{safe}.log"))
+    }
+}
+
+/// The key launched servers get (`launcher.api_key_env`), when set.
+fn launch_api_key(config: &Config) -> Option<String> {
+    let var = config.launcher.api_key_env.as_ref()?;
+    std::env::var(var).ok().filter(|v| !v.is_empty())
 }
 
 /// A figure that grows with every request served, and whether requests run or wait now.
