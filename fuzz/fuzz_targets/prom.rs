@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
-    let _ = vllm_core::prom::parse_strict(text);
+    let _ = vllm_core::prom::parse(text);
     let (expo, _) = vllm_core::prom::parse_lenient(text);
     let _ = vllm_core::prom::VllmSnapshot::from_exposition(&expo);
 });

@@ -248,7 +248,8 @@ impl<S: Service> ServerHandler for McpServer<S> {
             Some(body) => {
                 // Domain errors (a backend down, a state missing) are content in our error
                 // shape, so that Crush, which shows text only, can show them.
-                let body = body.unwrap_or_else(|e| ResourceBody::json(&e.to_json()));
+                let body =
+                    body.unwrap_or_else(|e| ResourceBody::json(&crate::envelope::error_json(&e)));
                 Ok(ReadResourceResult::new(vec![
                     ResourceContents::text(body.text, uri).with_mime_type(body.mime_type),
                 ])

@@ -320,7 +320,7 @@ where
             Ok(v) => {
                 vllm_mcp_kit::envelope::with_success(serde_json::to_value(v).unwrap_or_default())
             }
-            Err(e) => e.to_json(),
+            Err(e) => vllm_mcp_kit::envelope::error_json(&e),
         });
     }
     Ok(Batch::Many { results })

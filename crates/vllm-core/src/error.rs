@@ -1,14 +1,29 @@
 //! The one error type of vllm-core, with the stable codes that reach MCP clients.
 //!
-//! Every failure a tool can report is a variant here. [`Error::code`] is the stable
-//! string a client may branch on (documented in `docs/ERRORS.md`), [`Error::details`]
-//! the machine-readable context, always with a `suggestion` a person can act on.
-//! The MCP edge renders [`Error::to_json`], the spec's shape:
-//! `{"success":false,"error":{"code","message","details":{...,"suggestion"}}}`.
+//! Every failure an operation can report is a variant here. [`Error::code`] is the
+//! stable string a client may branch on (documented in `docs/ERRORS.md`),
+//! [`Error::details`] the machine-readable context, always with a `suggestion` a person
+//! can act on, worded for any front end (it names no MCP tool or resource).
+//! [`Error::to_value`] is the error as a value to embed in a record or a report. The
+//! envelope (`{"success":false,"error":{...}}`) and suggestions that name tools belong
+//! to the MCP edge (`vllm_mcp_kit::envelope`).
 
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// A `BACKEND_ERROR` with `kind: "MalformedMetrics"`: the server answered 200 with a body
+/// that is not valid exposition text (`url` is filled in by the caller that knows it).
+impl From<vllm_prom::ParseProblem> for Error {
+    fn from(p: vllm_prom::ParseProblem) -> Error {
+        Error::BackendError {
+            url: String::new(),
+            status: 200,
+            message: p.to_string(),
+            kind: Some("MalformedMetrics".into()),
+        }
+    }
+}
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -196,10 +211,10 @@ impl Error {
     pub fn suggestion(&self) -> String {
         match self {
             Error::InvalidArgument { field, .. } => {
-                format!("Correct `{field}` and call again; the tool's input schema lists the allowed values.")
+                format!("Correct `{field}` and ask again.")
             }
             Error::ModelNotFound(_) => {
-                "Call list-models to see the known models, or give a Hugging Face repo id or an absolute model directory.".into()
+                "List the known models, or give a Hugging Face repo id or an absolute model directory.".into()
             }
             Error::ModelLoadFailed { reason, .. } => match reason {
                 LoadFailure::InsufficientGpuMemory => {
@@ -225,14 +240,14 @@ impl Error {
                     "Check the repo id, network access and HF_TOKEN for gated models, or use a local directory.".into()
                 }
                 LoadFailure::ProcessExited | LoadFailure::Unknown => {
-                    "Read the model's log resource (vllm://model/{id}/logs) for the cause.".into()
+                    "Read the model's log for the cause.".into()
                 }
             },
             Error::ModelBusy { .. } => {
-                "Wait for the running requests to finish, or call again with force: true.".into()
+                "Wait for the running requests to finish, or force the unload.".into()
             }
             Error::NotManaged(_) => {
-                "Stop that vLLM server where it was started, or use sleep-model if its sleep mode is on.".into()
+                "Stop that vLLM server where it was started, or put it to sleep if its sleep mode is on.".into()
             }
             Error::Unsupported { suggestion, .. } => suggestion.clone(),
             Error::BackendUnreachable { .. } => {
@@ -248,7 +263,7 @@ impl Error {
             Error::GpuUnavailable(_) => {
                 "No NVIDIA driver or GPU is visible to this process; GPU figures are unavailable, everything else keeps working.".into()
             }
-            Error::StateNotFound(_) => "Read vllm://state/sessions to see the saved states.".into(),
+            Error::StateNotFound(_) => "List the saved states to see which exist.".into(),
             Error::StateIncompatible { .. } => {
                 "Load it with the vllm-mcp version that saved it, or save a new state.".into()
             }
@@ -259,10 +274,10 @@ impl Error {
                 "Unload something first or raise the limit in the config's [limits] section.".into()
             }
             Error::RateLimited { limit, retry_after_s } => format!(
-                "Wait {retry_after_s} s and call again, or raise `{limit}` in the config."
+                "Wait {retry_after_s} s and ask again, or raise `{limit}` in the config."
             ),
             Error::PermissionDenied { .. } => {
-                "The config's [security] section forbids this call; ask whoever runs vllm-mcp to allow it.".into()
+                "The config's [security] section forbids this; ask whoever runs vllm-mcp to allow it.".into()
             }
             Error::Storage { .. } => {
                 "Check free disk space and that the data directory is writable; nothing was half-written.".into()
@@ -371,15 +386,13 @@ impl Error {
         }
     }
 
-    /// The whole error in the spec's shape.
-    pub fn to_json(&self) -> Value {
+    /// The error as a value to embed in a record or a report: `{code, message, details}`
+    /// (the `error` object of the spec's shape, without the envelope around it).
+    pub fn to_value(&self) -> Value {
         json!({
-            "success": false,
-            "error": {
-                "code": self.code(),
-                "message": self.to_string(),
-                "details": Value::Object(self.details()),
-            }
+            "code": self.code(),
+            "message": self.to_string(),
+            "details": Value::Object(self.details()),
         })
     }
 }
@@ -399,15 +412,64 @@ mod tests {
             message: "Insufficient GPU memory to load model".into(),
             details,
         };
-        let v = e.to_json();
-        assert_eq!(v["success"], json!(false));
-        assert_eq!(v["error"]["code"], "MODEL_LOAD_FAILED");
-        assert_eq!(v["error"]["details"]["reason"], "INSUFFICIENT_GPU_MEMORY");
-        assert_eq!(v["error"]["details"]["required_mb"], 32768);
+        let v = e.to_value();
+        assert_eq!(v["code"], "MODEL_LOAD_FAILED");
+        assert_eq!(v["details"]["reason"], "INSUFFICIENT_GPU_MEMORY");
+        assert_eq!(v["details"]["required_mb"], 32768);
         assert_eq!(
-            v["error"]["details"]["suggestion"],
+            v["details"]["suggestion"],
             "Reduce tensor_parallel_size or unload other models"
         );
+    }
+
+    /// The core's suggestions are for any front end: no MCP tool or resource named.
+    #[test]
+    fn suggestions_name_no_mcp_tool_or_resource() {
+        let errors = [
+            Error::invalid("x", "y"),
+            Error::ModelNotFound("m".into()),
+            Error::NotManaged("m".into()),
+            Error::StateNotFound("s".into()),
+            Error::ModelBusy {
+                model: "m".into(),
+                reason: "r".into(),
+            },
+            Error::ModelLoadFailed {
+                model: "m".into(),
+                reason: LoadFailure::ProcessExited,
+                message: "exited".into(),
+                details: Map::new(),
+            },
+        ];
+        for e in errors {
+            let s = e.suggestion();
+            for word in [
+                "vllm://",
+                "list-models",
+                "sleep-model",
+                "force: true",
+                "the tool",
+            ] {
+                assert!(!s.contains(word), "{e:?}: {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_metrics_are_a_backend_error_naming_the_line() {
+        let err = Error::from(vllm_prom::parse("a 1\nb 2\nc{ 3\n").unwrap_err());
+        assert_eq!(err.code(), "BACKEND_ERROR");
+        assert!(
+            err.to_string().contains("malformed metrics at line 3"),
+            "{err}"
+        );
+        match err {
+            Error::BackendError { status, kind, .. } => {
+                assert_eq!(status, 200);
+                assert_eq!(kind.as_deref(), Some("MalformedMetrics"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -35,7 +35,6 @@ pub mod loadtest;
 pub mod model_files;
 pub mod models;
 pub mod monitor;
-pub mod prom;
 pub mod redact;
 pub mod restore;
 pub mod snapshot;
@@ -45,3 +44,5 @@ pub mod time;
 pub mod vllm;
 
 pub use error::{Error, LoadFailure, Result};
+/// Prometheus parsing, vLLM's metric views and window arithmetic (the `vllm-prom` crate).
+pub use vllm_prom as prom;

@@ -56,7 +56,7 @@ impl ModelAction {
 
     fn failed(model_id: &str, e: &Error) -> ModelAction {
         ModelAction {
-            error: Some(e.to_json()["error"].clone()),
+            error: Some(e.to_value()),
             ..ModelAction::new(model_id, Action::Failed)
         }
     }

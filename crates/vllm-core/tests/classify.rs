@@ -579,8 +579,7 @@ fn into_error_renders_the_spec_shape() {
     let cap = cap!("fail-maxlen-too-big");
     let err = classify(&cap.log(), Some(cap.exit_code())).into_error("tiny");
     assert_eq!(err.code(), "MODEL_LOAD_FAILED");
-    let v = err.to_json();
-    assert_eq!(v["success"], json!(false));
+    let v = json!({"error": err.to_value()});
     assert_eq!(v["error"]["code"], "MODEL_LOAD_FAILED");
     assert_eq!(
         v["error"]["message"],
@@ -609,7 +608,7 @@ fn into_error_renders_the_spec_shape() {
 fn into_error_keeps_a_specific_suggestion_and_redacts_secrets() {
     let log = "CMD: vllm serve /m --api-key sk-secret-123\n\
                RuntimeError: No CUDA GPUs are available (HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyz0123)";
-    let v = classify(log, Some(1)).into_error("m").to_json();
+    let v = json!({"error": classify(log, Some(1)).into_error("m").to_value()});
     let d = &v["error"]["details"];
     assert_eq!(d["reason"], "INSUFFICIENT_GPU_MEMORY");
     assert!(d["suggestion"].as_str().unwrap().contains("driver"), "{d}");

@@ -904,7 +904,7 @@ impl Launcher {
                     let err = RecordedError {
                         reason: LoadFailure::ProcessExited.as_str().into(),
                         message: format!("could not start from the launch queue: {e}"),
-                        details: e.to_json()["error"].clone(),
+                        details: e.to_value(),
                     };
                     let id = r.model_id.clone();
                     let (from, to) = (ModelStatus::Loading, ModelStatus::Error);

@@ -15,7 +15,7 @@
 //! points. Our windows are "between these two scrapes", and what tools report ("served
 //! 27 requests") must be an exact count of what happened in that window.
 
-use super::Sample;
+use crate::Sample;
 
 /// One cumulative bucket: `count` observations were at most `le`.
 #[derive(Debug, Clone, Copy, PartialEq)]

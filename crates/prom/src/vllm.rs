@@ -11,7 +11,7 @@
 //! which is their mean. A family the server did not export, or exported with no sample for
 //! a model, is `None`: never an invented 0.
 
-use super::{Exposition, Family, Histogram, Labels};
+use crate::{Exposition, Family, Histogram, Labels};
 use std::collections::BTreeMap;
 
 /// vLLM's family names, current name first, then older names for the same quantity.

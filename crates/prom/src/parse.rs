@@ -26,7 +26,7 @@
 //! that family, not in `x`.
 //!
 //! # Strict and lenient
-//! [`parse_strict`] (and [`parse`], its form with the crate's error) stops at the first
+//! [`parse`] stops at the first
 //! problem and reports its 1-based line number: for tests, and wherever a malformed body
 //! means a bug. [`parse_lenient`] keeps every good line and returns the problems beside the
 //! exposition: for scraping a live server whose output may be broken (a crashing process,
@@ -40,8 +40,7 @@
 //! Also reported: a second `# HELP` or `# TYPE` for one family, a `# TYPE` after that
 //! family's samples, a label named twice in one sample (as `expfmt` does).
 
-use super::{Exposition, Family, FxBuildHasher, Labels, MetricKind, Sample};
-use crate::Error;
+use crate::{Exposition, Family, FxBuildHasher, Labels, MetricKind, Sample};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -66,29 +65,9 @@ impl fmt::Display for ParseProblem {
 
 impl std::error::Error for ParseProblem {}
 
-impl From<ParseProblem> for Error {
-    /// A `BACKEND_ERROR` with `kind: "MalformedMetrics"`: the server answered 200 with a
-    /// body that is not valid exposition text. (Stand-in until `Error` has a variant of its
-    /// own for this; `url` is filled in by the caller that knows it.)
-    fn from(p: ParseProblem) -> Error {
-        Error::BackendError {
-            url: String::new(),
-            status: 200,
-            message: p.to_string(),
-            kind: Some("MalformedMetrics".into()),
-        }
-    }
-}
-
-/// Parses a whole exposition; the first malformed line is an error
-/// ([`Error::BackendError`] with `kind` `MalformedMetrics` and the line number in the
-/// message). See [`parse_strict`] for the structured problem.
-pub fn parse(text: &str) -> crate::Result<Exposition> {
-    parse_strict(text).map_err(Error::from)
-}
-
-/// Parses a whole exposition; the first malformed line is returned as a [`ParseProblem`].
-pub fn parse_strict(text: &str) -> Result<Exposition, ParseProblem> {
+/// Parses a whole exposition; the first malformed line is returned as a [`ParseProblem`]
+/// (with its line number). [`parse_lenient`] keeps the good lines instead.
+pub fn parse(text: &str) -> Result<Exposition, ParseProblem> {
     let mut p = Parser::new(text, true);
     p.run()?;
     Ok(p.finish())
@@ -596,7 +575,7 @@ mod tests {
 
     #[test]
     fn names_are_shared_between_samples() {
-        let e = parse_strict("a{x=\"1\",y=\"2\"} 1\na{x=\"1\",y=\"3\"} 2\n").unwrap();
+        let e = parse("a{x=\"1\",y=\"2\"} 1\na{x=\"1\",y=\"3\"} 2\n").unwrap();
         let s = &e.family("a").unwrap().samples;
         let (l0, l1) = (s[0].labels.as_slice(), s[1].labels.as_slice());
         assert!(Arc::ptr_eq(&s[0].name, &s[1].name));

@@ -1,7 +1,8 @@
-//! Prometheus text-format parsing, a typed view of vLLM's metrics, and window arithmetic.
+//! vllm-prom: Prometheus text-format parsing, a typed view of vLLM's metrics, and window
+//! arithmetic.
 //!
 //! vLLM exposes its state on `GET /metrics` in the Prometheus text exposition format
-//! (version 0.0.4). This module turns that text into data in three layers:
+//! (version 0.0.4). This crate turns that text into data in three layers:
 //!
 //! - [`parse()`] / [`parse_lenient`] ([`mod@parse`]): text to an [`Exposition`], a list of
 //!   metric [`Family`]s, each with its [`Sample`]s. We write our own parser because the
@@ -16,7 +17,7 @@
 //!   Prometheus' `increase()` handles them.
 //!
 //! ```
-//! use vllm_core::prom;
+//! use vllm_prom as prom;
 //! let text = "# TYPE vllm:num_requests_running gauge\n\
 //!             vllm:num_requests_running{engine=\"0\",model_name=\"tiny\"} 2.0\n";
 //! let expo = prom::parse(text).unwrap();
@@ -28,7 +29,7 @@ pub mod parse;
 pub mod vllm;
 pub mod window;
 
-pub use parse::{ParseProblem, parse, parse_lenient, parse_strict};
+pub use parse::{ParseProblem, parse, parse_lenient};
 pub use vllm::{CacheConfig, LoraInfo, ModelMetrics, VllmSnapshot};
 pub use window::{
     Bucket, Histogram, counter_increase, counter_rate, gauge_mean, gauge_time_weighted_mean,

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-use vllm_core::prom;
+use vllm_prom as prom;
 
 /// One generated gauge family: its help text and its series (labels → value).
 type Families = BTreeMap<String, (String, Vec<(BTreeMap<String, String>, f64)>)>;
@@ -79,7 +79,7 @@ proptest! {
 
     #[test]
     fn no_text_makes_it_panic(text in any::<String>()) {
-        let _ = prom::parse_strict(&text);
+        let _ = prom::parse(&text);
         let _ = prom::parse_lenient(&text);
     }
 
@@ -87,7 +87,7 @@ proptest! {
     fn no_line_of_exposition_like_bytes_makes_it_panic(
         text in "([a-z_{}=\",# \\\\.+\\-eE0-9]|\n|NaN|Inf|TYPE|HELP){0,200}"
     ) {
-        let _ = prom::parse_strict(&text);
+        let _ = prom::parse(&text);
         let (_, problems) = prom::parse_lenient(&text);
         prop_assert!(problems.len() <= text.lines().count() + 1);
     }
@@ -95,7 +95,7 @@ proptest! {
     #[test]
     fn what_the_format_writes_reads_back(f in families()) {
         let text = render(&f);
-        let expo = prom::parse_strict(&text)
+        let expo = prom::parse(&text)
             .map_err(|e| TestCaseError::fail(format!("{e:?}\n{text}")))?;
         prop_assert_eq!(expo.families().len(), f.len());
         for (name, (help, series)) in &f {

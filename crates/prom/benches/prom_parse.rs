@@ -5,7 +5,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use vllm_core::prom;
+use vllm_prom as prom;
 
 const CAPTURES: [(&str, &str); 3] = [
     (
