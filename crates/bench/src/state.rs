@@ -8,10 +8,10 @@
 use crate::table::{Row, Samples, mib, ms};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use vllm_core::crush_db::generate::{self, ConversationSpec};
 use vllm_core::crush_db::{self, CrushDb};
 use vllm_core::states::{self, EncodedPart, PartKind, StateMeta};
 use vllm_core::store::{Store, rusqlite};
+use vllm_crush_gen::{self as generate, ConversationSpec};
 use vllm_mcp_testkit::{McpProcess, bin, status_kb, temp_dir};
 
 async fn call(s: &McpProcess, tool: &str, args: Value) -> (Value, Duration) {

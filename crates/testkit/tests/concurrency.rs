@@ -8,9 +8,9 @@ mod common;
 use common::Fleet;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use vllm_core::crush_db::generate::ConversationSpec;
 use vllm_core::states;
 use vllm_core::store::{AuditQuery, Store};
+use vllm_crush_gen::ConversationSpec;
 use vllm_mcp_testkit::wire::{Wire, text_of};
 
 const CLIENTS: usize = 8;

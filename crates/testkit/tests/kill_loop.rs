@@ -10,9 +10,9 @@ use common::Fleet;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vllm_core::crush_db::generate::ConversationSpec;
 use vllm_core::states::PartKind;
 use vllm_core::store::Store;
+use vllm_crush_gen::ConversationSpec;
 use vllm_mcp_testkit::wire::text_of;
 
 /// A small deterministic generator (xorshift), so a failing round can be replayed.

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
-use vllm_core::crush_db::generate::{self, ConversationSpec};
 use vllm_core::states::{self, PartKind};
 use vllm_core::store::{Store, rusqlite};
+use vllm_crush_gen::{self as generate, ConversationSpec};
 use vllm_mcp_testkit::wire::{Wire, text_of};
 use vllm_mcp_testkit::{MockVllm, ServerRig};
 

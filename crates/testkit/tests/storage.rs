@@ -9,9 +9,9 @@ mod common;
 use common::Fleet;
 use serde_json::json;
 use std::time::Duration;
-use vllm_core::crush_db::generate::ConversationSpec;
 use vllm_core::states;
 use vllm_core::store::Store;
+use vllm_crush_gen::ConversationSpec;
 use vllm_mcp_testkit::wire::text_of;
 
 fn spec(seed: u64) -> ConversationSpec {

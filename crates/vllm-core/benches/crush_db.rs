@@ -6,9 +6,9 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use vllm_core::crush_db::generate::{self, ConversationSpec};
 use vllm_core::crush_db::{self, CrushDb};
 use vllm_core::store::rusqlite::Connection;
+use vllm_crush_gen::{self as generate, ConversationSpec};
 
 const SPEC: ConversationSpec = ConversationSpec {
     seed: 100,

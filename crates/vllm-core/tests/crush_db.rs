@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use vllm_core::Error;
-use vllm_core::crush_db::generate::{self, ConversationSpec};
 use vllm_core::crush_db::{self, Conversation, CrushDb, Row};
 use vllm_core::store::rusqlite::{Connection, params};
+use vllm_crush_gen::{self as generate, ConversationSpec};
 
 /// A new database file with Crush's schema, and a connection to it like Crush's own.
 fn crush_db(dir: &Path, name: &str) -> (PathBuf, Connection) {
@@ -915,4 +915,60 @@ fn locate_uses_the_configured_path_when_the_file_exists() {
     // A directory is not a database file.
     config.crush.db_path = Some(dir.path().to_path_buf());
     assert_eq!(crush_db::locate(&config), None);
+}
+
+/// `export_to` writes exactly the bytes of serializing `export`'s conversation, notes
+/// included (an unknown table, a malformed row, an unknown part type).
+#[test]
+fn export_to_is_byte_exact_with_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crush.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    crush_db::create_schema(&conn).unwrap();
+    let spec = |seed, messages, sub_sessions| generate::ConversationSpec {
+        seed,
+        messages,
+        sub_sessions,
+        target_bytes: None,
+    };
+    let root = generate::insert(&conn, &spec(7, 120, 2)).unwrap();
+    let other = generate::insert(&conn, &spec(8, 3, 0)).unwrap();
+    conn.execute_batch("CREATE TABLE extra (session_id TEXT, v TEXT);")
+        .unwrap();
+    conn.execute("INSERT INTO extra VALUES (?1, 'x')", [&root])
+        .unwrap();
+    conn.execute(
+        "UPDATE messages SET parts = '[{\"type\":\"hologram\",\"data\":{}}]' \
+         WHERE rowid = (SELECT min(rowid) FROM messages WHERE session_id = ?1)",
+        [&root],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE messages SET created_at = 'soon' \
+         WHERE rowid = (SELECT max(rowid) FROM messages WHERE session_id = ?1)",
+        [&root],
+    )
+    .unwrap();
+    let db = CrushDb::open_read_only(&path).unwrap();
+    for id in [&root, &other] {
+        let conv = db.export(id).unwrap().unwrap();
+        let mut out = Vec::new();
+        let summary = db.export_to(id, &mut out).unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            serde_json::to_string(&conv).unwrap()
+        );
+        assert_eq!(summary.title, conv.title());
+        assert_eq!(summary.session_count, conv.session_count());
+        assert_eq!(summary.message_count, conv.message_count());
+        assert_eq!(summary.skipped, conv.skipped);
+        let back: Conversation = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, conv);
+    }
+    let conv = db.export(&root).unwrap().unwrap();
+    assert!(conv.skipped.len() >= 3, "{:?}", conv.skipped);
+    let mut out = Vec::new();
+    assert_eq!(db.export_to("missing", &mut out).unwrap(), None);
+    assert!(out.is_empty());
 }

@@ -8,10 +8,10 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-use vllm_core::crush_db::generate::{self, ConversationSpec};
 use vllm_core::states::{self, StateMeta};
 use vllm_core::store::Store;
 use vllm_core::store::rusqlite;
+use vllm_crush_gen::{self as generate, ConversationSpec};
 use vllm_mcp_testkit::wire::{Wire, text_of};
 use vllm_mcp_testkit::{MockVllm, ServerRig};
 

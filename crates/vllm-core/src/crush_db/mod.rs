@@ -54,7 +54,6 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub mod generate;
 pub mod schema;
 pub mod values;
 
@@ -910,9 +909,18 @@ fn validate(conv: &Conversation) -> Result<HashSet<&str>> {
     Ok(ids)
 }
 
-/// Inserts the missing sessions of `conv` and their rows through `conn`, which must be
-/// inside a transaction the caller commits (or drops on error). Shared by [`restore`]
-/// and [`generate::insert`].
+/// Inserts the missing sessions of `conv` and their rows through `conn` (the database
+/// at `path`), which must be inside a transaction the caller commits (or drops on
+/// error): [`restore`]'s insert path, for tools that build Crush databases (the test
+/// and benchmark generator).
+pub fn insert_conversation(
+    conn: &Connection,
+    conv: &Conversation,
+    path: &Path,
+) -> Result<RestoreReport> {
+    write_conversation(conn, conv, path, BUSY_TIMEOUT)
+}
+
 fn write_conversation(
     conn: &Connection,
     conv: &Conversation,
@@ -1156,67 +1164,6 @@ fn read_one(rows: &mut rusqlite::Rows<'_>, names: &[String]) -> rusqlite::Result
         m.insert(n.clone(), values::to_json(r.get_ref(i)?));
     }
     Ok(Some(m))
-}
-
-#[cfg(test)]
-mod export_to_tests {
-    use super::*;
-
-    /// `export_to` writes exactly the bytes of serializing `export`'s conversation, notes
-    /// included (an unknown table, a malformed row, an unknown part type).
-    #[test]
-    fn export_to_is_byte_exact_with_export() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("crush.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        create_schema(&conn).unwrap();
-        let spec = |seed, messages, sub_sessions| generate::ConversationSpec {
-            seed,
-            messages,
-            sub_sessions,
-            target_bytes: None,
-        };
-        let root = generate::insert(&conn, &spec(7, 120, 2)).unwrap();
-        let other = generate::insert(&conn, &spec(8, 3, 0)).unwrap();
-        conn.execute_batch("CREATE TABLE extra (session_id TEXT, v TEXT);")
-            .unwrap();
-        conn.execute("INSERT INTO extra VALUES (?1, 'x')", [&root])
-            .unwrap();
-        conn.execute(
-            "UPDATE messages SET parts = '[{\"type\":\"hologram\",\"data\":{}}]' \
-             WHERE rowid = (SELECT min(rowid) FROM messages WHERE session_id = ?1)",
-            [&root],
-        )
-        .unwrap();
-        conn.execute(
-            "UPDATE messages SET created_at = 'soon' \
-             WHERE rowid = (SELECT max(rowid) FROM messages WHERE session_id = ?1)",
-            [&root],
-        )
-        .unwrap();
-        let db = CrushDb::open_read_only(&path).unwrap();
-        for id in [&root, &other] {
-            let conv = db.export(id).unwrap().unwrap();
-            let mut out = Vec::new();
-            let summary = db.export_to(id, &mut out).unwrap().unwrap();
-            assert_eq!(
-                String::from_utf8(out.clone()).unwrap(),
-                serde_json::to_string(&conv).unwrap()
-            );
-            assert_eq!(summary.title, conv.title());
-            assert_eq!(summary.session_count, conv.session_count());
-            assert_eq!(summary.message_count, conv.message_count());
-            assert_eq!(summary.skipped, conv.skipped);
-            let back: Conversation = serde_json::from_slice(&out).unwrap();
-            assert_eq!(back, conv);
-        }
-        let conv = db.export(&root).unwrap().unwrap();
-        assert!(conv.skipped.len() >= 3, "{:?}", conv.skipped);
-        let mut out = Vec::new();
-        assert_eq!(db.export_to("missing", &mut out).unwrap(), None);
-        assert!(out.is_empty());
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! A fixed-seed generator of realistic Crush conversations, for tests and benchmarks.
+//! vllm-crush-gen: a fixed-seed generator of realistic Crush conversations, for tests and
+//! benchmarks.
 //!
 //! The output looks like what Crush writes (`internal/message/content.go`): user turns of
 //! prose (sometimes pasted logs, code, an image), assistant turns with reasoning, text,
@@ -15,10 +16,10 @@
 //! (reasoning signatures, image data) are rare and small. Not random noise, not a
 //! repeated template.
 
-use super::{Conversation, Row};
-use crate::error::{Error, Result};
 use rusqlite::Connection;
 use serde_json::{Value, json};
+use vllm_core::crush_db::{self, Conversation, Row};
+use vllm_core::{Error, Result};
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +52,7 @@ impl ConversationSpec {
 /// Inserts a generated conversation into a Crush database, creating Crush's schema
 /// first when the database has no `sessions` table; returns the root session id. The
 /// rows are stored exactly as [`conversation`] returns them (the same insert path as
-/// [`super::restore`]), so an export of the root equals `conversation(spec)`.
+/// `crush_db::restore`), so an export of the root equals `conversation(spec)`.
 pub fn insert(conn: &Connection, spec: &ConversationSpec) -> Result<String> {
     let has_schema: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sessions')",
@@ -59,7 +60,7 @@ pub fn insert(conn: &Connection, spec: &ConversationSpec) -> Result<String> {
         |r| r.get(0),
     )?;
     if !has_schema {
-        super::create_schema(conn)?;
+        crush_db::create_schema(conn)?;
     }
     let conv = conversation(spec);
     let path = conn
@@ -67,7 +68,7 @@ pub fn insert(conn: &Connection, spec: &ConversationSpec) -> Result<String> {
         .map(std::path::PathBuf::from)
         .unwrap_or_default();
     let tx = conn.unchecked_transaction()?;
-    let report = super::write_conversation(&tx, &conv, &path, super::BUSY_TIMEOUT)?;
+    let report = crush_db::insert_conversation(&tx, &conv, &path)?;
     if !report.sessions_skipped_existing.is_empty() {
         return Err(Error::invalid(
             "spec",
