@@ -129,8 +129,8 @@ impl ModelManager {
         ModelSummary {
             id: r.model_id.clone(),
             name: vllm_core::models::display_name(&r.model_id),
-            status: r.status.as_str().into(),
-            origin: "launched".into(),
+            status: r.status,
+            origin: vllm_core::lifecycle::Origin::Launched,
             source: Some(r.source.clone()),
             memory_usage_mb: match r.pid.filter(|_| r.status.is_active()) {
                 Some(pid) => {

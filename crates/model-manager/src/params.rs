@@ -66,8 +66,8 @@ impl Quantization {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestartPolicyParam {
-    /// Only `on-failure`: restart after the server dies or fails to start.
-    pub mode: String,
+    /// Restart after the server dies or fails to start.
+    pub mode: vllm_core::models::RestartMode,
     /// Most restarts before the model stays in `error` (default 3).
     pub max_restarts: Option<u32>,
     /// Seconds before the first restart, doubled each time (default 5).
@@ -171,8 +171,8 @@ pub struct InfoParams {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
-    /// Only models with this status (`loaded`, `loading`, `unloaded`, `error`, `sleeping`).
-    pub status: Option<String>,
+    /// Only models with this status.
+    pub status: Option<vllm_core::models::ModelStatus>,
     #[serde(flatten)]
     pub page: PageParams,
 }

@@ -215,7 +215,7 @@ pub struct LoraAnswer {
 pub struct SleepAnswer {
     pub model_id: String,
     /// `sleeping`.
-    pub status: String,
+    pub status: ModelStatus,
     /// The sleep level asked (or, when it already slept, the level it sleeps at when known).
     pub level: u32,
     /// Memory given back, measured before and after (GPU memory via NVML, else the server
@@ -234,7 +234,7 @@ pub struct SleepAnswer {
 pub struct WakeAnswer {
     pub model_id: String,
     /// `loaded`.
-    pub status: String,
+    pub status: ModelStatus,
     /// Seconds until the server said it was awake.
     pub seconds: f64,
     /// It was asleep when asked (false: it was awake, nothing was done).
@@ -806,7 +806,7 @@ async fn sleep_model(s: &ModelManager, p: SleepParams) -> Result<SleepAnswer> {
         record_status(s, &t, ModelStatus::Sleeping).await?;
         return Ok(SleepAnswer {
             model_id: t.model_id.clone(),
-            status: "sleeping".into(),
+            status: ModelStatus::Sleeping,
             level: sleep_level(&t.client).await.unwrap_or(level),
             memory_freed_mb: Some(0).filter(|_| t.record.is_some()),
             memory_source: None,
@@ -879,7 +879,7 @@ async fn sleep_model(s: &ModelManager, p: SleepParams) -> Result<SleepAnswer> {
         .await;
     Ok(SleepAnswer {
         model_id: t.model_id,
-        status: "sleeping".into(),
+        status: ModelStatus::Sleeping,
         level,
         memory_freed_mb: freed,
         memory_source: (!source.is_empty()).then(|| source.to_string()),
@@ -943,7 +943,7 @@ async fn wake_model(s: &ModelManager, p: WakeParams) -> Result<WakeAnswer> {
     record_status(s, &t, ModelStatus::Loaded).await?;
     Ok(WakeAnswer {
         model_id: t.model_id,
-        status: "loaded".into(),
+        status: ModelStatus::Loaded,
         seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         was_sleeping: asleep,
         note,

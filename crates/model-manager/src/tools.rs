@@ -11,7 +11,7 @@ use std::time::Duration;
 use vllm_core::launch_args::{LaunchArgs, SamplingDefaults};
 use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest, Preflight};
 use vllm_core::lifecycle::{
-    LoadEvent, LoadReport, Located, UnloadReport, supports_function_calling,
+    LoadEvent, LoadReport, Located, Origin, UnloadReport, supports_function_calling,
 };
 use vllm_core::models::{ModelRecord, ModelStatus, RestartPolicy, display_name};
 use vllm_core::vllm::{ModelCard, VllmClient};
@@ -89,10 +89,10 @@ pub struct ModelSummary {
     /// A human-readable name.
     pub name: String,
     /// `loaded`, `loading`, `unloaded`, `error`, `stopping` or `sleeping`.
-    pub status: String,
+    pub status: ModelStatus,
     /// `launched` (by this manager), `attached` (an endpoint we did not start),
     /// `catalog` (a configured alias) or `cache` (the local Hugging Face cache).
-    pub origin: String,
+    pub origin: Origin,
     /// What vLLM loads (repo id or directory).
     pub source: Option<String>,
     /// Memory the serving processes use now, MiB (0 when not loaded; null when unknown).
@@ -125,10 +125,10 @@ pub struct ListAnswer {
 
 /// `sleeping` when an attached server says so (dev-mode endpoint), else `loaded`: it
 /// answered `/v1/models`. Servers without the endpoint answer 404, which means awake.
-async fn attached_status(ep: &vllm_core::vllm::VllmClient) -> &'static str {
+async fn attached_status(ep: &vllm_core::vllm::VllmClient) -> ModelStatus {
     match ep.is_sleeping().await {
-        Ok(true) => "sleeping",
-        _ => "loaded",
+        Ok(true) => ModelStatus::Sleeping,
+        _ => ModelStatus::Loaded,
     }
 }
 
@@ -154,8 +154,8 @@ async fn list_models(s: &ModelManager, p: ListParams) -> Result<ListAnswer> {
                     }
                     all.push(ModelSummary {
                         name: display_name(&c.id),
-                        status: status.into(),
-                        origin: "attached".into(),
+                        status,
+                        origin: Origin::Attached,
                         source: c.root.clone(),
                         memory_usage_mb: None,
                         context_window: c.max_model_len,
@@ -188,8 +188,8 @@ async fn list_models(s: &ModelManager, p: ListParams) -> Result<ListAnswer> {
                 .name
                 .clone()
                 .unwrap_or_else(|| display_name(&entry.source)),
-            status: "unloaded".into(),
-            origin: "catalog".into(),
+            status: ModelStatus::Unloaded,
+            origin: Origin::Catalog,
             source: Some(entry.source.clone()),
             memory_usage_mb: Some(0),
             context_window: window,
@@ -212,8 +212,8 @@ async fn list_models(s: &ModelManager, p: ListParams) -> Result<ListAnswer> {
                 .and_then(estimate::model_max_len);
             all.push(ModelSummary {
                 name: display_name(&id),
-                status: "unloaded".into(),
-                origin: "cache".into(),
+                status: ModelStatus::Unloaded,
+                origin: Origin::Cache,
                 source: Some(id.clone()),
                 memory_usage_mb: Some(0),
                 context_window: window,
@@ -228,7 +228,7 @@ async fn list_models(s: &ModelManager, p: ListParams) -> Result<ListAnswer> {
         }
     }
     if let Some(st) = &p.status {
-        all.retain(|m| &m.status == st);
+        all.retain(|m| m.status == *st);
     }
     let Page {
         items,
@@ -248,7 +248,7 @@ async fn list_models(s: &ModelManager, p: ListParams) -> Result<ListAnswer> {
 pub struct LoadAnswer {
     pub model_id: String,
     /// `loading`, `loaded`, `error`, ... (for `dry_run`: `unloaded` or the current status).
-    pub status: String,
+    pub status: ModelStatus,
     /// Seconds the load is expected to take: this model's past loads, else a size-based estimate.
     pub estimated_load_time: Option<u64>,
     /// Memory needed per GPU (or system memory on the CPU platform), MiB; null when unknown.
@@ -342,20 +342,11 @@ async fn load_model(s: &ModelManager, p: LoadParams, ctx: CallCtx) -> Result<Bat
             "source applies to one model_id, not to model_ids",
         ));
     }
-    let restart_policy = match &p.restart_policy {
-        None => None,
-        Some(r) if r.mode == "on-failure" => Some(RestartPolicy {
-            mode: r.mode.clone(),
-            max_restarts: r.max_restarts.unwrap_or(3),
-            backoff_seconds: r.backoff_seconds.unwrap_or(5.0),
-        }),
-        Some(r) => {
-            return Err(Error::invalid(
-                "restart_policy.mode",
-                format!("`{}` is not a policy; use `on-failure`", r.mode),
-            ));
-        }
-    };
+    let restart_policy = p.restart_policy.as_ref().map(|r| RestartPolicy {
+        mode: r.mode,
+        max_restarts: r.max_restarts.unwrap_or(3),
+        backoff_seconds: r.backoff_seconds.unwrap_or(5.0),
+    });
     if let Some(t) = p.idle_ttl_seconds
         && !(t.is_finite() && t >= 1.0)
     {
@@ -432,7 +423,7 @@ fn load_answer(model_id: &str, report: LoadReport, wait: f64) -> LoadAnswer {
             let fits = preflight.check.as_ref().map(|c| c.fits);
             LoadAnswer {
                 model_id: model_id.to_string(),
-                status: report.current.as_str().into(),
+                status: report.current,
                 gpu_ids: preflight.gpu_ids.clone(),
                 dry_run: true,
                 note: Some(match fits {
@@ -485,10 +476,10 @@ fn load_answer(model_id: &str, report: LoadReport, wait: f64) -> LoadAnswer {
                         .loaded_at
                         .zip(r.launched_at)
                         .map(|(l, s)| ((l - s) * 10.0).round() / 10.0);
-                    answer.status = "loaded".into();
+                    answer.status = ModelStatus::Loaded;
                 }
                 Some(r) => {
-                    answer.status = r.status.as_str().into();
+                    answer.status = r.status;
                     answer.note = Some(format!(
                         "still {} after {wait} s; list-models or get-model-info shows when it is served",
                         r.status.as_str()
@@ -536,7 +527,7 @@ pub fn with_log_uri(e: Error) -> Error {
 fn answer_of_record(r: &ModelRecord) -> LoadAnswer {
     LoadAnswer {
         model_id: r.model_id.clone(),
-        status: r.status.as_str().into(),
+        status: r.status,
         base_url: r.base_url(),
         port: r.port,
         pid: r.pid,
@@ -552,7 +543,7 @@ fn answer_of_record(r: &ModelRecord) -> LoadAnswer {
 pub struct UnloadAnswer {
     pub model_id: String,
     /// `unloaded`.
-    pub status: String,
+    pub status: ModelStatus,
     /// Memory given back, measured (GPU memory via NVML, else the processes' resident
     /// memory), MiB; null for an attached server whose processes are not visible here.
     pub memory_freed_mb: Option<u64>,
@@ -584,7 +575,7 @@ async fn unload_one(s: &ModelManager, model_id: &str, force: bool) -> Result<Unl
             }
             Ok(UnloadAnswer {
                 model_id: model_id.to_string(),
-                status: "unloaded".into(),
+                status: ModelStatus::Unloaded,
                 memory_freed_mb: Some(out.memory_freed_mb),
                 note: None,
                 was_running: out.was_running,
@@ -600,7 +591,7 @@ async fn unload_one(s: &ModelManager, model_id: &str, force: bool) -> Result<Unl
             seconds: took,
         } => Ok(UnloadAnswer {
             model_id: model_id.to_string(),
-            status: "sleeping".into(),
+            status: ModelStatus::Sleeping,
             memory_freed_mb: None,
             was_running,
             terminated_gracefully: true,
@@ -618,8 +609,8 @@ async fn unload_one(s: &ModelManager, model_id: &str, force: bool) -> Result<Unl
 pub struct InfoAnswer {
     pub model_id: String,
     pub name: String,
-    pub status: String,
-    pub origin: String,
+    pub status: ModelStatus,
+    pub origin: Origin,
     pub source: Option<String>,
     pub config: ModelConfigInfo,
     pub performance: Performance,
@@ -725,18 +716,18 @@ async fn get_model_info(s: &ModelManager, p: InfoParams) -> Result<InfoAnswer> {
         Located::Launched(r) => Ok(info_of_launched(s, r, sampling).await),
         Located::Attached { endpoint, card } => {
             let status = attached_status(&endpoint).await;
-            Ok(info_of_served(s, &endpoint, card, "attached", status, sampling).await)
+            Ok(info_of_served(s, &endpoint, card, Origin::Attached, status, sampling).await)
         }
         Located::Adapter { base, client, card } => {
-            let status = base.status.as_str();
-            Ok(info_of_served(s, &client, card, "adapter", status, sampling).await)
+            let status = base.status;
+            Ok(info_of_served(s, &client, card, Origin::Adapter, status, sampling).await)
         }
         Located::Catalog { source, args } => Ok(info_of_unloaded(
             s,
             &p.model_id,
             source,
             args,
-            "catalog",
+            Origin::Catalog,
             sampling,
         )),
         Located::Cached { source } => {
@@ -746,7 +737,7 @@ async fn get_model_info(s: &ModelManager, p: InfoParams) -> Result<InfoAnswer> {
                 &p.model_id,
                 source,
                 args,
-                "cache",
+                Origin::Cache,
                 sampling,
             ))
         }
@@ -820,8 +811,8 @@ async fn info_of_launched(
     InfoAnswer {
         model_id: r.model_id.clone(),
         name: display_name(&r.model_id),
-        status: r.status.as_str().into(),
-        origin: "launched".into(),
+        status: r.status,
+        origin: Origin::Launched,
         source: Some(r.source.clone()),
         config: config_info(&r.args, window, config_json.as_ref(), sampling),
         performance,
@@ -858,8 +849,8 @@ async fn info_of_served(
     s: &ModelManager,
     client: &VllmClient,
     card: ModelCard,
-    origin: &str,
-    status: &str,
+    origin: Origin,
+    status: ModelStatus,
     sampling: SamplingDefaults,
 ) -> InfoAnswer {
     let performance = s.performance_of_endpoint(client, &card.id).await;
@@ -867,8 +858,8 @@ async fn info_of_served(
     InfoAnswer {
         model_id: card.id.clone(),
         name: display_name(&card.id),
-        status: status.into(),
-        origin: origin.into(),
+        status,
+        origin,
         source: card.root.clone(),
         config: ModelConfigInfo {
             dtype: "auto".into(),
@@ -902,7 +893,7 @@ fn info_of_unloaded(
     model_id: &str,
     source: String,
     args: LaunchArgs,
-    origin: &str,
+    origin: Origin,
     sampling: SamplingDefaults,
 ) -> InfoAnswer {
     let config_json = s.launcher().ok().and_then(|l| l.config_json(&source));
@@ -912,8 +903,8 @@ fn info_of_unloaded(
     InfoAnswer {
         name: display_name(&source),
         model_id: model_id.to_string(),
-        status: "unloaded".into(),
-        origin: origin.into(),
+        status: ModelStatus::Unloaded,
+        origin,
         config: config_info(&args, window, config_json.as_ref(), sampling),
         source: Some(source),
         performance: Performance {
@@ -951,7 +942,7 @@ pub struct SetConfigAnswer {
     /// `next_launch`, or `now` when the model was relaunched (restart: true).
     pub takes_effect: String,
     /// The model's status after the call.
-    pub status: String,
+    pub status: ModelStatus,
     pub note: String,
 }
 
@@ -1059,7 +1050,7 @@ async fn set_model_config(s: &ModelManager, p: SetConfigParams) -> Result<SetCon
         model_id: p.model_id,
         updated_config: merged.into_iter().collect(),
         takes_effect: takes_effect.into(),
-        status: status.as_str().into(),
+        status,
         note,
     })
 }

@@ -61,6 +61,37 @@ impl Located {
     }
 }
 
+/// Where a model comes from, as answers name it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Launched by vllm-mcp (a `vllm serve` we started).
+    Launched,
+    /// Served by an attached endpoint (a vLLM we did not start).
+    Attached,
+    /// A LoRA adapter loaded on a server we launched.
+    Adapter,
+    /// A catalog alias, not launched.
+    Catalog,
+    /// A model directory in the local Hugging Face cache, not launched.
+    Cache,
+}
+
+impl Located {
+    /// Where the located model comes from.
+    pub fn origin(&self) -> Origin {
+        match self {
+            Located::Launched(_) => Origin::Launched,
+            Located::Attached { .. } => Origin::Attached,
+            Located::Adapter { .. } => Origin::Adapter,
+            Located::Catalog { .. } => Origin::Catalog,
+            Located::Cached { .. } => Origin::Cache,
+        }
+    }
+}
+
 /// What [`Fleet::load`] did.
 #[derive(Debug)]
 pub struct LoadReport {

@@ -17,7 +17,9 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 /// Where a model stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelStatus {
     /// Launched; `/health` or `/v1/models` not yet answering for it.
@@ -27,6 +29,7 @@ pub enum ModelStatus {
     /// Failed to start, or died; `error` says why.
     Error,
     /// Stopped by us (or never started).
+    #[default]
     Unloaded,
     /// Being stopped.
     Stopping,
@@ -91,11 +94,18 @@ pub struct RecordedError {
     pub details: Value,
 }
 
+/// When a restart policy relaunches a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum RestartMode {
+    /// After the server dies or fails to start (the only policy besides none).
+    #[serde(rename = "on-failure")]
+    OnFailure,
+}
+
 /// A restart policy for a launched model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestartPolicy {
-    /// `on-failure` (the only policy besides none).
-    pub mode: String,
+    pub mode: RestartMode,
     /// Most restarts before the model stays in `error`.
     pub max_restarts: u32,
     /// Seconds before the first restart; doubled each time.

@@ -16,7 +16,7 @@ use crate::estimate::{self, MemoryCheck, MemoryEstimate};
 use crate::gpu::{GpuSnapshot, Gpus};
 use crate::launch_args::{CommandSpec, LaunchArgs, command_line, validate_model_id};
 use crate::model_files::{self, ConfigCache};
-use crate::models::{self, ModelRecord, ModelStatus, RecordedError, RestartPolicy};
+use crate::models::{self, ModelRecord, ModelStatus, RecordedError, RestartMode, RestartPolicy};
 use crate::store::Store;
 use crate::store::rusqlite::OptionalExtension;
 use crate::vllm::{EndpointSpec, Health, VllmClient};
@@ -920,7 +920,8 @@ impl Launcher {
     /// forgive the count after a long healthy run.
     async fn apply_restart_policies(&self, records: &[ModelRecord], now: f64) -> Result<()> {
         for r in records {
-            let Some(policy) = r.restart_policy.as_ref().filter(|p| p.mode == "on-failure") else {
+            let on_failure = |p: &&RestartPolicy| p.mode == RestartMode::OnFailure;
+            let Some(policy) = r.restart_policy.as_ref().filter(on_failure) else {
                 continue;
             };
             if r.status == ModelStatus::Error && r.restarts < policy.max_restarts {
