@@ -1,25 +1,31 @@
 //! vllm-model-manager: loads, unloads and inspects vLLM models.
 //!
 //! The library holds the server so tests can run it in-process; `main.rs` only starts it.
-//! - [`params`]: tool parameters (what the model reads in the input schemas);
-//! - [`tools`]: list-models, load-model, unload-model, get-model-info, set-model-config;
+//! - one file per tool, its parameters (what the model reads in the input schema), its
+//!   answer and its handler: [`list`], [`load`], [`unload`] (with [`batch`], what the
+//!   two share), [`info`], [`set_config`];
 //! - [`runtime_tools`]: load-lora-adapter, unload-lora-adapter, sleep-model, wake-model, chat;
 //! - [`resources`]: `vllm://model/{id}/config`, `vllm://model/{id}/logs`,
 //!   `vllm://crush/provider-config`.
 //!
-//! The lifecycle itself (launch, observe, stop) is `vllm_core::launcher::supervisor`,
-//! shared with the state-persistence server.
+//! The lifecycle itself (locate, load, unload) is `vllm_core::lifecycle`, over the
+//! launcher shared with the state-persistence server.
 
-pub mod params;
+pub mod batch;
+pub mod info;
+pub mod list;
+pub mod load;
 pub mod resources;
 pub mod runtime_tools;
-pub mod tools;
+pub mod set_config;
+pub mod unload;
 
+use info::Performance;
+use list::ModelSummary;
 use rmcp::model::{Resource, ResourceTemplate};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tools::{ModelSummary, Performance};
 use vllm_core::launch_args::SamplingDefaults;
 use vllm_core::launcher::process;
 use vllm_core::launcher::supervisor::Launcher;
@@ -380,7 +386,11 @@ pub fn build(kit: Arc<Kit>) -> Result<(ModelManager, Toolbox<ModelManager>)> {
     }
     let mut t = Toolbox::default();
     vllm_mcp_kit::health::add_health_tool(&mut t);
-    tools::register(&mut t);
+    list::register(&mut t);
+    load::register(&mut t);
+    unload::register(&mut t);
+    info::register(&mut t);
+    set_config::register(&mut t);
     runtime_tools::register(&mut t);
     Ok((
         ModelManager {
