@@ -1,16 +1,23 @@
 //! vllm-state-persistence: saves and restores vLLM serving state and Crush conversations.
 //!
 //! The library holds the server so tests can run it in-process; `main.rs` only starts it.
-//! - [`tools`]: save-state, load-state, clear-state, export-state, import-state;
+//! - one file per tool (or tight pair), parameters, answer and handler: [`save`],
+//!   [`load`], [`clear`], [`transfer`] (export-state, import-state), and [`common`],
+//!   what they share;
 //! - [`resources`]: `vllm://state/sessions`, `vllm://state/session/{id}/summary`,
 //!   `vllm://state/session/{id}/conversation`.
 //!
 //! The format, checksums and store rows are `vllm_core::states`; Crush's database is
-//! `vllm_core::crush_db`; relaunching models goes through the model manager's
-//! `vllm_core::launcher::supervisor::Launcher`, so its queue and limits apply.
+//! `vllm_core::crush_db`; saving is `vllm_core::snapshot` and relaunching models is
+//! `vllm_core::restore`, through the model manager's `Launcher`, so its queue and
+//! limits apply.
 
+pub mod clear;
+pub mod common;
+pub mod load;
 pub mod resources;
-pub mod tools;
+pub mod save;
+pub mod transfer;
 
 use rmcp::model::{Resource, ResourceTemplate};
 use std::sync::Arc;
@@ -87,6 +94,9 @@ pub fn build(kit: Arc<Kit>) -> Result<(StatePersistence, Toolbox<StatePersistenc
     });
     let mut tools = Toolbox::default();
     vllm_mcp_kit::health::add_health_tool(&mut tools);
-    tools::register(&mut tools);
+    save::register(&mut tools);
+    load::register(&mut tools);
+    clear::register(&mut tools);
+    transfer::register(&mut tools);
     Ok((StatePersistence { kit, launcher }, tools))
 }
