@@ -4,7 +4,8 @@
 //! - one file per tool, its parameters (what the model reads in the input schema), its
 //!   answer and its handler: [`list`], [`load`], [`unload`] (with [`batch`], what the
 //!   two share), [`info`], [`set_config`];
-//! - [`runtime_tools`]: load-lora-adapter, unload-lora-adapter, sleep-model, wake-model, chat;
+//! - the runtime tools, on a server [`target`] finds: [`lora`] (load-lora-adapter,
+//!   unload-lora-adapter), [`sleep`] (sleep-model, wake-model), [`chat`];
 //! - [`resources`]: `vllm://model/{id}/config`, `vllm://model/{id}/logs`,
 //!   `vllm://crush/provider-config`.
 //!
@@ -12,12 +13,15 @@
 //! launcher shared with the state-persistence server.
 
 pub mod batch;
+pub mod chat;
 pub mod info;
 pub mod list;
 pub mod load;
+pub mod lora;
 pub mod resources;
-pub mod runtime_tools;
 pub mod set_config;
+pub mod sleep;
+pub mod target;
 pub mod unload;
 
 use info::Performance;
@@ -391,7 +395,9 @@ pub fn build(kit: Arc<Kit>) -> Result<(ModelManager, Toolbox<ModelManager>)> {
     unload::register(&mut t);
     info::register(&mut t);
     set_config::register(&mut t);
-    runtime_tools::register(&mut t);
+    lora::register(&mut t);
+    sleep::register(&mut t);
+    chat::register(&mut t);
     Ok((
         ModelManager {
             kit,
