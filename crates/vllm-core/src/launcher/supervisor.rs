@@ -1015,147 +1015,25 @@ impl Placer {
     /// transaction, so instances launching at once cannot both take the last slot, the
     /// same port, or the same GPUs while they load.
     fn place(&self, plan: &Plan) -> Result<Placed> {
-        let cfg = &self.config;
         let req = &plan.req;
         let sampling = models::sampling(&self.store, &req.model_id)?;
         // The process is spawned inside the transaction; when the transaction then fails
         // (a full store), the process must not outlive it unrecorded.
         let mut spawned_group: Option<u32> = None;
         let placed = self.store.write(|tx| {
-            let rows = {
-                let mut st = tx.prepare(
-                    "SELECT model_id, port, memory_estimate_mb, status, gpu_ids, pid, updated_at FROM models \
-                     WHERE status IN ('loading','loaded','stopping','sleeping')",
-                )?;
-                st.query_map([], |r| {
-                    Ok(Active {
-                        model_id: r.get(0)?,
-                        port: r.get::<_, Option<i64>>(1)?.map(|p| p as u16),
-                        memory_mb: r.get(2)?,
-                        loading: r.get::<_, String>(3)? == "loading",
-                        gpu_ids: crate::store::json_column(r, 4)?, // never "no GPU"
-                        pid: r.get(5)?,
-                        since: r.get(6)?,
-                    })
-                })?
-                .collect::<std::result::Result<Vec<_>, _>>()?
-            };
+            let rows = active_rows(tx)?;
             let others: Vec<&Active> = rows.iter().filter(|a| a.model_id != req.model_id).collect();
-            if others.len() as u32 >= cfg.limits.max_models {
-                return Err(Error::LimitExceeded {
-                    limit: "limits.max_models".into(),
-                    message: format!(
-                        "{} models are already launched (the maximum is {})",
-                        others.len(),
-                        cfg.limits.max_models
-                    ),
-                });
-            }
-            if let (Some(budget), Some(need)) = (cfg.limits.gpu_memory_budget_mb, plan.memory_mb)
-                && !plan.gpu_ids.is_empty()
-            {
-                let used: i64 = others.iter().filter_map(|a| a.memory_mb).sum();
-                if used as u64 + need > budget {
-                    return Err(Error::LimitExceeded {
-                        limit: "limits.gpu_memory_budget_mb".into(),
-                        message: format!(
-                            "launched models take {used} MiB; this one needs {need} MiB more; the budget is {budget} MiB"
-                        ),
-                    });
-                }
-            }
-            let previous: Option<(Option<i64>, i64)> = tx
-                .query_row(
-                    "SELECT port, restarts FROM models WHERE model_id = ?1",
-                    [&req.model_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let restarts = plan
-                .restarts
-                .unwrap_or_else(|| previous.as_ref().map(|(_, r)| *r as u32).unwrap_or(0));
-            let now = crate::time::unix_now();
-            let mut record = ModelRecord {
-                model_id: req.model_id.clone(),
-                source: plan.source.clone(),
-                status: ModelStatus::Loading,
-                host: cfg.launcher.host.clone(),
-                port: previous.as_ref().and_then(|(p, _)| p.map(|p| p as u16)),
-                pid: None,
-                start_time: None,
-                args: plan.args.clone(),
-                argv: Vec::new(),
-                env_names: Vec::new(),
-                gpu_ids: plan.gpu_ids.clone(),
-                log_path: Some(self.log_path(&req.model_id)),
-                launched_at: None,
-                loaded_at: None,
-                stopped_at: None,
-                error: None,
-                restart_policy: req.restart_policy.clone(),
-                restarts,
-                idle_ttl_seconds: req.idle_ttl_seconds,
-                memory_estimate_mb: plan.memory_mb,
-                updated_at: now,
-            };
-            // GPUs another model is still loading onto: wait in order (the queue is
-            // the loading records without a process, oldest first).
-            // Ahead of us: loads with a process on our GPUs, and queued loads that
-            // joined the queue before us.
-            let since = plan.queued_since.unwrap_or(now);
-            let ahead = others
-                .iter()
-                .filter(|a| a.loading && a.gpu_ids.iter().any(|g| plan.gpu_ids.contains(g)))
-                .filter(|a| a.pid.is_some() || a.since < since)
-                .count();
+            check_limits(&self.config, plan, &others)?;
+            let mut record = self.new_record(tx, plan)?;
+            let ahead = queue_ahead(plan, &others, record.updated_at);
             if ahead > 0 {
                 if plan.queued_since.is_none() {
                     models::put(tx, &record)?;
                 }
                 return Ok(Placed::Queued(record, ahead));
             }
-            let exclude = others
-                .iter()
-                .filter_map(|a| a.port)
-                .chain(plan.avoid_port)
-                .collect();
-            let preferred = record.port.filter(|p| Some(*p) != plan.avoid_port);
-            let [lo, hi] = cfg.launcher.port_range;
-            let port = process::pick_port(&cfg.launcher.host, (lo, hi), preferred, &exclude).ok_or_else(|| {
-                Error::LimitExceeded {
-                    limit: "launcher.port_range".into(),
-                    message: format!("no free port in {lo}..={hi}"),
-                }
-            })?;
-            let (program, argv) = command_line(&CommandSpec {
-                command: &cfg.launcher.command,
-                source: &plan.source,
-                model_id: &req.model_id,
-                host: &cfg.launcher.host,
-                port,
-                args: &plan.args,
-                sampling: &sampling,
-                executor_backend: cfg.launcher.distributed_executor_backend.as_deref(),
-            });
-            let (env, env_remove) = self.child_env(&plan.gpu_ids);
-            let log_path = self.log_path(&req.model_id);
-            let spawned = process::spawn_detached(&SpawnSpec {
-                program: program.clone(),
-                args: argv.clone(),
-                env: env.clone(),
-                env_remove,
-                log_path: log_path.clone(),
-                cwd: None,
-            })?;
-            spawned_group = Some(spawned.pid);
-            let mut full = vec![program];
-            full.extend(argv);
-            record.port = Some(port);
-            record.pid = Some(spawned.pid);
-            record.start_time = spawned.start_time;
-            record.argv = crate::redact::redact_args(&full);
-            record.env_names = env.iter().map(|(k, _)| k.clone()).collect();
-            record.launched_at = Some(now);
+            let spawned = self.spawn(plan, &sampling, &others, &mut record)?;
+            spawned_group = Some(spawned);
             models::put(tx, &record)?;
             Ok(Placed::Spawned(record))
         });
@@ -1166,6 +1044,97 @@ impl Placer {
             }
         }
         placed
+    }
+
+    /// The record a placement writes: the sticky port and the restart count of the
+    /// previous launch of the model, if any.
+    fn new_record(&self, tx: &rusqlite::Transaction<'_>, plan: &Plan) -> Result<ModelRecord> {
+        let (cfg, req) = (&self.config, &plan.req);
+        let previous: Option<(Option<i64>, i64)> = tx
+            .query_row(
+                "SELECT port, restarts FROM models WHERE model_id = ?1",
+                [&req.model_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let restarts = plan
+            .restarts
+            .unwrap_or_else(|| previous.as_ref().map(|(_, r)| *r as u32).unwrap_or(0));
+        Ok(ModelRecord {
+            model_id: req.model_id.clone(),
+            source: plan.source.clone(),
+            status: ModelStatus::Loading,
+            host: cfg.launcher.host.clone(),
+            port: previous.as_ref().and_then(|(p, _)| p.map(|p| p as u16)),
+            pid: None,
+            start_time: None,
+            args: plan.args.clone(),
+            argv: Vec::new(),
+            env_names: Vec::new(),
+            gpu_ids: plan.gpu_ids.clone(),
+            log_path: Some(self.log_path(&req.model_id)),
+            launched_at: None,
+            loaded_at: None,
+            stopped_at: None,
+            error: None,
+            restart_policy: req.restart_policy.clone(),
+            restarts,
+            idle_ttl_seconds: req.idle_ttl_seconds,
+            memory_estimate_mb: plan.memory_mb,
+            updated_at: crate::time::unix_now(),
+        })
+    }
+
+    /// Picks the port (the record's sticky one when free) and spawns `vllm serve`,
+    /// filling the record in; returns the new process group.
+    fn spawn(
+        &self,
+        plan: &Plan,
+        sampling: &crate::launch_args::SamplingDefaults,
+        others: &[&Active],
+        record: &mut ModelRecord,
+    ) -> Result<u32> {
+        let (cfg, req) = (&self.config, &plan.req);
+        let exclude = others
+            .iter()
+            .filter_map(|a| a.port)
+            .chain(plan.avoid_port)
+            .collect();
+        let preferred = record.port.filter(|p| Some(*p) != plan.avoid_port);
+        let [lo, hi] = cfg.launcher.port_range;
+        let port = process::pick_port(&cfg.launcher.host, (lo, hi), preferred, &exclude)
+            .ok_or_else(|| Error::LimitExceeded {
+                limit: "launcher.port_range".into(),
+                message: format!("no free port in {lo}..={hi}"),
+            })?;
+        let (program, argv) = command_line(&CommandSpec {
+            command: &cfg.launcher.command,
+            source: &plan.source,
+            model_id: &req.model_id,
+            host: &cfg.launcher.host,
+            port,
+            args: &plan.args,
+            sampling,
+            executor_backend: cfg.launcher.distributed_executor_backend.as_deref(),
+        });
+        let (env, env_remove) = self.child_env(&plan.gpu_ids);
+        let spawned = process::spawn_detached(&SpawnSpec {
+            program: program.clone(),
+            args: argv.clone(),
+            env: env.clone(),
+            env_remove,
+            log_path: self.log_path(&req.model_id),
+            cwd: None,
+        })?;
+        let mut full = vec![program];
+        full.extend(argv);
+        record.port = Some(port);
+        record.pid = Some(spawned.pid);
+        record.start_time = spawned.start_time;
+        record.argv = crate::redact::redact_args(&full);
+        record.env_names = env.iter().map(|(k, _)| k.clone()).collect();
+        record.launched_at = Some(record.updated_at);
+        Ok(spawned.pid)
     }
 
     /// The launched server's environment: ours, plus the configured extra variables, the
@@ -1204,6 +1173,66 @@ impl Placer {
             .collect();
         self.config.log_dir().join(format!("{safe}.log"))
     }
+}
+
+/// The models that hold (or wait for) a slot, GPUs or a port: every active record.
+fn active_rows(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Active>> {
+    let mut st = tx.prepare(
+        "SELECT model_id, port, memory_estimate_mb, status, gpu_ids, pid, updated_at FROM models \
+         WHERE status IN ('loading','loaded','stopping','sleeping')",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(Active {
+            model_id: r.get(0)?,
+            port: r.get::<_, Option<i64>>(1)?.map(|p| p as u16),
+            memory_mb: r.get(2)?,
+            loading: r.get::<_, String>(3)? == ModelStatus::Loading.as_str(),
+            // An unreadable list is an error, never "no GPU" (two loads on one GPU).
+            gpu_ids: crate::store::json_column(r, 4)?,
+            pid: r.get(5)?,
+            since: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// `limits.max_models` and `limits.gpu_memory_budget_mb` against the other launches.
+fn check_limits(cfg: &Config, plan: &Plan, others: &[&Active]) -> Result<()> {
+    if others.len() as u32 >= cfg.limits.max_models {
+        return Err(Error::LimitExceeded {
+            limit: "limits.max_models".into(),
+            message: format!(
+                "{} models are already launched (the maximum is {})",
+                others.len(),
+                cfg.limits.max_models
+            ),
+        });
+    }
+    if let (Some(budget), Some(need)) = (cfg.limits.gpu_memory_budget_mb, plan.memory_mb)
+        && !plan.gpu_ids.is_empty()
+    {
+        let used: i64 = others.iter().filter_map(|a| a.memory_mb).sum();
+        if used as u64 + need > budget {
+            return Err(Error::LimitExceeded {
+                limit: "limits.gpu_memory_budget_mb".into(),
+                message: format!(
+                    "launched models take {used} MiB; this one needs {need} MiB more; the budget is {budget} MiB"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Loads ahead of this one on its GPUs: those with a process (loading now), and the
+/// queued ones (no process yet) that joined the queue before it (`now` for a new one).
+fn queue_ahead(plan: &Plan, others: &[&Active], now: f64) -> usize {
+    let since = plan.queued_since.unwrap_or(now);
+    others
+        .iter()
+        .filter(|a| a.loading && a.gpu_ids.iter().any(|g| plan.gpu_ids.contains(g)))
+        .filter(|a| a.pid.is_some() || a.since < since)
+        .count()
 }
 
 /// The key launched servers get (`launcher.api_key_env`), when set.
