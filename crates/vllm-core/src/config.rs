@@ -528,21 +528,21 @@ impl Config {
     }
 
     fn validate(&self, path: Option<&Path>) -> Result<()> {
-        let bad = |key: &str, message: String| Error::Config {
-            path: path.map(Path::to_path_buf),
-            key: key.into(),
-            message,
-        };
-        let positive = |key: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(bad(
-                    key,
-                    format!("must be a positive number of seconds, got {v}"),
-                ))
-            }
-        };
+        self.validate_timings()
+            .and_then(|()| self.validate_endpoints())
+            .and_then(|()| self.validate_launcher())
+            .and_then(|()| self.validate_catalog())
+            .and_then(|()| self.validate_monitor())
+            .and_then(|()| self.validate_state_and_store())
+            .map_err(|(key, message)| Error::Config {
+                path: path.map(Path::to_path_buf),
+                key,
+                message,
+            })
+    }
+
+    /// Every timeout and interval is a positive number of seconds.
+    fn validate_timings(&self) -> std::result::Result<(), Bad> {
         positive(
             "http.connect_timeout_seconds",
             self.http.connect_timeout_seconds,
@@ -575,6 +575,11 @@ impl Config {
             self.monitor.sample_interval_seconds,
         )?;
         positive("monitor.retention_hours", self.monitor.retention_hours)?;
+        Ok(())
+    }
+
+    /// Endpoints: a usable base URL, a unique name, positive timeouts.
+    fn validate_endpoints(&self) -> std::result::Result<(), Bad> {
         let mut names = std::collections::BTreeSet::new();
         for (i, e) in self.endpoints.iter().enumerate() {
             let key = format!("endpoints[{i}].base_url");
@@ -589,6 +594,11 @@ impl Config {
                 positive(&format!("endpoints[{i}].request_timeout_seconds"), t)?;
             }
         }
+        Ok(())
+    }
+
+    /// The launcher's command and port range, and the listing limits.
+    fn validate_launcher(&self) -> std::result::Result<(), Bad> {
         if self.launcher.command.is_empty() || self.launcher.command[0].is_empty() {
             return Err(bad(
                 "launcher.command",
@@ -608,6 +618,11 @@ impl Config {
                 "must be between 1 and limits.list_max".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Catalog entries: a source and launch arguments the launcher accepts.
+    fn validate_catalog(&self) -> std::result::Result<(), Bad> {
         for (alias, entry) in &self.catalog {
             if entry.source.is_empty() {
                 return Err(bad(&format!("catalog.{alias}.source"), "is empty".into()));
@@ -618,6 +633,11 @@ impl Config {
                 return Err(bad(&format!("catalog.{alias}.args.{field}"), reason));
             }
         }
+        Ok(())
+    }
+
+    /// Alert overrides name known rules and severities; URLs the monitor calls.
+    fn validate_monitor(&self) -> std::result::Result<(), Bad> {
         let known: Vec<String> = AlertRule::defaults().into_iter().map(|r| r.name).collect();
         for (name, o) in &self.monitor.alerts {
             if !known.contains(name) {
@@ -650,6 +670,11 @@ impl Config {
         if let Some(u) = &self.monitor.webhook_url {
             validate_base_url(u).map_err(|m| bad("monitor.webhook_url", m))?;
         }
+        Ok(())
+    }
+
+    /// Saved states, the store's cap, export directories, the Prometheus listener.
+    fn validate_state_and_store(&self) -> std::result::Result<(), Bad> {
         if self.state.keep_per_session == 0 {
             return Err(bad(
                 "state.keep_per_session",
@@ -731,6 +756,25 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
         }
     }
     p[pi..].iter().all(|&c| c == '*')
+}
+
+/// A configuration problem: the key and what is wrong with it.
+type Bad = (String, String);
+
+fn bad(key: &str, message: String) -> Bad {
+    (key.to_string(), message)
+}
+
+/// `Ok` for a finite number of seconds above zero.
+fn positive(key: &str, v: f64) -> std::result::Result<(), Bad> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(bad(
+            key,
+            format!("must be a positive number of seconds, got {v}"),
+        ))
+    }
 }
 
 fn validate_base_url(u: &str) -> std::result::Result<(), String> {
