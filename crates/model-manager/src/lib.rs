@@ -104,18 +104,11 @@ impl ModelManager {
     /// Memory of a model's processes: NVML's figure when it attributes GPU memory to
     /// them, else their resident memory.
     pub fn memory_of_members(&self, members: &[u32]) -> Option<u64> {
-        if let Ok(gpus) = self.kit.gpus.snapshots() {
-            let used: u64 = gpus
-                .iter()
-                .flat_map(|g| g.processes.iter().flatten())
-                .filter(|p| members.contains(&p.pid))
-                .filter_map(|p| p.used_mb)
-                .sum();
-            if used > 0 {
-                return Some(used);
-            }
+        let gpus = self.kit.gpus.snapshots().unwrap_or_default();
+        match vllm_core::gpu::memory_used_by(&gpus, members) {
+            Some(used) if used > 0 => Some(used),
+            _ => Some(process::rss_mb_of(members)),
         }
-        Some(process::rss_mb_of(members))
     }
 
     /// `list-models`' view of a launched model; `groups` is one scan of the process

@@ -131,13 +131,12 @@ fn sleep_unsupported(t: &Target) -> Error {
 fn measure(s: &ModelManager, r: &ModelRecord) -> Option<(Option<u64>, u64)> {
     let pid = r.pid?;
     let members = process::group_members(pid);
-    let gpu = s.kit.gpus.snapshots().ok().map(|gpus| {
-        gpus.iter()
-            .flat_map(|g| g.processes.iter().flatten())
-            .filter(|p| members.contains(&p.pid))
-            .filter_map(|p| p.used_mb)
-            .sum::<u64>()
-    });
+    let gpu = s
+        .kit
+        .gpus
+        .snapshots()
+        .ok()
+        .map(|gpus| vllm_core::gpu::memory_used_by(&gpus, &members).unwrap_or(0));
     Some((gpu, process::group_rss_mb(pid)))
 }
 

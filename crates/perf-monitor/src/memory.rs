@@ -22,7 +22,10 @@ use crate::PerfMonitor;
 use schemars::JsonSchema;
 use serde::Serialize;
 use std::sync::Arc;
+use vllm_core::gpu::GpuSnapshot;
 use vllm_core::launcher::process;
+use vllm_core::models::ModelRecord;
+use vllm_core::monitor::Sample;
 use vllm_core::monitor::history;
 use vllm_core::monitor::memory::weights_mb_from_log_file;
 use vllm_core::{Error, Result, models};
@@ -105,78 +108,112 @@ fn compute(kit: &Kit) -> Result<MemoryAnswer> {
     let groups = process::groups_recent(process::FIGURES_MAX_AGE);
     let live = crate::figures::live_groups(&records, &groups);
     // The newest sample of each series of the last retention period.
-    let latest = history::latest(
-        store,
-        vllm_core::time::unix_now() - crate::figures::retention_seconds(kit),
-    )?;
+    let since = vllm_core::time::unix_now() - crate::figures::retention_seconds(kit);
+    let latest = history::latest(store, since)?;
     let gpus = kit.gpus.snapshots();
     let mut notes = Vec::new();
-
-    let mut model_memory = Vec::new();
-    for (r, members) in &live {
-        let url = r.base_url();
-        let sample = latest
-            .iter()
-            .filter(|s| Some(&s.base_url) == url.as_ref() && s.up && !s.model.is_empty())
-            .max_by(|a, b| a.ts.total_cmp(&b.ts));
-        let (weights, source) = match r.log_path.as_deref().and_then(weights_mb_from_log_file) {
-            Some(w) => (Some(w), Some("log")),
-            None => match r.memory_estimate_mb {
-                Some(e) => (Some(e), Some("estimate")),
-                None => (None, None),
-            },
-        };
-        let kv = sample
-            .and_then(|s| s.detail.as_ref())
-            .and_then(|d| d.kv_cache_memory_bytes)
-            .map(|b| b.div_ceil(MIB));
-        let gpu_mem = gpus.as_ref().ok().and_then(|g| {
-            let used: Vec<u64> = g
-                .iter()
-                .flat_map(|x| x.processes.iter().flatten())
-                .filter(|p| members.contains(&p.pid))
-                .filter_map(|p| p.used_mb)
-                .collect();
-            (!used.is_empty()).then(|| used.iter().sum())
-        });
-        let mut why = Vec::new();
-        if weights.is_none() {
-            why.push("weights_mb: the log states no weight size and the launch has no estimate");
-        }
-        if kv.is_none() {
-            why.push("kv_cache_mb: no sample of the server's vllm:cache_config_info yet");
-        }
-        let activations = match (gpu_mem, weights, kv) {
-            (Some(t), Some(w), Some(k)) if t >= w + k => Some(t - w - k),
-            (Some(_), Some(_), Some(_)) => {
-                why.push("activations_mb: weights and KV cache exceed the GPU memory of the model's processes (an estimate is off)");
-                None
-            }
-            (None, _, _) => {
-                why.push("activations_mb: NVML attributes no GPU memory to the model's processes");
-                None
-            }
-            _ => None,
-        };
-        model_memory.push(ModelMemory {
-            model_id: r.model_id.clone(),
-            endpoint: sample.map_or(r.model_id.clone(), |s| s.endpoint.clone()),
-            origin: "launched".into(),
-            weights_mb: weights,
-            weights_source: source.map(String::from),
-            kv_cache_mb: kv,
-            activations_mb: activations,
-            gpu_memory_mb: gpu_mem,
-            process_mb: Some(process::rss_mb_of(members)),
-            note: (!why.is_empty()).then(|| why.join("; ")),
-        });
+    let no_gpus = Vec::new();
+    let snapshots = gpus.as_ref().unwrap_or(&no_gpus);
+    let mut model_memory: Vec<ModelMemory> = live
+        .iter()
+        .map(|(r, members)| launched_memory(r, members, &latest, snapshots, gpus.is_ok()))
+        .collect();
+    model_memory.extend(attached_memory(kit, &latest));
+    let gpu_memory = gpu_memory(&gpus, &model_memory, &mut notes);
+    let pids: Vec<u32> = live.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+    if !kit.endpoints.is_empty() {
+        notes.push(
+            "system_memory.process_mb counts the processes of launched models only: attached endpoints' \
+             processes are not visible to this monitor"
+                .into(),
+        );
     }
+    Ok(MemoryAnswer {
+        timestamp: vllm_core::time::now_rfc3339(),
+        gpu_memory,
+        system_memory: SystemMemory {
+            process_mb: process::rss_mb_of(&pids),
+            available_mb: process::available_memory_mb(),
+            swap_mb: swap_used_mb(),
+        },
+        model_memory,
+        notes,
+    })
+}
+
+/// A launched model's memory: weights (its log, else the launch's estimate), KV cache
+/// (the server's own figure), GPU memory of its processes, and what is left for
+/// activations.
+fn launched_memory(
+    r: &ModelRecord,
+    members: &[u32],
+    latest: &[Sample],
+    gpus: &[GpuSnapshot],
+    nvml: bool,
+) -> ModelMemory {
+    let url = r.base_url();
+    let sample = latest
+        .iter()
+        .filter(|s| Some(&s.base_url) == url.as_ref() && s.up && !s.model.is_empty())
+        .max_by(|a, b| a.ts.total_cmp(&b.ts));
+    let (weights, source) = match r.log_path.as_deref().and_then(weights_mb_from_log_file) {
+        Some(w) => (Some(w), Some("log")),
+        None => match r.memory_estimate_mb {
+            Some(e) => (Some(e), Some("estimate")),
+            None => (None, None),
+        },
+    };
+    let kv = sample
+        .and_then(|s| s.detail.as_ref())
+        .and_then(|d| d.kv_cache_memory_bytes)
+        .map(|b| b.div_ceil(MIB));
+    let gpu_mem = if nvml {
+        vllm_core::gpu::memory_used_by(gpus, members)
+    } else {
+        None
+    };
+    let mut why = Vec::new();
+    if weights.is_none() {
+        why.push("weights_mb: the log states no weight size and the launch has no estimate");
+    }
+    if kv.is_none() {
+        why.push("kv_cache_mb: no sample of the server's vllm:cache_config_info yet");
+    }
+    let activations = match (gpu_mem, weights, kv) {
+        (Some(t), Some(w), Some(k)) if t >= w + k => Some(t - w - k),
+        (Some(_), Some(_), Some(_)) => {
+            why.push("activations_mb: weights and KV cache exceed the GPU memory of the model's processes (an estimate is off)");
+            None
+        }
+        (None, _, _) => {
+            why.push("activations_mb: NVML attributes no GPU memory to the model's processes");
+            None
+        }
+        _ => None,
+    };
+    ModelMemory {
+        model_id: r.model_id.clone(),
+        endpoint: sample.map_or(r.model_id.clone(), |s| s.endpoint.clone()),
+        origin: "launched".into(),
+        weights_mb: weights,
+        weights_source: source.map(String::from),
+        kv_cache_mb: kv,
+        activations_mb: activations,
+        gpu_memory_mb: gpu_mem,
+        process_mb: Some(process::rss_mb_of(members)),
+        note: (!why.is_empty()).then(|| why.join("; ")),
+    }
+}
+
+/// The models attached endpoints serve: only their KV cache is visible from here.
+fn attached_memory(kit: &Kit, latest: &[Sample]) -> Vec<ModelMemory> {
+    let mut out = Vec::new();
     for c in &kit.endpoints {
         for s in latest
             .iter()
             .filter(|s| s.endpoint == c.name() && s.up && !s.model.is_empty())
         {
-            model_memory.push(ModelMemory {
+            out.push(ModelMemory {
                 model_id: s.model.clone(),
                 endpoint: s.endpoint.clone(),
                 origin: "attached".into(),
@@ -198,49 +235,21 @@ fn compute(kit: &Kit) -> Result<MemoryAnswer> {
             });
         }
     }
+    out
+}
 
-    let gpu_memory = match &gpus {
-        Ok(g) if !g.is_empty() => {
-            let sum = |f: fn(&vllm_core::gpu::GpuSnapshot) -> Option<u64>| -> u64 {
-                g.iter().filter_map(f).sum()
-            };
-            let reserved = sum(|x| x.memory_used_mb);
-            let allocated: Option<u64> = model_memory
-                .iter()
-                .filter_map(|m| Some(m.weights_mb? + m.kv_cache_mb?))
-                .fold(None, |a, v| Some(a.unwrap_or(0) + v));
-            let cached = match allocated {
-                Some(a) if a <= reserved => Some(reserved - a),
-                Some(_) => {
-                    notes.push(
-                        "gpu_memory.cached_mb: the models' weights and KV cache exceed the GPU memory in use \
-                         (they are not on these GPUs, or an estimate is off)"
-                            .to_string(),
-                    );
-                    None
-                }
-                None => {
-                    notes.push("gpu_memory.allocated_mb: no model has both its weights and KV cache size known".into());
-                    None
-                }
-            };
-            Some(GpuMemory {
-                allocated_mb: allocated,
-                cached_mb: cached,
-                reserved_mb: reserved,
-                free_mb: sum(|x| x.memory_free_mb),
-                total_mb: sum(|x| x.memory_total_mb),
-                fragmentation_ratio: match cached {
-                    Some(c) if reserved > 0 => {
-                        Some((c as f64 / reserved as f64 * 10_000.0).round() / 10_000.0)
-                    }
-                    _ => None,
-                },
-            })
-        }
+/// The GPUs' memory: reserved (in use), allocated (the models' weights and KV cache),
+/// cached (the rest), free and total; `None` with a note without GPUs.
+fn gpu_memory(
+    gpus: &Result<Vec<GpuSnapshot>>,
+    model_memory: &[ModelMemory],
+    notes: &mut Vec<String>,
+) -> Option<GpuMemory> {
+    let g = match gpus {
+        Ok(g) if !g.is_empty() => g,
         Ok(_) => {
             notes.push("gpu_memory: no GPU is visible".into());
-            None
+            return None;
         }
         Err(e) => {
             notes.push(format!(
@@ -249,28 +258,45 @@ fn compute(kit: &Kit) -> Result<MemoryAnswer> {
                 e,
                 e.suggestion()
             ));
+            return None;
+        }
+    };
+    let sum = |f: fn(&GpuSnapshot) -> Option<u64>| -> u64 { g.iter().filter_map(f).sum() };
+    let reserved = sum(|x| x.memory_used_mb);
+    let allocated: Option<u64> = model_memory
+        .iter()
+        .filter_map(|m| Some(m.weights_mb? + m.kv_cache_mb?))
+        .fold(None, |a, v| Some(a.unwrap_or(0) + v));
+    let cached = match allocated {
+        Some(a) if a <= reserved => Some(reserved - a),
+        Some(_) => {
+            notes.push(
+                "gpu_memory.cached_mb: the models' weights and KV cache exceed the GPU memory in use \
+                 (they are not on these GPUs, or an estimate is off)"
+                    .to_string(),
+            );
+            None
+        }
+        None => {
+            notes.push(
+                "gpu_memory.allocated_mb: no model has both its weights and KV cache size known"
+                    .into(),
+            );
             None
         }
     };
-
-    let pids: Vec<u32> = live.iter().flat_map(|(_, m)| m.iter().copied()).collect();
-    if !kit.endpoints.is_empty() {
-        notes.push(
-            "system_memory.process_mb counts the processes of launched models only: attached endpoints' \
-             processes are not visible to this monitor"
-                .into(),
-        );
-    }
-    Ok(MemoryAnswer {
-        timestamp: vllm_core::time::now_rfc3339(),
-        gpu_memory,
-        system_memory: SystemMemory {
-            process_mb: process::rss_mb_of(&pids),
-            available_mb: process::available_memory_mb(),
-            swap_mb: swap_used_mb(),
+    Some(GpuMemory {
+        allocated_mb: allocated,
+        cached_mb: cached,
+        reserved_mb: reserved,
+        free_mb: sum(|x| x.memory_free_mb),
+        total_mb: sum(|x| x.memory_total_mb),
+        fragmentation_ratio: match cached {
+            Some(c) if reserved > 0 => {
+                Some((c as f64 / reserved as f64 * 10_000.0).round() / 10_000.0)
+            }
+            _ => None,
         },
-        model_memory,
-        notes,
     })
 }
 

@@ -58,6 +58,18 @@ pub struct GpuProcess {
 }
 
 /// A source of GPU figures. Object-safe so servers hold `Arc<dyn GpuSource>`.
+/// MiB of GPU memory NVML attributes to `pids`, summed over every GPU; `None` when it
+/// lists none of them (no NVML process list, or the processes hold no GPU memory).
+pub fn memory_used_by(gpus: &[GpuSnapshot], pids: &[u32]) -> Option<u64> {
+    let used: Vec<u64> = gpus
+        .iter()
+        .flat_map(|g| g.processes.iter().flatten())
+        .filter(|p| pids.contains(&p.pid))
+        .filter_map(|p| p.used_mb)
+        .collect();
+    (!used.is_empty()).then(|| used.iter().sum())
+}
+
 pub trait GpuSource: Send + Sync + std::fmt::Debug {
     /// Number of visible GPUs.
     fn count(&self) -> Result<u32>;

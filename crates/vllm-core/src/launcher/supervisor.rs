@@ -832,13 +832,7 @@ impl Launcher {
     /// MiB of GPU memory NVML attributes to these pids; `None` without NVML.
     fn gpu_used_by(&self, pids: &[u32]) -> Option<u64> {
         let gpus = self.gpus.snapshots().ok()?;
-        Some(
-            gpus.iter()
-                .flat_map(|g| g.processes.iter().flatten())
-                .filter(|p| pids.contains(&p.pid))
-                .filter_map(|p| p.used_mb)
-                .sum(),
-        )
+        Some(crate::gpu::memory_used_by(&gpus, pids).unwrap_or(0))
     }
 }
 
