@@ -236,7 +236,6 @@ const LONG_FUNCTIONS_LEFT: &[(&str, &str, usize)] = &[
     ("crates/mock-vllm/src/process.rs", "serve_process", 191),
     ("crates/vllm-core/src/monitor/alerts.rs", "conditions", 139),
     ("crates/vllm-core/src/monitor/promql.rs", "queries", 128),
-    ("crates/vllm-core/src/monitor/window.rs", "history", 168),
 ];
 
 #[test]

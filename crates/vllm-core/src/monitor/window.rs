@@ -426,123 +426,170 @@ pub fn history(
     until: f64,
     max_points: usize,
 ) -> BTreeMap<&'static str, Points> {
-    let n = max_points.max(1);
-    let width = ((until - since) / n as f64).max(1e-9);
-    let bin = |t: f64| (((t - since) / width).floor().max(0.0) as usize).min(n - 1);
-    let mid = |b: usize| since + (b as f64 + 0.5) * width;
-
-    #[derive(Default, Clone)]
-    struct Acc {
-        rate: [f64; 3],
-        rate_any: bool,
-        failed: f64,
-        running: f64,
-        waiting: f64,
-        kv: (f64, usize),
-        gauges_any: bool,
-        e2e: (f64, f64),
-    }
-    let mut acc = vec![Acc::default(); n];
+    let bins = Bins::new(since, until, max_points);
+    let mut acc = vec![BinAcc::default(); bins.n];
     for rows in series {
         let up: Vec<&Sample> = rows
             .iter()
             .filter(|s| s.up && !s.model.is_empty())
             .collect();
-        // Per bin and series: increases, time covered, gauge sums and counts.
-        let mut inc = vec![([0.0f64; 4], 0.0f64, (0.0f64, 0.0f64)); n];
-        for pair in up.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
-            let k = bin(b.ts);
-            let reset = is_reset(a, b);
-            let d = |f: fn(&Sample) -> Option<f64>| match (f(a), f(b)) {
-                (Some(x), Some(y)) => {
-                    if reset {
-                        y
-                    } else {
-                        y - x
-                    }
+        add_counters(&bins, &up, &mut acc);
+        add_gauges(&bins, &up, &mut acc);
+    }
+    let mut out: BTreeMap<&'static str, Points> = HISTORY_SERIES
+        .iter()
+        .map(|(name, _)| (*name, Vec::new()))
+        .collect();
+    push_model_points(&bins, &acc, &mut out);
+    push_gpu_points(&bins, gpus, &mut out);
+    out
+}
+
+/// `n` equal bins over `[since, until]`.
+struct Bins {
+    since: f64,
+    width: f64,
+    n: usize,
+}
+
+impl Bins {
+    fn new(since: f64, until: f64, max_points: usize) -> Bins {
+        let n = max_points.max(1);
+        let width = ((until - since) / n as f64).max(1e-9);
+        Bins { since, width, n }
+    }
+
+    /// The bin of time `t` (times outside the range go to the first or last).
+    fn of(&self, t: f64) -> usize {
+        (((t - self.since) / self.width).floor().max(0.0) as usize).min(self.n - 1)
+    }
+
+    /// The middle of bin `b`: a point's time.
+    fn mid(&self, b: usize) -> f64 {
+        self.since + (b as f64 + 0.5) * self.width
+    }
+}
+
+/// What one bin gathers over the model series.
+#[derive(Default, Clone)]
+struct BinAcc {
+    /// Generation tokens, prompt tokens, finished requests per second, summed over series.
+    rate: [f64; 3],
+    rate_any: bool,
+    failed: f64,
+    running: f64,
+    waiting: f64,
+    kv: (f64, usize),
+    gauges_any: bool,
+    e2e: (f64, f64),
+}
+
+/// Each series' counter increases in a bin over the time its samples there cover,
+/// added over series (a reset counts the new value whole).
+fn add_counters(bins: &Bins, up: &[&Sample], acc: &mut [BinAcc]) {
+    let mut inc = vec![([0.0f64; 4], 0.0f64, (0.0f64, 0.0f64)); bins.n];
+    for pair in up.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let reset = is_reset(a, b);
+        let d = |f: fn(&Sample) -> Option<f64>| match (f(a), f(b)) {
+            (Some(x), Some(y)) => {
+                if reset {
+                    y
+                } else {
+                    y - x
                 }
-                _ => 0.0,
-            };
-            let e = &mut inc[k];
-            e.0[0] += d(|s| s.generation_tokens);
-            e.0[1] += d(|s| s.prompt_tokens);
-            e.0[2] += d(|s| s.requests_finished);
-            e.0[3] += d(|s| s.requests_failed);
-            e.1 += b.ts - a.ts;
-            e.2.0 += d(|s| s.e2e_sum);
-            e.2.1 += d(|s| s.e2e_count);
-        }
-        for (k, (v, dt, e2e)) in inc.into_iter().enumerate() {
-            if dt > 0.0 {
-                let a = &mut acc[k];
-                a.rate[0] += v[0] / dt;
-                a.rate[1] += v[1] / dt;
-                a.rate[2] += v[2] / dt;
-                a.failed += v[3] / dt;
-                a.rate_any = true;
-                a.e2e.0 += e2e.0;
-                a.e2e.1 += e2e.1;
             }
-        }
-        let mut gauges = vec![(0.0f64, 0.0f64, 0.0f64, 0usize, 0usize); n];
-        for s in &up {
-            let g = &mut gauges[bin(s.ts)];
-            g.0 += s.running.unwrap_or(0.0);
-            g.1 += s.waiting.unwrap_or(0.0);
-            if let Some(kv) = s.kv_cache_usage {
-                g.2 += kv;
-                g.4 += 1;
-            }
-            g.3 += 1;
-        }
-        for (k, g) in gauges.into_iter().enumerate() {
-            if g.3 > 0 {
-                let a = &mut acc[k];
-                a.running += g.0 / g.3 as f64;
-                a.waiting += g.1 / g.3 as f64;
-                if g.4 > 0 {
-                    a.kv.0 += g.2 / g.4 as f64;
-                    a.kv.1 += 1;
-                }
-                a.gauges_any = true;
-            }
+            _ => 0.0,
+        };
+        let e = &mut inc[bins.of(b.ts)];
+        e.0[0] += d(|s| s.generation_tokens);
+        e.0[1] += d(|s| s.prompt_tokens);
+        e.0[2] += d(|s| s.requests_finished);
+        e.0[3] += d(|s| s.requests_failed);
+        e.1 += b.ts - a.ts;
+        e.2.0 += d(|s| s.e2e_sum);
+        e.2.1 += d(|s| s.e2e_count);
+    }
+    for (k, (v, dt, e2e)) in inc.into_iter().enumerate() {
+        if dt > 0.0 {
+            let a = &mut acc[k];
+            a.rate[0] += v[0] / dt;
+            a.rate[1] += v[1] / dt;
+            a.rate[2] += v[2] / dt;
+            a.failed += v[3] / dt;
+            a.rate_any = true;
+            a.e2e.0 += e2e.0;
+            a.e2e.1 += e2e.1;
         }
     }
-    let mut out: BTreeMap<&'static str, Points> = BTreeMap::new();
-    for (name, _) in HISTORY_SERIES {
-        out.insert(name, Vec::new());
-    }
-    let mut push = |name: &'static str, t: f64, v: f64| {
-        if let Some(p) = out.get_mut(name) {
-            p.push((t, v));
+}
+
+/// Each series' gauge means in a bin (running, waiting, KV cache), added over series
+/// (the KV-cache usage is averaged over them).
+fn add_gauges(bins: &Bins, up: &[&Sample], acc: &mut [BinAcc]) {
+    let mut gauges = vec![(0.0f64, 0.0f64, 0.0f64, 0usize, 0usize); bins.n];
+    for s in up {
+        let g = &mut gauges[bins.of(s.ts)];
+        g.0 += s.running.unwrap_or(0.0);
+        g.1 += s.waiting.unwrap_or(0.0);
+        if let Some(kv) = s.kv_cache_usage {
+            g.2 += kv;
+            g.4 += 1;
         }
-    };
+        g.3 += 1;
+    }
+    for (k, g) in gauges.into_iter().enumerate() {
+        if g.3 > 0 {
+            let a = &mut acc[k];
+            a.running += g.0 / g.3 as f64;
+            a.waiting += g.1 / g.3 as f64;
+            if g.4 > 0 {
+                a.kv.0 += g.2 / g.4 as f64;
+                a.kv.1 += 1;
+            }
+            a.gauges_any = true;
+        }
+    }
+}
+
+fn push_point(out: &mut BTreeMap<&'static str, Points>, name: &'static str, t: f64, v: f64) {
+    if let Some(p) = out.get_mut(name) {
+        p.push((t, v));
+    }
+}
+
+/// The model series' points, where a bin has data.
+fn push_model_points(bins: &Bins, acc: &[BinAcc], out: &mut BTreeMap<&'static str, Points>) {
     for (k, a) in acc.iter().enumerate() {
-        let t = mid(k);
+        let t = bins.mid(k);
         if a.rate_any {
-            push("tokens_per_second", t, a.rate[0]);
-            push("prompt_tokens_per_second", t, a.rate[1]);
-            push("requests_per_second", t, a.rate[2]);
-            push("failed_requests_per_second", t, a.failed);
+            push_point(out, "tokens_per_second", t, a.rate[0]);
+            push_point(out, "prompt_tokens_per_second", t, a.rate[1]);
+            push_point(out, "requests_per_second", t, a.rate[2]);
+            push_point(out, "failed_requests_per_second", t, a.failed);
             if a.e2e.1 > 0.0 {
-                push("latency_avg_ms", t, a.e2e.0 / a.e2e.1 * 1000.0);
+                push_point(out, "latency_avg_ms", t, a.e2e.0 / a.e2e.1 * 1000.0);
             }
         }
         if a.gauges_any {
-            push("num_requests_running", t, a.running);
-            push("num_requests_waiting", t, a.waiting);
+            push_point(out, "num_requests_running", t, a.running);
+            push_point(out, "num_requests_waiting", t, a.waiting);
             if a.kv.1 > 0 {
-                push("kv_cache_usage", t, a.kv.0 / a.kv.1 as f64);
+                push_point(out, "kv_cache_usage", t, a.kv.0 / a.kv.1 as f64);
             }
         }
     }
-    // GPUs: per bin, per GPU means, then over GPUs. Per GPU: utilization sum and count,
-    // memory sum and count, highest temperature.
-    type PerGpu = BTreeMap<u32, (f64, usize, f64, usize, u32)>;
-    let mut g: Vec<PerGpu> = vec![BTreeMap::new(); n];
+}
+
+/// The GPU series' points: per bin, each GPU's means, then over GPUs (utilization
+/// averaged, memory added, the highest temperature).
+fn push_gpu_points(bins: &Bins, gpus: &[GpuRow], out: &mut BTreeMap<&'static str, Points>) {
+    // Per GPU: utilization sum and count, memory sum and count, highest temperature.
+    type Gpu = (f64, usize, f64, usize, u32);
+    type PerGpu = BTreeMap<u32, Gpu>;
+    let mut g: Vec<PerGpu> = vec![BTreeMap::new(); bins.n];
     for r in gpus {
-        let e = g[bin(r.ts)].entry(r.gpu).or_default();
+        let e = g[bins.of(r.ts)].entry(r.gpu).or_default();
         if let Some(u) = r.utilization {
             e.0 += u;
             e.1 += 1;
@@ -555,35 +602,28 @@ pub fn history(
             e.4 = e.4.max(t);
         }
     }
-    for (k, per_gpu) in g.iter().enumerate() {
-        if per_gpu.is_empty() {
-            continue;
-        }
-        let t = mid(k);
-        let utils: Vec<f64> = per_gpu
-            .values()
-            .filter(|e| e.1 > 0)
-            .map(|e| e.0 / e.1 as f64)
-            .collect();
+    for (k, per_gpu) in g.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+        let t = bins.mid(k);
+        let mean = |sum: fn(&Gpu) -> (f64, usize)| -> Vec<f64> {
+            per_gpu
+                .values()
+                .map(sum)
+                .filter(|(_, c)| *c > 0)
+                .map(|(s, c)| s / c as f64)
+                .collect()
+        };
+        let utils = mean(|e| (e.0, e.1));
         if !utils.is_empty() {
-            push(
-                "gpu_utilization",
-                t,
-                utils.iter().sum::<f64>() / utils.len() as f64,
-            );
+            let avg = utils.iter().sum::<f64>() / utils.len() as f64;
+            push_point(out, "gpu_utilization", t, avg);
         }
-        let mems: Vec<f64> = per_gpu
-            .values()
-            .filter(|e| e.3 > 0)
-            .map(|e| e.2 / e.3 as f64)
-            .collect();
+        let mems = mean(|e| (e.2, e.3));
         if !mems.is_empty() {
-            push("gpu_memory_used_mb", t, mems.iter().sum());
+            push_point(out, "gpu_memory_used_mb", t, mems.iter().sum());
         }
         let temp = per_gpu.values().map(|e| e.4).max().unwrap_or(0);
         if temp > 0 {
-            push("gpu_temperature_max_c", t, f64::from(temp));
+            push_point(out, "gpu_temperature_max_c", t, f64::from(temp));
         }
     }
-    out
 }
