@@ -127,7 +127,8 @@ fn fmt(v: f64) -> String {
     format!("{r}")
 }
 
-/// The conditions holding at `now` for every enabled rule.
+/// The conditions holding at `now` for every enabled rule. The store's windows are read
+/// once per window length, whatever the number of rules over them.
 fn conditions(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Hit>> {
     let mut hits = Vec::new();
     let mut series_cache: HashMap<u64, Vec<Vec<Sample>>> = HashMap::new();
@@ -135,51 +136,12 @@ fn conditions(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Hit>> 
     for rule in rules.iter().filter(|r| r.enabled) {
         let w = rule.window_seconds.max(0.0);
         let key = w.to_bits();
-        let hit = |target: Labels, value: f64, summary: String| Hit {
-            rule: rule.name.clone(),
-            target,
-            severity: rule.severity.clone(),
-            value,
-            threshold: rule.threshold,
-            summary,
-        };
         match rule.name.as_str() {
             "gpu_temperature" | "gpu_memory" => {
                 if let std::collections::hash_map::Entry::Vacant(e) = gpu_cache.entry(key) {
                     e.insert(history::gpu_window(store, now - w, now)?);
                 }
-                let rows = &gpu_cache[&key];
-                let mut by_gpu: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
-                for r in rows {
-                    let v = if rule.name == "gpu_temperature" {
-                        r.temperature_c.map(f64::from)
-                    } else {
-                        match (r.memory_used_mb, r.memory_total_mb) {
-                            (Some(u), Some(t)) if t > 0 => Some(u as f64 / t as f64),
-                            _ => None,
-                        }
-                    };
-                    if let Some(v) = v {
-                        by_gpu.entry(r.gpu).or_default().push(v);
-                    }
-                }
-                for (gpu, vals) in by_gpu {
-                    let mean = vals.iter().sum::<f64>() / vals.len() as f64;
-                    if mean >= rule.threshold {
-                        let g = gpu.to_string();
-                        let what = if rule.name == "gpu_temperature" {
-                            format!("temperature {} °C", fmt(mean))
-                        } else {
-                            format!("memory {}% used", fmt(mean * 100.0))
-                        };
-                        let summary = format!(
-                            "GPU {g} {what} (threshold {}) over the last {}s",
-                            fmt(rule.threshold),
-                            fmt(w)
-                        );
-                        hits.push(hit(labels(&[("gpu", &g)]), mean, summary));
-                    }
-                }
+                hits.extend(gpu_hits(rule, &gpu_cache[&key]));
             }
             "kv_cache_usage" | "error_rate" | "p99_latency_ms" | "requests_waiting"
             | "preemptions" | "endpoint_down" => {
@@ -188,84 +150,140 @@ fn conditions(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Hit>> 
                 }
                 let all = &series_cache[&key];
                 if rule.name == "endpoint_down" {
-                    // Newest sample of each endpoint, over its series.
-                    let mut newest: BTreeMap<&str, &Sample> = BTreeMap::new();
-                    for s in all.iter().filter_map(|ser| ser.last()) {
-                        let e = newest.entry(s.endpoint.as_str()).or_insert(s);
-                        if s.ts > e.ts {
-                            *e = s;
-                        }
-                    }
-                    for (ep, s) in newest {
-                        if !s.up && 1.0 > rule.threshold {
-                            let summary = format!(
-                                "endpoint {ep} ({}) does not answer /metrics: {}",
-                                s.base_url,
-                                s.error.as_deref().unwrap_or("no answer")
-                            );
-                            hits.push(hit(labels(&[("endpoint", ep)]), 1.0, summary));
-                        }
-                    }
-                    continue;
-                }
-                for ser in all {
-                    let Some(first) = ser.iter().find(|s| s.up && !s.model.is_empty()) else {
-                        continue;
-                    };
-                    let t = labels(&[("endpoint", &first.endpoint), ("model", &first.model)]);
-                    let who = describe(&t);
-                    let sw = SeriesWindow::compute(ser);
-                    let ws = fmt(w);
-                    let th = fmt(rule.threshold);
-                    let found = match rule.name.as_str() {
-                        "kv_cache_usage" => sw
-                            .kv_cache_usage_mean
-                            .or(sw.kv_cache_usage_last)
-                            .filter(|v| *v >= rule.threshold)
-                            .map(|v| {
-                                (v, format!("{who}: KV-cache usage {}% (threshold {}%) over the last {ws}s", fmt(v * 100.0), fmt(rule.threshold * 100.0)))
-                            }),
-                        "error_rate" => match (sw.requests_failed, sw.requests_finished) {
-                            (Some(f), Some(n)) if n > 0.0 && f / n >= rule.threshold => {
-                                let v = f / n;
-                                Some((v, format!("{who}: error rate {}% ({} of {} requests failed, threshold {}%) over the last {ws}s", fmt(v * 100.0), fmt(f), fmt(n), fmt(rule.threshold * 100.0))))
-                            }
-                            _ => None,
-                        },
-                        "p99_latency_ms" => Latency::of(sw.e2e.as_ref())
-                            .p99_ms
-                            .filter(|v| *v > rule.threshold)
-                            .map(|v| {
-                                (v, format!("{who}: p99 end-to-end latency {} ms (threshold {th} ms) over the last {ws}s", fmt(v)))
-                            }),
-                        "requests_waiting" => ser
-                            .iter()
-                            .filter(|s| s.up)
-                            .map(|s| s.waiting)
-                            .collect::<Option<Vec<f64>>>()
-                            .filter(|v| !v.is_empty())
-                            .map(|v| v.into_iter().fold(f64::INFINITY, f64::min))
-                            .filter(|v| *v > rule.threshold)
-                            .map(|v| {
-                                (v, format!("{who}: at least {} requests waiting at every sample of the last {ws}s (threshold {th})", fmt(v)))
-                            }),
-                        "preemptions" => sw
-                            .increase(Counter::Preemptions)
-                            .filter(|v| *v > rule.threshold)
-                            .map(|v| {
-                                (v, format!("{who}: {} preemptions in the last {ws}s (threshold {th})", fmt(v)))
-                            }),
-                        _ => None,
-                    };
-                    if let Some((v, summary)) = found {
-                        hits.push(hit(t, v, summary));
-                    }
+                    hits.extend(endpoint_down_hits(rule, all));
+                } else {
+                    hits.extend(all.iter().filter_map(|ser| series_hit(rule, ser)));
                 }
             }
             other => tracing::debug!(rule = other, "unknown alert rule skipped"),
         }
     }
     Ok(hits)
+}
+
+/// A hit of `rule` on `target`.
+fn hit(rule: &AlertRule, target: Labels, value: f64, summary: String) -> Hit {
+    Hit {
+        rule: rule.name.clone(),
+        target,
+        severity: rule.severity.clone(),
+        value,
+        threshold: rule.threshold,
+        summary,
+    }
+}
+
+/// `gpu_temperature` and `gpu_memory`: each GPU's mean over the window.
+fn gpu_hits(rule: &AlertRule, rows: &[history::GpuRow]) -> Vec<Hit> {
+    let temperature = rule.name == "gpu_temperature";
+    let mut by_gpu: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
+    for r in rows {
+        let v = if temperature {
+            r.temperature_c.map(f64::from)
+        } else {
+            match (r.memory_used_mb, r.memory_total_mb) {
+                (Some(u), Some(t)) if t > 0 => Some(u as f64 / t as f64),
+                _ => None,
+            }
+        };
+        if let Some(v) = v {
+            by_gpu.entry(r.gpu).or_default().push(v);
+        }
+    }
+    let mut hits = Vec::new();
+    for (gpu, vals) in by_gpu {
+        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+        if mean >= rule.threshold {
+            let g = gpu.to_string();
+            let what = if temperature {
+                format!("temperature {} °C", fmt(mean))
+            } else {
+                format!("memory {}% used", fmt(mean * 100.0))
+            };
+            let summary = format!(
+                "GPU {g} {what} (threshold {}) over the last {}s",
+                fmt(rule.threshold),
+                fmt(rule.window_seconds.max(0.0))
+            );
+            hits.push(hit(rule, labels(&[("gpu", &g)]), mean, summary));
+        }
+    }
+    hits
+}
+
+/// `endpoint_down`: the newest sample of each endpoint, over its series, is down.
+fn endpoint_down_hits(rule: &AlertRule, all: &[Vec<Sample>]) -> Vec<Hit> {
+    let mut newest: BTreeMap<&str, &Sample> = BTreeMap::new();
+    for s in all.iter().filter_map(|ser| ser.last()) {
+        let e = newest.entry(s.endpoint.as_str()).or_insert(s);
+        if s.ts > e.ts {
+            *e = s;
+        }
+    }
+    let mut hits = Vec::new();
+    for (ep, s) in newest {
+        if !s.up && 1.0 > rule.threshold {
+            let summary = format!(
+                "endpoint {ep} ({}) does not answer /metrics: {}",
+                s.base_url,
+                s.error.as_deref().unwrap_or("no answer")
+            );
+            hits.push(hit(rule, labels(&[("endpoint", ep)]), 1.0, summary));
+        }
+    }
+    hits
+}
+
+/// A model series' rule (KV cache, error rate, p99 latency, waiting, preemptions) over
+/// the window, when it holds.
+fn series_hit(rule: &AlertRule, ser: &[Sample]) -> Option<Hit> {
+    let first = ser.iter().find(|s| s.up && !s.model.is_empty())?;
+    let t = labels(&[("endpoint", &first.endpoint), ("model", &first.model)]);
+    let who = describe(&t);
+    let sw = SeriesWindow::compute(ser);
+    let ws = fmt(rule.window_seconds.max(0.0));
+    let th = fmt(rule.threshold);
+    let found = match rule.name.as_str() {
+        "kv_cache_usage" => sw
+            .kv_cache_usage_mean
+            .or(sw.kv_cache_usage_last)
+            .filter(|v| *v >= rule.threshold)
+            .map(|v| {
+                (v, format!("{who}: KV-cache usage {}% (threshold {}%) over the last {ws}s", fmt(v * 100.0), fmt(rule.threshold * 100.0)))
+            }),
+        "error_rate" => match (sw.requests_failed, sw.requests_finished) {
+            (Some(f), Some(n)) if n > 0.0 && f / n >= rule.threshold => {
+                let v = f / n;
+                Some((v, format!("{who}: error rate {}% ({} of {} requests failed, threshold {}%) over the last {ws}s", fmt(v * 100.0), fmt(f), fmt(n), fmt(rule.threshold * 100.0))))
+            }
+            _ => None,
+        },
+        "p99_latency_ms" => Latency::of(sw.e2e.as_ref())
+            .p99_ms
+            .filter(|v| *v > rule.threshold)
+            .map(|v| {
+                (v, format!("{who}: p99 end-to-end latency {} ms (threshold {th} ms) over the last {ws}s", fmt(v)))
+            }),
+        "requests_waiting" => ser
+            .iter()
+            .filter(|s| s.up)
+            .map(|s| s.waiting)
+            .collect::<Option<Vec<f64>>>()
+            .filter(|v| !v.is_empty())
+            .map(|v| v.into_iter().fold(f64::INFINITY, f64::min))
+            .filter(|v| *v > rule.threshold)
+            .map(|v| {
+                (v, format!("{who}: at least {} requests waiting at every sample of the last {ws}s (threshold {th})", fmt(v)))
+            }),
+        "preemptions" => sw
+            .increase(Counter::Preemptions)
+            .filter(|v| *v > rule.threshold)
+            .map(|v| {
+                (v, format!("{who}: {} preemptions in the last {ws}s (threshold {th})", fmt(v)))
+            }),
+        _ => None,
+    };
+    found.map(|(v, summary)| hit(rule, t, v, summary))
 }
 
 const ALERT_COLUMNS: &str = "rule, target, state, severity, pending_since, fired_at, value, \
