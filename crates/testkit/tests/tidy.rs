@@ -234,7 +234,6 @@ const LONG_FUNCTIONS_LEFT: &[(&str, &str, usize)] = &[
     ("crates/mock-vllm/src/openai.rs", "completions", 175),
     ("crates/mock-vllm/src/openai.rs", "chat_completions", 218),
     ("crates/mock-vllm/src/process.rs", "serve_process", 191),
-    ("crates/vllm-core/src/monitor/promql.rs", "queries", 128),
 ];
 
 #[test]

@@ -448,6 +448,14 @@ fn queries(w: &str, step: &str) -> Vec<(Slot, bool, String)> {
             ),
         ),
     ];
+    q.extend(histogram_queries(w));
+    q.into_iter().map(|(s, (e, by))| (s, by, e)).collect()
+}
+
+/// The histogram families' queries, per model and for the fleet: each quantile of
+/// [`QUANTILES`], the mean, and the count over the window.
+fn histogram_queries(w: &str) -> Vec<(Slot, (String, bool))> {
+    let mut q = Vec::new();
     for (i, (_, h)) in HISTOGRAMS.iter().enumerate() {
         for by in [true, false] {
             let (g, gl) = if by {
@@ -477,7 +485,7 @@ fn queries(w: &str, step: &str) -> Vec<(Slot, bool, String)> {
             ));
         }
     }
-    q.into_iter().map(|(s, (e, by))| (s, by, e)).collect()
+    q
 }
 
 fn finite(v: f64) -> Option<f64> {
