@@ -141,22 +141,23 @@ async fn get_model_info(s: &ModelManager, p: InfoParams) -> Result<InfoAnswer> {
         .launcher()?
         .on_store(move |st| models::sampling(st, &id))
         .await?;
-    match fleet.locate(&p.model_id, &ModelStatus::ALL).await? {
+    let located = fleet.locate(&p.model_id, &ModelStatus::ALL).await?;
+    let origin = located.origin();
+    match located {
         Located::Launched(r) => Ok(info_of_launched(s, r, sampling).await),
         Located::Attached { endpoint, card } => {
             let status = attached_status(&endpoint).await;
-            Ok(info_of_served(s, &endpoint, card, Origin::Attached, status, sampling).await)
+            Ok(info_of_served(s, &endpoint, card, origin, status, sampling).await)
         }
         Located::Adapter { base, client, card } => {
-            let status = base.status;
-            Ok(info_of_served(s, &client, card, Origin::Adapter, status, sampling).await)
+            Ok(info_of_served(s, &client, card, origin, base.status, sampling).await)
         }
         Located::Catalog { source, args } => Ok(info_of_unloaded(
             s,
             &p.model_id,
             source,
             args,
-            Origin::Catalog,
+            origin,
             sampling,
         )),
         Located::Cached { source } => {
@@ -166,7 +167,7 @@ async fn get_model_info(s: &ModelManager, p: InfoParams) -> Result<InfoAnswer> {
                 &p.model_id,
                 source,
                 args,
-                Origin::Cache,
+                origin,
                 sampling,
             ))
         }

@@ -112,11 +112,10 @@ fn compute(kit: &Kit) -> Result<MemoryAnswer> {
     let latest = history::latest(store, since)?;
     let gpus = kit.gpus.snapshots();
     let mut notes = Vec::new();
-    let no_gpus = Vec::new();
-    let snapshots = gpus.as_ref().unwrap_or(&no_gpus);
+    let snapshots = gpus.as_deref().ok();
     let mut model_memory: Vec<ModelMemory> = live
         .iter()
-        .map(|(r, members)| launched_memory(r, members, &latest, snapshots, gpus.is_ok()))
+        .map(|(r, members)| launched_memory(r, members, &latest, snapshots))
         .collect();
     model_memory.extend(attached_memory(kit, &latest));
     let gpu_memory = gpu_memory(&gpus, &model_memory, &mut notes);
@@ -148,8 +147,7 @@ fn launched_memory(
     r: &ModelRecord,
     members: &[u32],
     latest: &[Sample],
-    gpus: &[GpuSnapshot],
-    nvml: bool,
+    gpus: Option<&[GpuSnapshot]>,
 ) -> ModelMemory {
     let url = r.base_url();
     let sample = latest
@@ -167,11 +165,7 @@ fn launched_memory(
         .and_then(|s| s.detail.as_ref())
         .and_then(|d| d.kv_cache_memory_bytes)
         .map(|b| b.div_ceil(MIB));
-    let gpu_mem = if nvml {
-        vllm_core::gpu::memory_used_by(gpus, members)
-    } else {
-        None
-    };
+    let gpu_mem = gpus.and_then(|g| vllm_core::gpu::memory_used_by(g, members));
     let mut why = Vec::new();
     if weights.is_none() {
         why.push("weights_mb: the log states no weight size and the launch has no estimate");

@@ -124,7 +124,6 @@ fn compute(kit: &Kit, q: &MetricsQuery) -> Result<MetricsAnswer> {
     let fig = WindowFigures::compute(&rows);
     let statuses = history::endpoint_status(store)?;
     let records = models::list(store)?;
-    let want = |g: Group| groups.contains(&g);
     let mut notes: Vec<String> = Vec::new();
     let interval = kit.config.monitor.sample_interval_seconds;
 
@@ -143,17 +142,17 @@ fn compute(kit: &Kit, q: &MetricsQuery) -> Result<MetricsAnswer> {
     }
 
     let mut m = Groups::default();
-    if want(Group::Throughput) {
+    if q.wants(Group::Throughput) {
         m.throughput = Some(throughput(&fig));
     }
-    if want(Group::Latency) {
+    if q.wants(Group::Latency) {
         let l = latency(&fig);
         if l.p50_ms.is_none() && covered.is_some() {
             notes.push("latency: no request finished in the window, so latency is null".into());
         }
         m.latency = Some(l);
     }
-    if want(Group::Requests) {
+    if q.wants(Group::Requests) {
         let r = requests(&fig);
         if r.error_rate.is_none() && covered.is_some() {
             notes.push("requests.error_rate: no request finished in the window".into());
@@ -191,9 +190,9 @@ fn compute(kit: &Kit, q: &MetricsQuery) -> Result<MetricsAnswer> {
                     samples: s.samples,
                     window_covered_seconds: s.span().map(round2),
                     restarts: s.resets,
-                    throughput: want(Group::Throughput).then(|| throughput(&one)),
-                    latency: want(Group::Latency).then(|| latency(&one)),
-                    requests: want(Group::Requests).then(|| requests(&one)),
+                    throughput: q.wants(Group::Throughput).then(|| throughput(&one)),
+                    latency: q.wants(Group::Latency).then(|| latency(&one)),
+                    requests: q.wants(Group::Requests).then(|| requests(&one)),
                     kv_cache_usage: s.kv_cache_usage_mean.map(round4),
                 },
             );

@@ -165,7 +165,9 @@ async fn restore_one(
             return Ok(());
         }
         req.replace = true;
-        if r.args.differences(&m.args)?.is_empty() && r.source == m.source {
+        // `drift_of` names argument fields, `source` and `sampling`: arguments are
+        // never called `sampling`.
+        if differences.keys().all(|k| k == "sampling") {
             // Only the sampling defaults differ: launch would find it already running,
             // so stop it first; the launch below applies the saved ones.
             if let Err(e) = launcher.stop(&m.model_id, true).await {
