@@ -19,7 +19,7 @@ pub async fn record(kit: &Kit, tool: &str, arguments: Value, code: &str, took: D
     );
     let rec = AuditRecord::new(kit.server, tool, arguments, code, took);
     if let Err(e) = kit
-        .with_store(move |s| s.record_audit(&rec).map(drop))
+        .with_store(move |s| Ok(s.record_audit(&rec).map(drop)?))
         .await
     {
         tracing::warn!(error = %e, tool, "audit record not stored");
@@ -60,7 +60,7 @@ pub async fn read(kit: &Kit, uri: &str) -> Option<vllm_core::Result<crate::Resou
         async {
             let q = query_of(query.unwrap_or(""))?;
             let limit = q.effective_limit();
-            let entries = kit.with_store(move |s| s.audit_entries(&q)).await?;
+            let entries = kit.with_store(move |s| Ok(s.audit_entries(&q)?)).await?;
             let next = (entries.len() == limit)
                 .then(|| entries.last().and_then(|e| e.id))
                 .flatten();

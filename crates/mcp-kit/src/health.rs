@@ -120,7 +120,7 @@ pub async fn report(kit: &Kit) -> Result<HealthReport> {
         Err(e) => unavailable_store(e.to_string()),
     };
     let leases = kit
-        .with_store(coordination::holders)
+        .with_store(|s| Ok(coordination::holders(s)?))
         .await
         .unwrap_or_default()
         .into_iter()

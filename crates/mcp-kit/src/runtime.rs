@@ -250,7 +250,7 @@ async fn prune_audit_log(kit: Arc<Kit>) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     loop {
         let before = vllm_core::time::unix_now() - f64::from(days) * 86_400.0;
-        match kit.with_store(move |s| s.prune_audit(before)).await {
+        match kit.with_store(move |s| Ok(s.prune_audit(before)?)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, days, "audit log pruned"),
             Err(e) => tracing::warn!(error = %e, "cannot prune the audit log"),

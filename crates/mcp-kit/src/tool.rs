@@ -322,7 +322,7 @@ async fn take_gpu_work_slot(kit: &Kit, def: &ToolDef) -> Result<()> {
     let tool = def.name;
     let now = vllm_core::time::unix_now();
     match kit
-        .with_store(move |s| s.take_rate_slot("gpu_work", tool, limit, 60.0, now))
+        .with_store(move |s| Ok(s.take_rate_slot("gpu_work", tool, limit, 60.0, now)?))
         .await
     {
         Ok(None) => Ok(()),

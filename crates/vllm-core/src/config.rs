@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+pub use vllm_store::{StoreConfig, Synchronous};
 
 /// The whole configuration, after defaults, the file and the environment are merged.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -403,40 +404,6 @@ impl Default for StateConfig {
         StateConfig {
             keep_per_session: KEEP_PER_SESSION,
             export_dirs: Vec::new(),
-        }
-    }
-}
-
-/// How the SQLite store is opened (every server opens the same file).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    /// The most the database may hold, in MiB; 0: no cap but the disk. A write past it
-    /// answers `STORAGE_ERROR` and changes nothing; clear-state makes room again.
-    pub max_size_mb: u64,
-    /// Open the store read-only (a read-only mount, a look at someone's store): reads
-    /// work, every write answers `STORAGE_ERROR`.
-    pub read_only: bool,
-    /// `normal` (durable when the process is killed) or `full` (also on power loss).
-    pub synchronous: Synchronous,
-}
-
-/// `PRAGMA synchronous` in WAL mode (see [`crate::store`]'s docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    /// Durable against the process being killed; an OS crash may lose the last commits.
-    #[default]
-    Normal,
-    /// Also durable against an OS crash or power loss, at one fsync per commit.
-    Full,
-}
-
-impl Synchronous {
-    pub(crate) fn as_sql(self) -> &'static str {
-        match self {
-            Synchronous::Normal => "NORMAL",
-            Synchronous::Full => "FULL",
         }
     }
 }

@@ -12,6 +12,36 @@ use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The store's failures keep their codes: each variant is ours of the same name.
+impl From<vllm_store::StoreError> for Error {
+    fn from(e: vllm_store::StoreError) -> Error {
+        use vllm_store::StoreError as S;
+        match e {
+            S::Storage { message, path } => Error::Storage { message, path },
+            S::InvalidArgument { field, reason } => Error::InvalidArgument { field, reason },
+            S::Internal(message) => Error::Internal(message),
+        }
+    }
+}
+
+/// Every SQLite failure is a storage error, described as the store describes it.
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        vllm_store::StoreError::from(e).into()
+    }
+}
+
+/// A transaction's closure may fail with any of our errors; the store completes a
+/// storage one with its path.
+impl vllm_store::FromStoreError for Error {
+    fn storage_failure(&mut self) -> Option<(&mut String, &mut Option<PathBuf>)> {
+        match self {
+            Error::Storage { message, path } => Some((message, path)),
+            _ => None,
+        }
+    }
+}
+
 /// A `BACKEND_ERROR` with `kind: "MalformedMetrics"`: the server answered 200 with a body
 /// that is not valid exposition text (`url` is filled in by the caller that knows it).
 impl From<vllm_prom::ParseProblem> for Error {

@@ -23,7 +23,6 @@
 //! - [`redact`], [`time`]: secrets out of logs, RFC 3339 timestamps.
 
 pub mod config;
-pub mod coordination;
 pub mod crush_db;
 pub mod error;
 pub mod estimate;
@@ -39,10 +38,14 @@ pub mod redact;
 pub mod restore;
 pub mod snapshot;
 pub mod states;
-pub mod store;
-pub mod time;
 pub mod vllm;
 
 pub use error::{Error, LoadFailure, Result};
 /// Prometheus parsing, vLLM's metric views and window arithmetic (the `vllm-prom` crate).
 pub use vllm_prom as prom;
+/// The SQLite file every process shares; migrations; the audit log (the `vllm-store` crate).
+pub use vllm_store as store;
+/// Leases that give singleton duties one owner across processes (from `vllm-store`).
+pub use vllm_store::coordination;
+/// RFC 3339 timestamps (from `vllm-store`).
+pub use vllm_store::time;

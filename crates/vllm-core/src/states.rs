@@ -1018,7 +1018,7 @@ pub fn clear(
     }
     checkpoint(store);
     let before = files_len(store.path());
-    store.write(|tx| {
+    store.write(|tx| -> Result<_> {
         let mut del = tx.prepare_cached("DELETE FROM states WHERE state_id = ?1")?;
         for id in &report.states_deleted {
             del.execute([id])?;
@@ -1310,7 +1310,7 @@ mod tests {
         assert!(list_states(&store, "a").is_ok());
         for column in ["models_index", "vllm_versions"] {
             store
-                .write(|tx| {
+                .write(|tx| -> Result<_> {
                     tx.execute(&format!("UPDATE states SET {column} = '{{broken'"), [])?;
                     Ok(())
                 })
@@ -1318,7 +1318,7 @@ mod tests {
             let e = list_states(&store, "a").unwrap_err();
             assert_eq!(e.code(), "STORAGE_ERROR", "{column}: {e}");
             store
-                .write(|tx| {
+                .write(|tx| -> Result<_> {
                     tx.execute(
                         "UPDATE states SET models_index = '{}', vllm_versions = '[]'",
                         [],

@@ -353,7 +353,7 @@ fn damaged_alert_targets_stay_apart_and_resolve() {
     assert_eq!(firing[0].state, "firing");
     // Two rows of the rule whose targets no longer decode (a damaged store).
     store
-        .write(|tx| {
+        .write(|tx| -> vllm_core::Result<_> {
             tx.execute("UPDATE alerts SET target = 'not json'", [])?;
             tx.execute(
                 "INSERT INTO alerts SELECT rule, '{\"gpu\":', state, severity, pending_since, \

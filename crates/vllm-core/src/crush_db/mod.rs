@@ -273,7 +273,7 @@ fn str_cell<'a>(row: &'a Row, key: &str) -> Option<&'a str> {
 
 /// A closure mapping a SQLite failure to [`Error::Storage`] naming `path`.
 fn storage(path: &Path, busy: Duration) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |e| crate::store::storage_error(&e, path, busy)
+    move |e| crate::store::storage_error(&e, path, busy).into()
 }
 
 fn storage_msg(path: &Path, message: impl Into<String>) -> Error {

@@ -979,7 +979,7 @@ impl Launcher {
         for id in &self.config.launcher.autostart {
             let key = format!("autostart:{id}");
             let k = key.clone();
-            let done = self.on_store(move |s| s.meta_get(&k)).await?;
+            let done = self.on_store(move |s| Ok(s.meta_get(&k)?)).await?;
             if done.as_deref() == Some(boot.as_str()) {
                 continue;
             }
@@ -997,7 +997,7 @@ impl Launcher {
                 }
             }
             let b = boot.clone();
-            self.on_store(move |s| s.meta_set(&key, &b)).await?;
+            self.on_store(move |s| Ok(s.meta_set(&key, &b)?)).await?;
         }
         Ok(())
     }
@@ -1331,7 +1331,7 @@ mod tests {
         // A loaded model whose stored GPU list no longer decodes: read as "no GPU" it
         // would let the next launch share its GPUs.
         store
-            .write(|tx| {
+            .write(|tx| -> Result<_> {
                 tx.execute(
                     "INSERT INTO models (model_id, source, status, host, args, argv, env_names, \
                      gpu_ids, updated_at) VALUES ('other', 'org/m', 'loaded', '127.0.0.1', '{}', \

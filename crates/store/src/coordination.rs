@@ -17,8 +17,8 @@
 //! Async code uses [`LeaseKeeper`], which acquires and renews in the background
 //! and says through a `watch` channel whether this process holds the duty now.
 
-use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::Store;
+use crate::error::{Result, StoreError};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
@@ -142,7 +142,7 @@ struct Row {
 
 fn check_ttl(ttl: Duration) -> Result<()> {
     if ttl.is_zero() {
-        return Err(Error::invalid(
+        return Err(StoreError::invalid(
             "ttl",
             "a lease needs a positive time to live",
         ));
@@ -155,7 +155,7 @@ fn check_ttl(ttl: Duration) -> Result<()> {
 /// `Ok(false)` when someone else holds it.
 pub fn try_acquire(store: &Store, duty: &str, holder: &HolderId, ttl: Duration) -> Result<bool> {
     check_ttl(ttl)?;
-    let taken = store.write(|tx| {
+    let taken = store.write(|tx| -> Result<_> {
         let now = crate::time::unix_now();
         let row = tx
             .query_row(
@@ -228,7 +228,7 @@ pub fn renew(store: &Store, duty: &str, holder: &HolderId, ttl: Duration) -> Res
 
 /// Gives up `holder`'s lease on `duty`. `Ok(false)` when it did not hold it.
 pub fn release(store: &Store, duty: &str, holder: &HolderId) -> Result<bool> {
-    let released = store.write(|tx| {
+    let released = store.write(|tx| -> Result<_> {
         Ok(tx.execute(
             "DELETE FROM leases WHERE duty = ?1 AND holder = ?2",
             params![duty, holder.id],
@@ -399,9 +399,9 @@ fn nonce() -> u64 {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use vllm_core::coordination::{HolderId, LeaseKeeper, duties};
+/// use vllm_store::coordination::{HolderId, LeaseKeeper, duties};
 /// # async fn sample_forever() {}
-/// # async fn f(store: vllm_core::store::Store) {
+/// # async fn f(store: vllm_store::Store) {
 /// let keeper = LeaseKeeper::spawn(
 ///     store,
 ///     duties::METRICS_SAMPLER,
@@ -485,7 +485,7 @@ async fn keep(
         let (s, d, h) = (store.clone(), duty.clone(), holder.clone());
         let outcome = tokio::task::spawn_blocking(move || try_acquire(&s, &d, &h, ttl))
             .await
-            .unwrap_or_else(|e| Err(Error::Internal(format!("lease task panicked: {e}"))));
+            .unwrap_or_else(|e| Err(StoreError::Internal(format!("lease task panicked: {e}"))));
         let now_held = match outcome {
             Ok(true) => {
                 confirmed = Some(started);

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
-use vllm_core::coordination::{
+use vllm_mcp_testkit::TestChild;
+use vllm_store::Store;
+use vllm_store::coordination::{
     HolderId, LeaseKeeper, held_by_me, holders, hostname, process_alive, process_start_time,
     release, renew, try_acquire,
 };
-use vllm_core::store::Store;
-use vllm_mcp_testkit::TestChild;
 
 const CHILD_ENV: &str = "VLLM_CORE_COORD_CHILD";
 const DB_ENV: &str = "VLLM_CORE_COORD_DB";
@@ -121,7 +121,7 @@ fn wait_for_expiry(store: &Store, duty: &str) {
         .into_iter()
         .find(|l| l.duty == duty)
         .expect("lease row");
-    let left = row.expires_at - vllm_core::time::unix_now();
+    let left = row.expires_at - vllm_store::time::unix_now();
     if left > 0.0 {
         std::thread::sleep(Duration::from_secs_f64(left + 0.02));
     }
@@ -209,7 +209,7 @@ fn a_sigkilled_holder_is_replaced_at_once() {
         (lease.holder.as_str(), lease.pid),
         (child_holder.as_str(), child.pid())
     );
-    assert!(lease.expires_at - vllm_core::time::unix_now() > 200.0);
+    assert!(lease.expires_at - vllm_store::time::unix_now() > 200.0);
 
     let killed_at = Instant::now();
     child.child.kill().unwrap();
@@ -495,10 +495,10 @@ async fn lease_keeper_reports_a_lost_lease() {
     // Another live holder takes the row over (as after this process stalled past expiry).
     let thief = HolderId::new();
     store
-        .write(|tx| {
+        .write(|tx| -> vllm_store::Result<_> {
             tx.execute(
                 "UPDATE leases SET holder = ?1, expires_at = ?2 WHERE duty = ?3",
-                rusqlite::params![thief.as_str(), vllm_core::time::unix_now() + 600.0, DUTY],
+                rusqlite::params![thief.as_str(), vllm_store::time::unix_now() + 600.0, DUTY],
             )?;
             Ok(())
         })

@@ -7,11 +7,11 @@
 use rusqlite::params;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use vllm_core::Error;
-use vllm_core::store::{
+use vllm_mcp_testkit::TestChild;
+use vllm_store::StoreError as Error;
+use vllm_store::{
     AuditQuery, AuditRecord, DB_FILE_NAME, MIGRATIONS, SCHEMA_VERSION, Store, StoreOptions,
 };
-use vllm_mcp_testkit::TestChild;
 
 const CHILD_ENV: &str = "VLLM_CORE_STORE_CHILD";
 const DB_ENV: &str = "VLLM_CORE_STORE_DB";
@@ -68,7 +68,7 @@ fn child_writer(db: &Path, name: &str) {
     let started = Instant::now();
     for seq in 0..TXS_PER_WRITER {
         store
-            .write(|tx| {
+            .write(|tx| -> vllm_store::Result<_> {
                 let mut stmt =
                     tx.prepare_cached("INSERT INTO t (writer, seq, k) VALUES (?1, ?2, ?3)")?;
                 for k in 0..ROWS_PER_TX {
@@ -94,7 +94,7 @@ fn child_batcher(db: &Path, base: i64) {
     let mut batch = base;
     while Instant::now() < deadline {
         store
-            .write(|tx| {
+            .write(|tx| -> vllm_store::Result<_> {
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO batches (batch, n, payload) VALUES (?1, ?2, ?3)",
                 )?;
@@ -124,19 +124,23 @@ fn child_opener(db: &Path) {
 
 fn pragma_i64(store: &Store, name: &str) -> i64 {
     store
-        .read(|c| Ok(c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?))
+        .read(|c| -> vllm_store::Result<_> {
+            Ok(c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?)
+        })
         .unwrap()
 }
 
 fn pragma_text(store: &Store, name: &str) -> String {
     store
-        .read(|c| Ok(c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?))
+        .read(|c| -> vllm_store::Result<_> {
+            Ok(c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?)
+        })
         .unwrap()
 }
 
 fn count(store: &Store, sql: &str) -> i64 {
     store
-        .read(|c| Ok(c.query_row(sql, [], |r| r.get(0))?))
+        .read(|c| -> vllm_store::Result<_> { Ok(c.query_row(sql, [], |r| r.get(0))?) })
         .unwrap()
 }
 
@@ -144,7 +148,7 @@ fn record(server: &str, tool: &str, code: &str, ts: f64, i: i64) -> AuditRecord 
     AuditRecord {
         id: None,
         ts,
-        ts_text: vllm_core::time::format_rfc3339(ts as i64),
+        ts_text: vllm_store::time::format_rfc3339(ts as i64),
         server: server.into(),
         tool: tool.into(),
         arguments: serde_json::json!({ "i": i, "model": "m", "nested": { "ok": true } }),
@@ -178,7 +182,7 @@ fn migrations_from_empty() {
     assert_eq!(pragma_i64(&store, "busy_timeout"), 5000);
 
     let names: Vec<String> = store
-        .read(|c| {
+        .read(|c| -> vllm_store::Result<_> {
             let mut s = c.prepare(
                 "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') ORDER BY name",
             )?;
@@ -219,7 +223,7 @@ fn reopening_is_a_no_op() {
     let first = Store::open(&path).unwrap();
     first.meta_set("k", "v1").unwrap();
     let applied: Vec<(i64, f64)> = first
-        .read(|c| {
+        .read(|c| -> vllm_store::Result<_> {
             let mut s =
                 c.prepare("SELECT version, applied_at FROM schema_migrations ORDER BY version")?;
             let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -230,7 +234,7 @@ fn reopening_is_a_no_op() {
 
     let again = Store::open(&path).unwrap();
     let applied_again: Vec<(i64, f64)> = again
-        .read(|c| {
+        .read(|c| -> vllm_store::Result<_> {
             let mut s =
                 c.prepare("SELECT version, applied_at FROM schema_migrations ORDER BY version")?;
             let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -352,7 +356,7 @@ fn a_failed_write_is_rolled_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("s.db")).unwrap();
     let err = store
-        .write(|tx| {
+        .write(|tx| -> vllm_store::Result<_> {
             tx.execute("INSERT INTO meta (key, value) VALUES ('a', '1')", [])?;
             Err::<(), _>(Error::invalid("x", "refused after a write"))
         })
@@ -362,7 +366,7 @@ fn a_failed_write_is_rolled_back() {
 
     // A SQL error in the closure carries the store's path.
     let err = store
-        .write(|tx| {
+        .write(|tx| -> vllm_store::Result<_> {
             tx.execute("INSERT INTO no_such_table VALUES (1)", [])?;
             Ok(())
         })
@@ -379,7 +383,7 @@ fn a_panic_inside_a_write_does_not_wedge_the_store() {
     let store = Store::open(&dir.path().join("s.db")).unwrap();
     let s = store.clone();
     let r = std::panic::catch_unwind(move || {
-        s.write(|tx| {
+        s.write(|tx| -> vllm_store::Result<_> {
             tx.execute("INSERT INTO meta (key, value) VALUES ('p', '1')", [])?;
             panic!("boom");
             #[allow(unreachable_code)]
@@ -401,7 +405,7 @@ fn read_cannot_write() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("s.db")).unwrap();
     let err = store
-        .read(|c| {
+        .read(|c| -> vllm_store::Result<_> {
             c.execute("INSERT INTO meta (key, value) VALUES ('r', '1')", [])?;
             Ok(())
         })
@@ -552,7 +556,7 @@ fn audit_limit_defaults_to_100_and_is_capped_at_1000() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("s.db")).unwrap();
     store
-        .write(|tx| {
+        .write(|tx| -> vllm_store::Result<_> {
             let mut stmt = tx.prepare(
                 "INSERT INTO audit_log (ts, ts_text, server, tool, arguments, result_code, duration_ms)
                  VALUES (?1, '', 's', 't', '{}', 'OK', 0)",
@@ -583,7 +587,7 @@ fn prune_then_incremental_vacuum_frees_pages() {
     let store = Store::open(&dir.path().join("s.db")).unwrap();
     let big = "x".repeat(2000);
     store
-        .write(|tx| {
+        .write(|tx| -> vllm_store::Result<_> {
             let mut stmt = tx.prepare(
                 "INSERT INTO audit_log (ts, ts_text, server, tool, arguments, result_code, duration_ms)
                  VALUES (?1, '', 's', 't', json_object('blob', ?2), 'OK', 0)",
@@ -620,7 +624,7 @@ fn three_processes_write_at_once() {
     let path = dir.path().join("s.db");
     let store = Store::open(&path).unwrap();
     store
-        .write(|tx| {
+        .write(|tx| -> vllm_store::Result<_> {
             tx.execute_batch(
                 "CREATE TABLE t (writer TEXT NOT NULL, seq INTEGER NOT NULL, k INTEGER NOT NULL,
                                  PRIMARY KEY (writer, seq, k))",
@@ -657,7 +661,7 @@ fn three_processes_write_at_once() {
     );
     for n in names {
         let (txs, rows): (i64, i64) = store
-            .read(|c| {
+            .read(|c| -> vllm_store::Result<_> {
                 Ok(c.query_row(
                     "SELECT count(DISTINCT seq), count(*) FROM t WHERE writer = ?1",
                     [n],
@@ -674,7 +678,7 @@ fn three_processes_write_at_once() {
     // The writers really ran at once: in commit order their transactions interleave
     // (run one after another, the writer would change only twice).
     let switches = store
-        .read(|c| {
+        .read(|c| -> vllm_store::Result<_> {
             let mut s = c.prepare("SELECT writer FROM t WHERE k = 0 ORDER BY rowid")?;
             let writers = s
                 .query_map([], |r| r.get::<_, String>(0))?
@@ -705,7 +709,7 @@ fn sigkill_mid_write_leaves_whole_transactions() {
     let path = dir.path().join("s.db");
     let store = Store::open(&path).unwrap();
     store
-        .write(|tx| {
+        .write(|tx| -> vllm_store::Result<_> {
             tx.execute_batch(
                 "CREATE TABLE batches (batch INTEGER NOT NULL, n INTEGER NOT NULL, payload BLOB NOT NULL,
                                        PRIMARY KEY (batch, n))",
@@ -720,7 +724,7 @@ fn sigkill_mid_write_leaves_whole_transactions() {
         // Let it commit a couple of batches (real progress, read from the file)...
         let deadline = Instant::now() + Duration::from_secs(30);
         let committed = |s: &Store| {
-            s.read(|c| {
+            s.read(|c| -> vllm_store::Result<_> {
                 Ok(c.query_row(
                     "SELECT count(DISTINCT batch) FROM batches WHERE batch >= ?1",
                     [base],
@@ -760,7 +764,7 @@ fn sigkill_mid_write_leaves_whole_transactions() {
 
         // Every batch is whole or absent.
         let partial: Vec<(i64, i64)> = fresh
-            .read(|c| {
+            .read(|c| -> vllm_store::Result<_> {
                 let mut s = c.prepare(
                     "SELECT batch, count(*) FROM batches GROUP BY batch HAVING count(*) != ?1",
                 )?;
@@ -831,7 +835,7 @@ fn a_full_store_refuses_the_write_whole_and_recovers_when_space_returns() {
     assert!(store.integrity_check().unwrap());
     // Reads and small writes that reuse freed pages still work: delete half, write again.
     store
-        .write(|tx| Ok(tx.execute("DELETE FROM meta WHERE key LIKE 'blob-%' AND CAST(substr(key, 6) AS INTEGER) % 2 = 0", [])?))
+        .write(|tx| -> vllm_store::Result<_> { Ok(tx.execute("DELETE FROM meta WHERE key LIKE 'blob-%' AND CAST(substr(key, 6) AS INTEGER) % 2 = 0", [])?) })
         .unwrap();
     let left = blob_rows(&store);
     let (again, _) = fill(&store, 1000);

@@ -1,62 +1,7 @@
-//! The SQLite state store shared by every server process: opening, pragmas, migrations, the audit log.
-//!
-//! # Why it looks like this
-//!
-//! Each Crush session spawns its own three servers, so several processes of each
-//! server work on **one** SQLite file at once, and Crush ends them with SIGKILL.
-//! Hence:
-//!
-//! - every write is one `BEGIN IMMEDIATE` transaction ([`Store::write`]): the write
-//!   lock is taken up front, so a second writer waits in SQLite's busy handler
-//!   (up to [`StoreOptions::busy_timeout`]) instead of failing on a read-to-write
-//!   lock upgrade;
-//! - a committed write is in the WAL file (the kernel's page cache) when the call
-//!   returns, which survives the process being killed; nothing a later read needs
-//!   lives only in memory;
-//! - migrations are re-checked inside their `BEGIN IMMEDIATE` transaction, so
-//!   processes opening a new file at the same moment apply each one exactly once.
-//!
-//! # Pragmas (set on every open)
-//!
-//! | pragma | value | why |
-//! |---|---|---|
-//! | `busy_timeout` | 5 s (configurable) | wait for another process's write instead of failing at once |
-//! | `auto_vacuum` | `INCREMENTAL` | set before the first table exists, so it is in effect from migration 1; [`Store::incremental_vacuum`] returns freed pages to the OS |
-//! | `journal_mode` | `WAL` | readers never block the writer nor the writer readers; a commit is one append |
-//! | `synchronous` | `NORMAL` (configurable) | in WAL mode a commit is written (not fsynced) to the WAL before it returns: durable against the process being killed (our threat: SIGKILL), and never corrupt; only an OS crash or power loss can lose the last commits. `FULL` adds an fsync per commit for that case |
-//! | `foreign_keys` | `ON` | later migrations may rely on `REFERENCES` |
-//! | `journal_size_limit` | 64 MiB | a burst of writes does not leave a huge WAL file behind forever |
-//!
-//! # Threads and async
-//!
-//! A [`Store`] is `Clone` (an `Arc` inside) and `Send + Sync`; it holds one
-//! connection behind a mutex, so its calls block. From async code call it through
-//! `tokio::task::spawn_blocking`:
-//!
-//! ```no_run
-//! # async fn f(store: vllm_core::store::Store) -> vllm_core::Result<()> {
-//! let s = store.clone();
-//! let entries = tokio::task::spawn_blocking(move || {
-//!     s.audit_entries(&vllm_core::store::AuditQuery::default())
-//! })
-//! .await
-//! .map_err(|e| vllm_core::Error::Internal(e.to_string()))??;
-//! # Ok(()) }
-//! ```
-//!
-//! # Adding a migration
-//!
-//! Append one [`Migration`] to [`MIGRATIONS`] with the next version number (they
-//! must be 1, 2, 3, ... in order; a unit test checks it) and its SQL. Never edit
-//! or reorder a migration that has shipped: databases in the field have already
-//! applied it. The SQL runs inside the runner's transaction, so it must not
-//! contain `BEGIN`/`COMMIT`, `VACUUM`, or pragmas that cannot run inside a
-//! transaction (`foreign_keys`, `journal_mode`). Prefer `STRICT` tables. The
-//! runner records the migration in `schema_migrations` and `PRAGMA user_version`
-//! in the same transaction.
+//! The store itself: opening and migrating the file, transactions, the audit log, health.
 
-use crate::config::{StoreConfig, Synchronous};
-use crate::error::{Error, Result};
+use crate::config::StoreOptions;
+use crate::error::{FromStoreError, Result, StoreError};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
@@ -341,46 +286,6 @@ CREATE INDEX rate_slots_kind_ts ON rate_slots(kind, ts);
 /// The schema version this binary writes: the last migration's.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
-/// How [`Store::open_with`] opens the database.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    /// How long a statement waits for another connection's lock before failing
-    /// with a storage error. Default 5 s.
-    pub busy_timeout: Duration,
-    /// Default [`Synchronous::Normal`].
-    pub synchronous: Synchronous,
-    /// The most the database file may hold, in bytes (`PRAGMA max_page_count` on the
-    /// connection). A write that needs more fails whole with a storage error, as on a
-    /// full disk; deleting rows frees pages for the next write. `None`: the disk's size.
-    pub max_size_bytes: Option<u64>,
-    /// Opens the file read-only: reads work, every write fails with a storage error.
-    /// The file must exist and be at [`SCHEMA_VERSION`] (nothing can migrate it).
-    pub read_only: bool,
-}
-
-impl From<&StoreConfig> for StoreOptions {
-    /// The options the `[store]` settings ask for.
-    fn from(config: &StoreConfig) -> StoreOptions {
-        StoreOptions {
-            synchronous: config.synchronous,
-            max_size_bytes: (config.max_size_mb > 0).then(|| config.max_size_mb * 1024 * 1024),
-            read_only: config.read_only,
-            ..StoreOptions::default()
-        }
-    }
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            busy_timeout: Duration::from_secs(5),
-            synchronous: Synchronous::Normal,
-            max_size_bytes: None,
-            read_only: false,
-        }
-    }
-}
-
 /// The shared SQLite store. Cheap to clone; every clone uses the same connection.
 #[derive(Clone)]
 pub struct Store {
@@ -514,7 +419,7 @@ impl Store {
             return Store::open_read_only(path, options);
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| Error::Storage {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Storage {
                 message: format!("cannot create the data directory: {e}"),
                 path: Some(parent.to_path_buf()),
             })?;
@@ -543,7 +448,7 @@ impl Store {
         use rusqlite::OpenFlags;
         let map = |e: rusqlite::Error| storage_error(&e, path, options.busy_timeout);
         if !path.is_file() {
-            return Err(Error::Storage {
+            return Err(StoreError::Storage {
                 message: "store.read_only is set but there is no store to read: start once \
                           without it to create one"
                     .into(),
@@ -561,7 +466,7 @@ impl Store {
             return Err(newer_schema(version, path));
         }
         if version < SCHEMA_VERSION {
-            return Err(Error::Storage {
+            return Err(StoreError::Storage {
                 message: format!(
                     "the store is at schema version {version} and this vllm-mcp needs \
                      {SCHEMA_VERSION}; store.read_only forbids the migration: start once without it"
@@ -589,16 +494,20 @@ impl Store {
     ///
     /// Waits up to the busy timeout for another writer. Blocking: see the module
     /// docs for async callers.
-    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub fn write<T, E: FromStoreError>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         if self.inner.options.read_only {
             // Before `f` runs: a closure may act outside the database (spawn a process)
             // before its first statement would have failed.
-            return Err(Error::Storage {
+            return Err(StoreError::Storage {
                 message: "the database is read-only (the store was opened with store.read_only = \
                           true): this write was not attempted"
                     .into(),
                 path: Some(self.inner.path.clone()),
-            });
+            }
+            .into());
         }
         let mut conn = self.lock();
         let tx = conn
@@ -612,11 +521,14 @@ impl Store {
     /// Runs `f` on one consistent snapshot (a deferred read transaction). `f`
     /// must not write: the connection is `query_only` meanwhile, so a write fails
     /// (use [`Store::write`]).
-    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub fn read<T, E: FromStoreError>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut conn = self.lock();
         conn.pragma_update(None, "query_only", true)
             .map_err(|e| self.error(e))?;
-        let result = (|| -> Result<T> {
+        let result = (|| -> Result<T, E> {
             let tx = conn.transaction().map_err(|e| self.error(e))?;
             let value = f(&tx).map_err(|e| self.with_path(e))?;
             // Ending a read transaction cannot lose anything; commit just releases the snapshot.
@@ -655,8 +567,9 @@ impl Store {
 
     /// Appends one record to the audit log; returns its id.
     pub fn record_audit(&self, record: &AuditRecord) -> Result<i64> {
-        let arguments = serde_json::to_string(&record.arguments)
-            .map_err(|e| Error::Internal(format!("audit arguments are not serialisable: {e}")))?;
+        let arguments = serde_json::to_string(&record.arguments).map_err(|e| {
+            StoreError::Internal(format!("audit arguments are not serialisable: {e}"))
+        })?;
         self.write(|tx| {
             tx.prepare_cached(
                 "INSERT INTO audit_log (ts, ts_text, server, tool, arguments, result_code, duration_ms)
@@ -780,7 +693,7 @@ impl Store {
     pub fn health(&self) -> StoreHealth {
         let path = self.inner.path.clone();
         let size_bytes = file_len(&path) + file_len(&wal_path(&path));
-        let probe = self.read(|c| {
+        let probe = self.read(|c| -> Result<_> {
             let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
             Ok((version, mode))
@@ -815,7 +728,7 @@ impl Store {
     /// Runs `PRAGMA integrity_check` (reads the whole file: not for hot paths).
     /// `Ok(false)` when it found problems; they are logged.
     pub fn integrity_check(&self) -> Result<bool> {
-        let problems = self.read(|c| {
+        let problems = self.read(|c| -> Result<_> {
             let mut stmt = c.prepare("PRAGMA integrity_check")?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -844,7 +757,7 @@ impl Store {
         }
     }
 
-    fn error(&self, e: rusqlite::Error) -> Error {
+    fn error(&self, e: rusqlite::Error) -> StoreError {
         self.with_path(storage_error(
             &e,
             &self.inner.path,
@@ -854,28 +767,26 @@ impl Store {
 
     /// Errors from a caller's closure went through `From<rusqlite::Error>`, which knows
     /// no path: add ours. A "full" one under a size cap also names the setting.
-    fn with_path(&self, e: Error) -> Error {
-        let Error::Storage { message, path } = e else {
-            return e;
-        };
-        let message = match self.inner.options.max_size_bytes {
-            Some(cap) if message.contains("is full") => format!(
-                "{message}; the store is capped at store.max_size_mb = {} MiB: clear old states \
-                 (clear-state) or raise the cap",
-                cap / (1024 * 1024)
-            ),
-            _ => message,
-        };
-        Error::Storage {
-            message,
-            path: path.or_else(|| Some(self.inner.path.clone())),
+    fn with_path<E: FromStoreError>(&self, mut e: E) -> E {
+        if let Some((message, path)) = e.storage_failure() {
+            if let Some(cap) = self.inner.options.max_size_bytes
+                && message.contains("is full")
+            {
+                message.push_str(&format!(
+                    "; the store is capped at store.max_size_mb = {} MiB: clear old saved states \
+                     or raise the cap",
+                    cap / (1024 * 1024)
+                ));
+            }
+            path.get_or_insert_with(|| self.inner.path.clone());
         }
+        e
     }
 }
 
-/// Maps a SQLite failure to [`Error::Storage`] with a message a person can act on.
-pub fn storage_error(e: &rusqlite::Error, path: &Path, busy_timeout: Duration) -> Error {
-    Error::Storage {
+/// Maps a SQLite failure to [`StoreError::Storage`] with a message a person can act on.
+pub fn storage_error(e: &rusqlite::Error, path: &Path, busy_timeout: Duration) -> StoreError {
+    StoreError::Storage {
         message: describe_sqlite(e, Some(busy_timeout)),
         path: Some(path.to_path_buf()),
     }
@@ -894,14 +805,6 @@ pub fn json_column<T: serde::de::DeserializeOwned>(
         let why = format!("`{column}` holds JSON that does not decode ({e})");
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, why.into())
     })
-}
-
-/// Every SQLite failure is a storage error, described for the person reading it. It lives
-/// here, not in `error`, so the error type stays at the bottom of the crate.
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Error {
-        Error::storage(describe_sqlite(&e, None))
-    }
 }
 
 /// What a SQLite failure means for the person reading it; `busy_timeout` when known.
@@ -984,8 +887,8 @@ fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
 
-fn newer_schema(version: i64, path: &Path) -> Error {
-    Error::Storage {
+fn newer_schema(version: i64, path: &Path) -> StoreError {
+    StoreError::Storage {
         message: format!(
             "the database has schema version {version}, newer than the {SCHEMA_VERSION} this vllm-mcp knows: \
              it was written by a newer vllm-mcp; upgrade this one (it will not downgrade the database)"
@@ -1015,12 +918,12 @@ fn migrate(conn: &mut Connection, path: &Path, options: &StoreOptions) -> Result
             continue;
         }
         if version != m.version - 1 {
-            return Err(Error::Internal(format!(
+            return Err(StoreError::Internal(format!(
                 "migration {} found the database at version {version}",
                 m.version
             )));
         }
-        tx.execute_batch(m.sql).map_err(|e| Error::Storage {
+        tx.execute_batch(m.sql).map_err(|e| StoreError::Storage {
             message: format!("migration {} ({}) failed: {e}", m.version, m.name),
             path: Some(path.to_path_buf()),
         })?;
