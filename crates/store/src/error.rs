@@ -1,6 +1,7 @@
 //! The store's one error enum, and the trait that lets a caller's own error pass through a transaction.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// What the store can fail with. Each variant becomes the vllm-core error of the same
 /// name, so the stable codes (`STORAGE_ERROR`, `INVALID_ARGUMENT`, `INTERNAL`) are
@@ -49,7 +50,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
         StoreError::Storage {
-            message: crate::store::describe_sqlite(&e, None),
+            message: describe_sqlite(&e, None),
             path: None,
         }
     }
@@ -72,5 +73,28 @@ impl FromStoreError for StoreError {
             StoreError::Storage { message, path } => Some((message, path)),
             _ => None,
         }
+    }
+}
+
+/// What a SQLite failure means for the person reading it; `busy_timeout` when known.
+pub(crate) fn describe_sqlite(e: &rusqlite::Error, busy_timeout: Option<Duration>) -> String {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::DatabaseBusy | C::DatabaseLocked) => {
+            let of = busy_timeout.map_or(String::new(), |t| format!(" of {} ms", t.as_millis()));
+            format!(
+                "the database is locked by another process and stayed locked past the busy timeout{of} ({e})"
+            )
+        }
+        Some(C::DiskFull) => format!("the disk holding the database is full ({e})"),
+        Some(C::ReadOnly) => {
+            format!("the database is read-only: check file and directory permissions ({e})")
+        }
+        Some(C::DatabaseCorrupt | C::NotADatabase) => {
+            format!("the database file is corrupt or not a SQLite database ({e})")
+        }
+        Some(C::SystemIoFailure) => format!("an I/O error occurred on the database file ({e})"),
+        Some(C::CannotOpen | C::PermissionDenied) => format!("cannot open the database file ({e})"),
+        _ => format!("SQLite error: {e}"),
     }
 }

@@ -1,7 +1,7 @@
 //! The store itself: opening and migrating the file, transactions, the audit log, health.
 
 use crate::config::StoreOptions;
-use crate::error::{FromStoreError, Result, StoreError};
+use crate::error::{FromStoreError, Result, StoreError, describe_sqlite};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
@@ -805,29 +805,6 @@ pub fn json_column<T: serde::de::DeserializeOwned>(
         let why = format!("`{column}` holds JSON that does not decode ({e})");
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, why.into())
     })
-}
-
-/// What a SQLite failure means for the person reading it; `busy_timeout` when known.
-pub(crate) fn describe_sqlite(e: &rusqlite::Error, busy_timeout: Option<Duration>) -> String {
-    use rusqlite::ErrorCode as C;
-    match e.sqlite_error_code() {
-        Some(C::DatabaseBusy | C::DatabaseLocked) => {
-            let of = busy_timeout.map_or(String::new(), |t| format!(" of {} ms", t.as_millis()));
-            format!(
-                "the database is locked by another process and stayed locked past the busy timeout{of} ({e})"
-            )
-        }
-        Some(C::DiskFull) => format!("the disk holding the database is full ({e})"),
-        Some(C::ReadOnly) => {
-            format!("the database is read-only: check file and directory permissions ({e})")
-        }
-        Some(C::DatabaseCorrupt | C::NotADatabase) => {
-            format!("the database file is corrupt or not a SQLite database ({e})")
-        }
-        Some(C::SystemIoFailure) => format!("an I/O error occurred on the database file ({e})"),
-        Some(C::CannotOpen | C::PermissionDenied) => format!("cannot open the database file ({e})"),
-        _ => format!("SQLite error: {e}"),
-    }
 }
 
 fn wal_path(path: &Path) -> PathBuf {
