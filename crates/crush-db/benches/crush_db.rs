@@ -1,13 +1,13 @@
-//! Criterion benchmark of `vllm_core::crush_db`: export and restore of a generated 10,000-message, 20 MB conversation.
+//! Criterion benchmark of `vllm_crush_db`: export and restore of a generated 10,000-message, 20 MB conversation.
 //!
 //! Run with `cargo bench -p vllm-core --bench crush_db` (needs `[[bench]] name = "crush_db"`,
 //! `harness = false` in crates/vllm-core/Cargo.toml). Targets: export under 150 ms,
 //! restore into an empty database under 600 ms, on one core of a 2024 server.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use rusqlite::Connection;
 use std::hint::black_box;
-use vllm_core::crush_db::{self, CrushDb};
-use vllm_core::store::rusqlite::Connection;
+use vllm_crush_db::{self as crush_db, CrushDb};
 use vllm_crush_gen::{self as generate, ConversationSpec};
 
 const SPEC: ConversationSpec = ConversationSpec {

@@ -1,8 +1,9 @@
-//! Crush's session database: read conversations safely while Crush writes, restore missing sessions.
+//! vllm-crush-db: Crush's session database: read conversations safely while Crush writes,
+//! restore missing sessions.
 //!
 //! Crush keeps its sessions in SQLite at `<project>/.crush/crush.db` (the directory it
 //! starts MCP servers in), in WAL mode, and writes to it while we read. The schema is
-//! Crush's, not ours ([`schema`] quotes its migrations); this module never creates,
+//! Crush's, not ours ([`schema`] quotes its migrations); this crate never creates,
 //! migrates or re-configures that file.
 //!
 //! # Reading
@@ -44,8 +45,12 @@
 //!
 //! IDs from callers are always bound as parameters. Table and column names in SQL come
 //! from constants or from the database's own schema, quoted.
+//!
+//! # Errors
+//!
+//! Crush's database is SQLite like ours, and fails the same ways: this crate's errors are
+//! the store's [`Error`] (`vllm_store::StoreError`), described as the store describes them.
 
-use crate::error::{Error, Result};
 use rusqlite::types::ToSqlOutput;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
@@ -53,6 +58,7 @@ use serde_json::Value;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use vllm_store::{Result, StoreError as Error};
 
 pub mod schema;
 pub mod values;
@@ -115,14 +121,13 @@ const IGNORED_TABLES: &[&str] = &["goose_db_version"];
 /// The most notes [`Conversation::skipped`] lists one by one; the rest are counted.
 const MAX_NOTES: usize = 100;
 
-/// Where Crush's database is: `config.crush.db_path` (which `VLLM_MCP_CRUSH_DB` already
-/// overrides), else `./.crush/crush.db` in the working directory. `Some` only when that
-/// file exists; a relative path is made absolute against the working directory.
-pub fn locate(config: &crate::config::Config) -> Option<PathBuf> {
-    let p = config
-        .crush
-        .db_path
-        .clone()
+/// Where Crush's database is: the `configured` path (the config's `crush.db_path`, which
+/// `VLLM_MCP_CRUSH_DB` already overrides), else `./.crush/crush.db` in the working
+/// directory. `Some` only when that file exists; a relative path is made absolute against
+/// the working directory.
+pub fn locate(configured: Option<&Path>) -> Option<PathBuf> {
+    let p = configured
+        .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(".crush").join("crush.db"));
     if !p.is_file() {
         return None;
@@ -273,7 +278,7 @@ fn str_cell<'a>(row: &'a Row, key: &str) -> Option<&'a str> {
 
 /// A closure mapping a SQLite failure to [`Error::Storage`] naming `path`.
 fn storage(path: &Path, busy: Duration) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |e| crate::store::storage_error(&e, path, busy).into()
+    move |e| vllm_store::storage_error(&e, path, busy)
 }
 
 fn storage_msg(path: &Path, message: impl Into<String>) -> Error {

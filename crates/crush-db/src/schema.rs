@@ -10,7 +10,7 @@
 //! inserting or deleting a message moves `sessions.message_count`, and every `UPDATE`
 //! of a session, message or file row sets its `updated_at` to the current time.
 
-use crate::error::Result;
+use crate::Result;
 use rusqlite::Connection;
 
 /// The migrations, oldest first: (goose version id, SQL of its `Up` section).

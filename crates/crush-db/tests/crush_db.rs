@@ -1,13 +1,13 @@
-//! Tests of `vllm_core::crush_db` against databases made with Crush's schema, the generator and hand-written rows.
+//! Tests of `vllm_crush_db` against databases made with Crush's schema, the generator and hand-written rows.
 
+use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use vllm_core::Error;
-use vllm_core::crush_db::{self, Conversation, CrushDb, Row};
-use vllm_core::store::rusqlite::{Connection, params};
+use vllm_crush_db::Error;
+use vllm_crush_db::{self as crush_db, Conversation, CrushDb, Row};
 use vllm_crush_gen::{self as generate, ConversationSpec};
 
 /// A new database file with Crush's schema, and a connection to it like Crush's own.
@@ -907,14 +907,10 @@ fn ten_thousand_messages_round_trip() {
 fn locate_uses_the_configured_path_when_the_file_exists() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _conn) = crush_db(dir.path(), "crush.db");
-    let mut config = vllm_core::config::Config::default();
-    config.crush.db_path = Some(path.clone());
-    assert_eq!(crush_db::locate(&config), Some(path));
-    config.crush.db_path = Some(dir.path().join("missing.db"));
-    assert_eq!(crush_db::locate(&config), None);
+    assert_eq!(crush_db::locate(Some(&path)), Some(path.clone()));
+    assert_eq!(crush_db::locate(Some(&dir.path().join("missing.db"))), None);
     // A directory is not a database file.
-    config.crush.db_path = Some(dir.path().to_path_buf());
-    assert_eq!(crush_db::locate(&config), None);
+    assert_eq!(crush_db::locate(Some(dir.path())), None);
 }
 
 /// `export_to` writes exactly the bytes of serializing `export`'s conversation, notes

@@ -18,8 +18,8 @@
 
 use rusqlite::Connection;
 use serde_json::{Value, json};
-use vllm_core::crush_db::{self, Conversation, Row};
-use vllm_core::{Error, Result};
+use vllm_crush_db::{self as crush_db, Conversation, Row};
+use vllm_crush_db::{Error, Result};
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -43,8 +43,8 @@ pub(crate) fn resolve_session(crush: Option<&CrushDb>, label: &str) -> Result<St
 }
 
 pub(crate) fn open_crush(s: &StatePersistence) -> Result<Option<CrushDb>> {
-    match crush_db::locate(&s.kit.config) {
-        Some(p) => CrushDb::open_read_only(&p).map(Some),
+    match crush_db::locate(s.kit.config.crush.db_path.as_deref()) {
+        Some(p) => Ok(Some(CrushDb::open_read_only(&p)?)),
         None => Ok(None),
     }
 }

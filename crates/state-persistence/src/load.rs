@@ -96,7 +96,7 @@ async fn load(s: &StatePersistence, p: LoadParams) -> Result<LoadAnswer> {
     if let Some(id) = &p.state_id {
         states::validate_state_id("state_id", id)?;
     }
-    let crush_path = crush_db::locate(&s.kit.config);
+    let crush_path = crush_db::locate(s.kit.config.crush.db_path.as_deref());
     if p.restore_to_crush && crush_path.is_none() {
         return Err(Error::invalid("restore_to_crush", no_crush_note(s)));
     }

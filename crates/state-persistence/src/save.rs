@@ -84,7 +84,7 @@ async fn save(s: &StatePersistence, p: SaveParams) -> Result<SaveAnswer> {
     let store = s.kit.store()?.clone();
     let mut notes = Vec::new();
     // The conversation first: `current` decides the session id.
-    let crush_path = crush_db::locate(&s.kit.config);
+    let crush_path = crush_db::locate(s.kit.config.crush.db_path.as_deref());
     let (session_id, conversation) = conversation_to_save(s, &p).await?;
     if crush_path.is_none() {
         notes.push(no_crush_note(s));
@@ -163,7 +163,7 @@ async fn conversation_to_save(
 ) -> Result<(String, Option<CrushDb>)> {
     let label = p.session_id.clone();
     let want = p.include_conversations;
-    let path = crush_db::locate(&s.kit.config);
+    let path = crush_db::locate(s.kit.config.crush.db_path.as_deref());
     blocking(move || {
         let Some(path) = path else {
             return Ok((label, None));

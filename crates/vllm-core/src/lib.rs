@@ -23,7 +23,6 @@
 //! - [`redact`], [`time`]: secrets out of logs, RFC 3339 timestamps.
 
 pub mod config;
-pub mod crush_db;
 pub mod error;
 pub mod estimate;
 pub mod gpu;
@@ -41,6 +40,8 @@ pub mod states;
 pub mod vllm;
 
 pub use error::{Error, LoadFailure, Result};
+/// Crush's session database, read and restored (the `vllm-crush-db` crate).
+pub use vllm_crush_db as crush_db;
 /// Prometheus parsing, vLLM's metric views and window arithmetic (the `vllm-prom` crate).
 pub use vllm_prom as prom;
 /// The SQLite file every process shares; migrations; the audit log (the `vllm-store` crate).

@@ -172,7 +172,7 @@ pub fn write(store: &Store, snapshot: Snapshot, now: f64) -> Result<Written> {
     if let Some((db, session)) = snapshot.conversation {
         let (part, summary) =
             states::encode_part_with(PartKind::Conversations, snapshot.compress, |w| {
-                db.export_to(&session, w)
+                Ok(db.export_to(&session, w)?)
             })?;
         // Gone between the check and the read (Crush deleted it): nothing saved of it.
         if let Some(c) = summary {
