@@ -9,11 +9,11 @@
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use vllm_core::LoadFailure;
-use vllm_core::launcher::classify::classify;
-use vllm_core::launcher::process::group_members;
 use vllm_core::monitor::history;
 use vllm_core::store::Store;
 use vllm_core::vllm::{EndpointSpec, VllmClient};
+use vllm_fleet::launcher::classify::classify;
+use vllm_fleet::launcher::process::group_members;
 use vllm_mcp_e2e::{
     Phase, Raw, Real, buckets, family_labels, health_sequence, http, metrics, quantile_bucket, raw,
     shape, shape_differences, sum,

@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use vllm_core::launch_args::{LaunchArgs, SamplingDefaults};
-use vllm_core::lifecycle::{Located, Origin, supports_function_calling};
 use vllm_core::models::{ModelRecord, ModelStatus, display_name};
 use vllm_core::vllm::{ModelCard, VllmClient};
 use vllm_core::{Result, estimate, models};
+use vllm_fleet::lifecycle::{Located, Origin, supports_function_calling};
 use vllm_mcp_kit::{ToolDef, Toolbox};
 
 /// Registers `get-model-info`.

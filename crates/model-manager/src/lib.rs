@@ -9,7 +9,7 @@
 //! - [`resources`]: `vllm://model/{id}/config`, `vllm://model/{id}/logs`,
 //!   `vllm://crush/provider-config`.
 //!
-//! The lifecycle itself (locate, load, unload) is `vllm_core::lifecycle`, over the
+//! The lifecycle itself (locate, load, unload) is `vllm_fleet::lifecycle`, over the
 //! launcher shared with the state-persistence server.
 
 pub mod batch;
@@ -31,13 +31,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vllm_core::launch_args::SamplingDefaults;
-use vllm_core::launcher::process;
-use vllm_core::launcher::supervisor::Launcher;
-use vllm_core::lifecycle::Fleet;
 use vllm_core::models::ModelRecord;
 use vllm_core::prom::{self, Histogram, VllmSnapshot};
 use vllm_core::vllm::VllmClient;
 use vllm_core::{Error, Result, estimate};
+use vllm_fleet::launcher::process;
+use vllm_fleet::launcher::supervisor::Launcher;
+use vllm_fleet::lifecycle::Fleet;
 use vllm_mcp_kit::{Kit, ResourceBody, Service, Toolbox};
 
 /// The binary's name, also `serverInfo.name`.
@@ -133,7 +133,7 @@ impl ModelManager {
             id: r.model_id.clone(),
             name: vllm_core::models::display_name(&r.model_id),
             status: r.status,
-            origin: vllm_core::lifecycle::Origin::Launched,
+            origin: vllm_fleet::lifecycle::Origin::Launched,
             source: Some(r.source.clone()),
             memory_usage_mb: match r.pid.filter(|_| r.status.is_active()) {
                 Some(pid) => {
@@ -340,7 +340,7 @@ const DUTY_TTL: Duration = Duration::from_secs(15);
 /// holds each, and any may take over when the holder dies.
 async fn supervise(launcher: Arc<Launcher>, store: vllm_core::store::Store) {
     use vllm_core::coordination::{HolderId, LeaseKeeper, duties};
-    use vllm_core::launcher::supervisor::{Duties, DutyState};
+    use vllm_fleet::launcher::supervisor::{Duties, DutyState};
     let holder = HolderId::for_process().clone();
     let keep = |duty| LeaseKeeper::spawn(store.clone(), duty, holder.clone(), DUTY_TTL);
     let (queue, reaper, autostart) = (

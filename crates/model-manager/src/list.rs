@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
-use vllm_core::lifecycle::Origin;
 use vllm_core::models::{ModelStatus, display_name};
 use vllm_core::{Result, estimate, model_files, models};
+use vllm_fleet::lifecycle::Origin;
 use vllm_mcp_kit::page::{Page, PageParams, paginate};
 use vllm_mcp_kit::{ToolDef, Toolbox};
 
@@ -73,8 +73,9 @@ async fn list_models(s: &ModelManager, p: ListParams) -> Result<ListAnswer> {
     let launcher = s.launcher()?;
     let mut all = Vec::new();
     let mut seen = HashSet::new();
-    let groups =
-        vllm_core::launcher::process::groups_recent(vllm_core::launcher::process::FIGURES_MAX_AGE);
+    let groups = vllm_fleet::launcher::process::groups_recent(
+        vllm_fleet::launcher::process::FIGURES_MAX_AGE,
+    );
     let sampling = launcher.on_store(models::all_sampling).await?;
     for r in launcher.list_quick().await? {
         seen.insert(r.model_id.clone());

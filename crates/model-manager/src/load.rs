@@ -8,10 +8,10 @@ use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use vllm_core::launch_args::LaunchArgs;
-use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest, Preflight};
-use vllm_core::lifecycle::{LoadEvent, LoadReport};
 use vllm_core::models::{ModelRecord, ModelStatus, RestartPolicy};
 use vllm_core::{Error, Result};
+use vllm_fleet::launcher::supervisor::{LaunchOutcome, LaunchRequest, Preflight};
+use vllm_fleet::lifecycle::{LoadEvent, LoadReport};
 use vllm_mcp_kit::{CallCtx, ToolDef, Toolbox};
 
 /// Registers `load-model`.

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest};
 use vllm_core::models::ModelStatus;
 use vllm_core::{Error, Result, estimate, model_files, models};
+use vllm_fleet::launcher::supervisor::{LaunchOutcome, LaunchRequest};
 use vllm_mcp_kit::{ToolDef, Toolbox};
 
 /// Registers `set-model-config`.

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vllm_core::launcher::process;
 use vllm_core::models::{ModelRecord, ModelStatus};
 use vllm_core::vllm::VllmClient;
 use vllm_core::{Error, Result};
+use vllm_fleet::launcher::process;
 use vllm_mcp_kit::{ToolDef, Toolbox};
 
 /// Registers `sleep-model` and `wake-model`.

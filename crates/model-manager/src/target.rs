@@ -15,10 +15,10 @@
 //! - anything else vLLM refuses is `BACKEND_ERROR` carrying vLLM's own message.
 
 use crate::ModelManager;
-use vllm_core::lifecycle::Located;
 use vllm_core::models::{self, ModelRecord, ModelStatus};
 use vllm_core::vllm::VllmClient;
 use vllm_core::{Error, Result};
+use vllm_fleet::lifecycle::Located;
 
 // ---------------------------------------------------------------------------------------
 // Parameters

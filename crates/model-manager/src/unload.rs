@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
 use vllm_core::Result;
-use vllm_core::lifecycle::UnloadReport;
 use vllm_core::models::ModelStatus;
+use vllm_fleet::lifecycle::UnloadReport;
 use vllm_mcp_kit::{ToolDef, Toolbox};
 
 /// Registers `unload-model`.

@@ -58,7 +58,7 @@ async fn wait_status(m: &McpProcess, id: &str, status: &str, timeout: Duration) 
 
 /// Live processes whose process group is `pgid`.
 fn group_pids(pgid: u32) -> Vec<u32> {
-    vllm_core::launcher::process::group_members(pgid)
+    vllm_fleet::launcher::process::group_members(pgid)
 }
 
 fn code(a: &Answer) -> &str {

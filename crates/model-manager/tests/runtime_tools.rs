@@ -439,7 +439,7 @@ async fn sleep_and_wake_with_dev_mode() {
     let u = m.call("unload-model", json!({"model_id": "tiny"})).await;
     assert!(!u.is_error, "{}", u.json);
     assert_eq!(u.json["was_running"], true);
-    assert!(vllm_core::launcher::process::group_members(pid).is_empty());
+    assert!(vllm_fleet::launcher::process::group_members(pid).is_empty());
     let asleep_unloaded = m.call("wake-model", json!({"model_id": "tiny"})).await;
     assert_eq!(field(&asleep_unloaded), "model_id");
 }

@@ -15,12 +15,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use vllm_core::lifecycle::Located;
 use vllm_core::loadtest::{self, LIMITS, LoadSpec, Summary};
 use vllm_core::models::ModelStatus;
 use vllm_core::monitor::window::Latency;
 use vllm_core::vllm::VllmClient;
 use vllm_core::{Error, Result};
+use vllm_fleet::lifecycle::Located;
 use vllm_mcp_kit::CallCtx;
 
 /// Defaults of the parameters.
@@ -185,7 +185,7 @@ struct Found {
 }
 
 /// A loaded launched model, a model an attached endpoint serves, or an adapter on a
-/// loaded launched server ([`vllm_core::lifecycle::Fleet::locate`]'s order).
+/// loaded launched server ([`vllm_fleet::lifecycle::Fleet::locate`]'s order).
 async fn find(s: &PerfMonitor, model_id: &str) -> Result<Found> {
     let fleet = s.fleet();
     let not_loaded = |what: String| {

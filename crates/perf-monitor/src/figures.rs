@@ -37,10 +37,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use vllm_core::gpu::GpuSnapshot;
-use vllm_core::launcher::process;
 use vllm_core::models::ModelRecord;
 use vllm_core::monitor::history;
 use vllm_core::monitor::window::Latency;
+use vllm_fleet::launcher::process;
 use vllm_mcp_kit::Kit;
 
 /// One get-metrics question, resolved from its parameters: what both sources answer.

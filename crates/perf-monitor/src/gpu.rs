@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use vllm_core::gpu::GpuSnapshot;
-use vllm_core::launcher::process;
 use vllm_core::{Error, Result, models};
+use vllm_fleet::launcher::process;
 use vllm_mcp_kit::Kit;
 
 /// Parameters of get-gpu-stats.

@@ -29,10 +29,10 @@ pub mod resources;
 
 use rmcp::model::{Resource, ResourceTemplate};
 use std::sync::Arc;
-use vllm_core::launcher::supervisor::Launcher;
-use vllm_core::lifecycle::Fleet;
 use vllm_core::monitor::Sampler;
 use vllm_core::{Result, monitor};
+use vllm_fleet::launcher::supervisor::Launcher;
+use vllm_fleet::lifecycle::Fleet;
 use vllm_mcp_kit::{Kit, NoParams, ResourceBody, Service, ToolDef, Toolbox};
 
 /// The binary's name, also `serverInfo.name`.

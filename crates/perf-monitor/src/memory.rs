@@ -23,12 +23,12 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use std::sync::Arc;
 use vllm_core::gpu::GpuSnapshot;
-use vllm_core::launcher::process;
 use vllm_core::models::ModelRecord;
 use vllm_core::monitor::Sample;
 use vllm_core::monitor::history;
 use vllm_core::monitor::memory::weights_mb_from_log_file;
 use vllm_core::{Error, Result, models};
+use vllm_fleet::launcher::process;
 use vllm_mcp_kit::Kit;
 
 /// GPU memory over all GPUs, MiB.

@@ -8,8 +8,8 @@
 //!   `vllm://state/session/{id}/conversation`.
 //!
 //! The format, checksums and store rows are `vllm_core::states`; Crush's database is
-//! `vllm_core::crush_db`; saving is `vllm_core::snapshot` and relaunching models is
-//! `vllm_core::restore`, through the model manager's `Launcher`, so its queue and
+//! `vllm_core::crush_db`; saving is `vllm_fleet::snapshot` and relaunching models is
+//! `vllm_fleet::restore`, through the model manager's `Launcher`, so its queue and
 //! limits apply.
 
 pub mod clear;
@@ -21,8 +21,8 @@ pub mod transfer;
 
 use rmcp::model::{Resource, ResourceTemplate};
 use std::sync::Arc;
-use vllm_core::launcher::supervisor::Launcher;
 use vllm_core::{Error, Result};
+use vllm_fleet::launcher::supervisor::Launcher;
 use vllm_mcp_kit::{Kit, ResourceBody, Service, Toolbox};
 
 /// The binary's name, also `serverInfo.name`.

@@ -1,5 +1,5 @@
 //! `load-state`: the state read and checked whole, its models put back through
-//! `vllm_core::restore`'s checked plan, its conversation made readable.
+//! `vllm_fleet::restore`'s checked plan, its conversation made readable.
 
 use crate::StatePersistence;
 use crate::common::{blocking, no_crush_note, open_crush, release_memory, resolve_session, yes};
@@ -9,9 +9,9 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 use vllm_core::crush_db::{self, Conversation, RestoreReport};
-use vllm_core::restore::{self, ModelAction};
 use vllm_core::states::{self, PartKind, StateMeta};
 use vllm_core::{Error, Result};
+use vllm_fleet::restore::{self, ModelAction};
 use vllm_mcp_kit::{CallCtx, ToolDef, Toolbox};
 
 /// Registers `load-state`.

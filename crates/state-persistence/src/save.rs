@@ -1,4 +1,4 @@
-//! `save-state`: the session resolved, then `vllm_core::snapshot` gathers and writes.
+//! `save-state`: the session resolved, then `vllm_fleet::snapshot` gathers and writes.
 
 use crate::StatePersistence;
 use crate::common::{blocking, no_crush_note, release_memory, resolve_session, round2, yes};
@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use vllm_core::Result;
 use vllm_core::crush_db::{self, CrushDb};
-use vllm_core::snapshot::{self, Snapshot};
 use vllm_core::states::{self};
+use vllm_fleet::snapshot::{self, Snapshot};
 use vllm_mcp_kit::{CallCtx, ToolDef, Toolbox};
 
 /// Registers `save-state`.

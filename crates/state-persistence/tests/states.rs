@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use vllm_core::crush_db::{self, Conversation, CrushDb};
 use vllm_core::launch_args::LaunchArgs;
-use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
 use vllm_core::models::{self, ModelStatus};
 use vllm_core::monitor::{Sample, history};
 use vllm_core::states::{self, ModelsPart, PartKind};
 use vllm_core::store::{Store, rusqlite};
 use vllm_crush_gen::{self as generate, ConversationSpec};
+use vllm_fleet::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
 use vllm_mcp_testkit::{Answer, McpProcess, ServerRig, temp_dir};
 
 /// The shared rig plus Crush's database of the "project" the server runs in.

@@ -1,4 +1,5 @@
-//! vllm-core: everything the vllm-mcp servers know about vLLM, and nothing about MCP.
+//! vllm-core: what the vllm-mcp servers know about vLLM, and nothing about MCP: the
+//! vocabulary, the sources and the records the fleet's operations (`vllm-fleet`) work on.
 //!
 //! Read in this order:
 //! - [`error`]: the one error enum and its stable codes.
@@ -9,14 +10,10 @@
 //! - [`model_files`]: `config.json` and weight sizes from model directories and the HF cache.
 //! - [`store`]: the SQLite file every process shares; migrations; the audit log.
 //! - [`launch_args`]: what a launch is, validated, and its `vllm serve` argument vector.
-//! - [`launcher`]: `vllm serve` process groups and start-up failure classification.
 //! - [`models`]: records of launched models and their observed status.
-//! - [`lifecycle`]: locate, load and unload: the decisions every front end shares.
 //! - [`estimate`]: memory a model needs, checked before launching.
 //! - [`coordination`]: leases that give singleton duties one owner across processes.
 //! - [`states`]: saved serving states (format, compression, checksums, store rows).
-//! - [`snapshot`]: what a save gathers and how a state is written.
-//! - [`restore`]: a saved state's models put back, as a checked plan of typed actions.
 //! - [`crush_db`]: Crush's session database, read and restored.
 //! - [`monitor`]: the metrics sampler, its history in the store, and window figures.
 //! - [`loadtest`]: bounded load tests of a served model, client-side and server-side figures.
@@ -27,15 +24,11 @@ pub mod error;
 pub mod estimate;
 pub mod gpu;
 pub mod launch_args;
-pub mod launcher;
-pub mod lifecycle;
 pub mod loadtest;
 pub mod model_files;
 pub mod models;
 pub mod monitor;
 pub mod redact;
-pub mod restore;
-pub mod snapshot;
 pub mod states;
 pub mod vllm;
 

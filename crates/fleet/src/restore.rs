@@ -2,13 +2,13 @@
 //! runs, so a refused restore changed nothing; [`carry_out`] then compares each with what
 //! runs now and launches, relaunches or leaves it, one typed [`ModelAction`] per model.
 
-use crate::error::{Error, Result};
 use crate::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
-use crate::models::{self, ModelRecord, ModelStatus};
-use crate::states::{ModelsPart, SavedModel};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use vllm_core::error::{Error, Result};
+use vllm_core::models::{self, ModelRecord, ModelStatus};
+use vllm_core::states::{ModelsPart, SavedModel};
 
 /// What a restore did with one saved model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -192,7 +192,7 @@ async fn restore_one(
 fn drift_of(
     r: &ModelRecord,
     m: &SavedModel,
-    current_sampling: &crate::launch_args::SamplingDefaults,
+    current_sampling: &vllm_core::launch_args::SamplingDefaults,
 ) -> Result<Map<String, Value>> {
     let mut differences = r.args.differences(&m.args)?;
     if r.source != m.source {

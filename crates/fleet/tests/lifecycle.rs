@@ -9,14 +9,14 @@ use std::time::Duration;
 use vllm_core::config::Config;
 use vllm_core::gpu::{FakeGpus, Gpus};
 use vllm_core::launch_args::LaunchArgs;
-use vllm_core::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
-use vllm_core::lifecycle::{Fleet, LoadEvent, Located, UnloadReport};
 use vllm_core::models::ModelStatus;
-use vllm_core::restore::{self, Action};
-use vllm_core::snapshot::{self, Snapshot};
 use vllm_core::states::{ModelsPart, PartKind, SavedModel};
 use vllm_core::store::Store;
 use vllm_core::vllm::{EndpointSpec, VllmClient};
+use vllm_fleet::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
+use vllm_fleet::lifecycle::{Fleet, LoadEvent, Located, UnloadReport};
+use vllm_fleet::restore::{self, Action};
+use vllm_fleet::snapshot::{self, Snapshot};
 use vllm_mcp_testkit::{MockVllm, ServerRig};
 
 /// A launcher over the rig's config and store, and clients of the attached endpoints.

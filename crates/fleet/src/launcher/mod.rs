@@ -4,7 +4,7 @@
 //! - [`classify`]: why a start failed, read from the server's log.
 //! - [`supervisor`]: [`supervisor::Launcher`], launch, observe and stop over the store records.
 //!
-//! What is launched, [`crate::launch_args::LaunchArgs`] and its argument vector, lives
+//! What is launched, [`vllm_core::launch_args::LaunchArgs`] and its argument vector, lives
 //! below this module, so the configuration's catalog can name it without a cycle.
 
 pub mod classify;

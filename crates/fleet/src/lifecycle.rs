@@ -6,15 +6,15 @@
 //! A [`Fleet`] is a borrowed view (the launcher and the attached endpoints), built for a
 //! call: it holds nothing of its own.
 
-use crate::config::Config;
-use crate::error::{Error, LoadFailure, Result};
-use crate::launch_args::{LaunchArgs, validate_model_id};
 use crate::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher, StopOutcome};
-use crate::model_files;
-use crate::models::{ModelRecord, ModelStatus};
-use crate::vllm::{ModelCard, VllmClient};
 use serde_json::{Map, Value, json};
 use std::time::{Duration, Instant};
+use vllm_core::config::Config;
+use vllm_core::error::{Error, LoadFailure, Result};
+use vllm_core::launch_args::{LaunchArgs, validate_model_id};
+use vllm_core::model_files;
+use vllm_core::models::{ModelRecord, ModelStatus};
+use vllm_core::vllm::{ModelCard, VllmClient};
 
 /// The launcher and the attached endpoints, as one fleet.
 #[derive(Clone, Copy)]
@@ -226,7 +226,7 @@ impl<'a> Fleet<'a> {
         let id = req.model_id.clone();
         let current = match &outcome {
             LaunchOutcome::DryRun { .. } => launcher
-                .on_store(move |s| crate::models::get(s, &id))
+                .on_store(move |s| vllm_core::models::get(s, &id))
                 .await?
                 .map(|r| r.status)
                 .unwrap_or(ModelStatus::Unloaded),
@@ -272,7 +272,7 @@ impl<'a> Fleet<'a> {
         let launcher = self.launcher()?;
         let id = model_id.to_string();
         if launcher
-            .on_store(move |s| crate::models::get(s, &id))
+            .on_store(move |s| vllm_core::models::get(s, &id))
             .await?
             .is_none()
         {

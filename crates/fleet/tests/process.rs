@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vllm_core::Error;
-use vllm_core::launcher::process::{
+use vllm_fleet::launcher::process::{
     LOG_HEADER_MARKER, SpawnSpec, Spawned, available_memory_mb, exit_path, exit_status,
     exit_status_of, group_alive, group_matches, group_members, group_rss_mb, pick_port,
     port_is_free, process_info, signal_group, spawn_detached, stop_group, tail,
@@ -77,7 +77,7 @@ fn wait_tree(s: &Spawned) {
     });
 }
 
-fn wait_exit(log: &Path) -> vllm_core::launcher::process::ExitInfo {
+fn wait_exit(log: &Path) -> vllm_fleet::launcher::process::ExitInfo {
     let mut info = None;
     wait_for("the exit file", Duration::from_secs(10), || {
         info = exit_status(log);

@@ -1,10 +1,10 @@
-//! Tests of `vllm_core::launcher::classify`: every real failed start captured from vLLM 0.32
+//! Tests of `vllm_fleet::launcher::classify`: every real failed start captured from vLLM 0.32
 //! maps to its reason and details, synthetic lines cover the reasons no capture shows, and
 //! the error reaches clients in the spec's shape.
 
 use serde_json::{Value, json};
 use vllm_core::LoadFailure;
-use vllm_core::launcher::classify::{Classified, TAIL_BYTES, classify};
+use vllm_fleet::launcher::classify::{Classified, TAIL_BYTES, classify};
 
 macro_rules! capture {
     ($name:literal, $ext:literal) => {

@@ -5,18 +5,18 @@
 //!
 //! [`recent_metrics`] and [`write`] block (SQLite, zstd): call them off the async threads.
 
-use crate::crush_db::CrushDb;
-use crate::error::{Error, Result};
 use crate::launcher::supervisor::Launcher;
-use crate::models::{self, ModelRecord};
-use crate::monitor::history;
-use crate::states::{
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use vllm_core::crush_db::CrushDb;
+use vllm_core::error::{Error, Result};
+use vllm_core::models::{self, ModelRecord};
+use vllm_core::monitor::history;
+use vllm_core::states::{
     self, Configurations, EncodedPart, IndexedModel, MetricsInfo, ModelsPart, PartKind,
     SavedMetrics, SavedModel, StateMeta,
 };
-use crate::store::Store;
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use vllm_core::store::Store;
 
 /// The window of monitor samples a save records.
 pub const METRICS_WINDOW_SECONDS: f64 = 3_600.0;
@@ -208,7 +208,7 @@ fn new_meta(session_id: String, now: f64, metrics: Option<MetricsInfo>) -> State
         state_id: states::new_state_id(),
         session_id,
         created_at: now,
-        timestamp: crate::time::format_rfc3339(now as i64),
+        timestamp: vllm_core::time::format_rfc3339(now as i64),
         format_version: states::FORMAT_VERSION,
         vllm_versions: Vec::new(),
         title: None,

@@ -20,9 +20,6 @@
 //! children (a background thread per child) and records each exit in
 //! `<log>.exit` ([`exit_status`]), so the exit code survives for whoever asks.
 
-use crate::coordination::{process_alive, process_start_time};
-use crate::error::{Error, Result};
-use crate::redact::{redact_args, redact_text};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -32,6 +29,9 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+use vllm_core::coordination::{process_alive, process_start_time};
+use vllm_core::error::{Error, Result};
+use vllm_core::redact::{redact_args, redact_text};
 
 /// Every launch appends one line starting with this to the log before the server's
 /// own output. Whatever follows the last such line belongs to the latest run (logs
@@ -101,7 +101,7 @@ pub struct Spawned {
     /// Its process group (and session), always equal to `pid`.
     pub pgid: u32,
     /// `/proc/<pid>/stat` field 22, to tell the leader from a later process that
-    /// reuses its pid (see [`group_matches`] and [`crate::coordination::process_alive`]).
+    /// reuses its pid (see [`group_matches`] and [`vllm_core::coordination::process_alive`]).
     pub start_time: Option<u64>,
     pub log_path: PathBuf,
 }
@@ -138,7 +138,7 @@ impl ExitInfo {
             code: status.code(),
             signal: status.signal(),
             pid: Some(pid),
-            exited_at: Some(crate::time::now_rfc3339()),
+            exited_at: Some(vllm_core::time::now_rfc3339()),
         }
     }
 
@@ -509,7 +509,7 @@ fn header_line(spec: &SpawnSpec) -> String {
     }
     line.push_str(LOG_HEADER_MARKER);
     line.push(' ');
-    line.push_str(&crate::time::now_rfc3339());
+    line.push_str(&vllm_core::time::now_rfc3339());
     line.push(':');
     for word in std::iter::once(redact_text(&spec.program)).chain(redact_args(&spec.args)) {
         line.push(' ');

@@ -24,9 +24,9 @@
 //! vLLM's source (`vllm/config/model.py`, `vllm/v1/core/kv_cache_utils.py`,
 //! `vllm/v1/worker/gpu_worker.py`, `vllm/utils/mem_utils.py`); `docs` and the tests list them.
 
-use crate::error::{Error, LoadFailure};
-use crate::redact::redact_text;
 use serde_json::{Map, Value, json};
+use vllm_core::error::{Error, LoadFailure};
+use vllm_core::redact::redact_text;
 
 /// How much of the end of a log is read. A failed start's cause sits in its last few
 /// hundred lines (one traceback per process, about 60 lines each); 256 KiB holds thousands.

@@ -10,22 +10,24 @@
 
 use super::classify;
 use super::process::{self, SpawnSpec};
-use crate::config::Config;
-use crate::error::{Error, LoadFailure, Result};
-use crate::estimate::{self, MemoryCheck, MemoryEstimate};
-use crate::gpu::{GpuSnapshot, Gpus};
-use crate::launch_args::{CommandSpec, LaunchArgs, command_line, validate_model_id};
-use crate::model_files::{self, ConfigCache};
-use crate::models::{self, ModelRecord, ModelStatus, RecordedError, RestartMode, RestartPolicy};
-use crate::store::Store;
-use crate::store::rusqlite::OptionalExtension;
-use crate::vllm::{EndpointSpec, Health, VllmClient};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vllm_core::config::Config;
+use vllm_core::error::{Error, LoadFailure, Result};
+use vllm_core::estimate::{self, MemoryCheck, MemoryEstimate};
+use vllm_core::gpu::{GpuSnapshot, Gpus};
+use vllm_core::launch_args::{CommandSpec, LaunchArgs, command_line, validate_model_id};
+use vllm_core::model_files::{self, ConfigCache};
+use vllm_core::models::{
+    self, ModelRecord, ModelStatus, RecordedError, RestartMode, RestartPolicy,
+};
+use vllm_core::store::Store;
+use vllm_core::store::rusqlite::OptionalExtension;
+use vllm_core::vllm::{EndpointSpec, Health, VllmClient};
 
 /// What a caller asks of a launch.
 #[derive(Debug, Clone, Default)]
@@ -493,7 +495,7 @@ impl Launcher {
         if !record.status.is_active() {
             return record;
         }
-        let alive = crate::coordination::process_alive(pid, record.start_time);
+        let alive = vllm_core::coordination::process_alive(pid, record.start_time);
         let next: Option<(ModelStatus, Option<RecordedError>)> = if !alive {
             if record.status == ModelStatus::Stopping {
                 Some((ModelStatus::Unloaded, None))
@@ -541,7 +543,7 @@ impl Launcher {
         };
         let settled = (to == ModelStatus::Error && record.status == ModelStatus::Loading)
             || to == ModelStatus::Loaded;
-        let took = crate::time::unix_now() - record.launched_at.unwrap_or_default();
+        let took = vllm_core::time::unix_now() - record.launched_at.unwrap_or_default();
         let (id, from, recorded) = (record.model_id.clone(), record.status, error.clone());
         let written = self
             .on_store(move |store| {
@@ -600,7 +602,7 @@ impl Launcher {
         &self,
         record: &ModelRecord,
     ) -> Option<(ModelStatus, Option<RecordedError>)> {
-        let age = crate::time::unix_now() - record.launched_at.unwrap_or_default();
+        let age = vllm_core::time::unix_now() - record.launched_at.unwrap_or_default();
         if record.status == ModelStatus::Loading
             && age > self.config.launcher.health_timeout_seconds
         {
@@ -668,7 +670,7 @@ impl Launcher {
             .log_path
             .as_deref()
             .and_then(|p| process::tail(p, lines, 4 * 1024 * 1024).ok())
-            .map(|t| crate::redact::redact_text(&t))
+            .map(|t| vllm_core::redact::redact_text(&t))
             .unwrap_or_default()
     }
 
@@ -688,7 +690,11 @@ impl Launcher {
         let looks = records.into_iter().map(|r| async move {
             let settled = matches!(r.status, ModelStatus::Loaded | ModelStatus::Sleeping);
             match r.pid {
-                Some(pid) if settled && crate::coordination::process_alive(pid, r.start_time) => r,
+                Some(pid)
+                    if settled && vllm_core::coordination::process_alive(pid, r.start_time) =>
+                {
+                    r
+                }
                 _ => self.observe(r).await,
             }
         });
@@ -832,7 +838,7 @@ impl Launcher {
     /// MiB of GPU memory NVML attributes to these pids; `None` without NVML.
     fn gpu_used_by(&self, pids: &[u32]) -> Option<u64> {
         let gpus = self.gpus.snapshots().ok()?;
-        Some(crate::gpu::memory_used_by(&gpus, pids).unwrap_or(0))
+        Some(vllm_core::gpu::memory_used_by(&gpus, pids).unwrap_or(0))
     }
 }
 
@@ -866,7 +872,7 @@ impl Launcher {
     /// so deaths are noticed (and port conflicts retried) even when nobody asks.
     pub async fn tick(&self, duties: Duties, state: &mut DutyState) -> Result<()> {
         let records = self.list().await?;
-        let now = crate::time::unix_now();
+        let now = vllm_core::time::unix_now();
         if duties.queue {
             self.run_queue(&records).await?;
             self.apply_restart_policies(&records, now).await?;
@@ -972,7 +978,7 @@ impl Launcher {
     /// Starts the configured autostart models, once per machine boot: a model the user
     /// unloaded stays unloaded when another manager instance takes the duty over.
     async fn autostart(&self, records: &[ModelRecord]) -> Result<()> {
-        let boot = crate::coordination::HolderId::for_process()
+        let boot = vllm_core::coordination::HolderId::for_process()
             .boot_id()
             .unwrap_or("unknown")
             .to_string();
@@ -1075,7 +1081,7 @@ impl Placer {
             restarts,
             idle_ttl_seconds: req.idle_ttl_seconds,
             memory_estimate_mb: plan.memory_mb,
-            updated_at: crate::time::unix_now(),
+            updated_at: vllm_core::time::unix_now(),
         })
     }
 
@@ -1084,7 +1090,7 @@ impl Placer {
     fn spawn(
         &self,
         plan: &Plan,
-        sampling: &crate::launch_args::SamplingDefaults,
+        sampling: &vllm_core::launch_args::SamplingDefaults,
         others: &[&Active],
         record: &mut ModelRecord,
     ) -> Result<u32> {
@@ -1125,7 +1131,7 @@ impl Placer {
         record.port = Some(port);
         record.pid = Some(spawned.pid);
         record.start_time = spawned.start_time;
-        record.argv = crate::redact::redact_args(&full);
+        record.argv = vllm_core::redact::redact_args(&full);
         record.env_names = env.iter().map(|(k, _)| k.clone()).collect();
         record.launched_at = Some(record.updated_at);
         Ok(spawned.pid)
@@ -1182,7 +1188,7 @@ fn active_rows(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Active>> {
             memory_mb: r.get(2)?,
             loading: r.get::<_, String>(3)? == ModelStatus::Loading.as_str(),
             // An unreadable list is an error, never "no GPU" (two loads on one GPU).
-            gpu_ids: crate::store::json_column(r, 4)?,
+            gpu_ids: vllm_core::store::json_column(r, 4)?,
             pid: r.get(5)?,
             since: r.get(6)?,
         })
@@ -1237,7 +1243,7 @@ fn launch_api_key(config: &Config) -> Option<String> {
 
 /// A figure that grows with every request served, and whether requests run or wait now.
 fn activity_of(metrics: &str) -> (f64, bool) {
-    let exp = crate::prom::parse_lenient(metrics).0;
+    let exp = vllm_core::prom::parse_lenient(metrics).0;
     let sum = |name: &str| {
         exp.family(name)
             .and_then(|f| f.sum_where(|_| true))
@@ -1250,7 +1256,7 @@ fn activity_of(metrics: &str) -> (f64, bool) {
 
 /// `vllm:num_requests_running` summed over models, 0 when absent.
 pub fn running_requests(metrics: &str) -> u64 {
-    crate::prom::parse_lenient(metrics)
+    vllm_core::prom::parse_lenient(metrics)
         .0
         .family("vllm:num_requests_running")
         .and_then(|f| f.sum_where(|_| true))
@@ -1303,14 +1309,14 @@ fn choose_gpus(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::FakeGpus;
+    use vllm_core::gpu::FakeGpus;
 
     #[test]
     fn gpu_choice_prefers_free_memory_and_checks_ids() {
         let g = FakeGpus::uniform(4, 81_920);
         g.update(0, |s| s.memory_free_mb = Some(1000));
         g.update(2, |s| s.memory_free_mb = Some(2000));
-        let all = crate::gpu::GpuSource::snapshots(&g).unwrap();
+        let all = vllm_core::gpu::GpuSource::snapshots(&g).unwrap();
         assert_eq!(choose_gpus(&all, None, 2, false).unwrap(), [1, 3]);
         assert_eq!(choose_gpus(&all, Some(&[2]), 1, false).unwrap(), [2]);
         assert_eq!(
