@@ -13,7 +13,7 @@ use vllm_core::config::Config;
 use vllm_core::error::{Error, LoadFailure, Result};
 use vllm_core::launch_args::{LaunchArgs, validate_model_id};
 use vllm_core::model_files;
-use vllm_core::models::{ModelRecord, ModelStatus};
+use vllm_core::models::{FailureReason, ModelRecord, ModelStatus};
 use vllm_core::vllm::{ModelCard, VllmClient};
 
 /// The launcher and the attached endpoints, as one fleet.
@@ -312,22 +312,22 @@ async fn sleep_attached(endpoint: &VllmClient, model_id: &str) -> Result<UnloadR
     })
 }
 
-/// A failed launch as `MODEL_LOAD_FAILED` with its classified reason (the recorded one;
-/// a reason this build does not know is kept as `details.cause`).
+/// A failed launch as `MODEL_LOAD_FAILED` with its classified reason: the recorded one, or
+/// `PROCESS_EXITED` with `details.cause` (`ENGINE_DIED`, `START_TIMEOUT`) for a server
+/// that died or never became healthy.
 pub fn load_failure(r: &ModelRecord) -> Error {
     let rec = r.error.clone();
     let reason = rec
         .as_ref()
-        .and_then(|e| serde_json::from_value::<LoadFailure>(Value::String(e.reason.clone())).ok())
-        .unwrap_or(LoadFailure::ProcessExited);
+        .map_or(LoadFailure::ProcessExited, |e| e.reason.load_failure());
     let mut details = match rec.as_ref().map(|e| e.details.clone()) {
         Some(Value::Object(m)) => m,
         _ => Map::new(),
     };
     if let Some(e) = &rec
-        && e.reason != reason.as_str()
+        && !matches!(e.reason, FailureReason::Start(_))
     {
-        details.insert("cause".into(), json!(e.reason));
+        details.insert("cause".into(), json!(e.reason.as_str()));
     }
     Error::ModelLoadFailed {
         model: r.model_id.clone(),
@@ -352,6 +352,37 @@ pub fn supports_function_calling(argv: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record of a model in `error` for `reason`, as the store holds it.
+    fn failed(reason: FailureReason) -> ModelRecord {
+        serde_json::from_value(json!({
+            "model_id": "tiny", "source": "/models/tiny", "status": "error",
+            "host": "127.0.0.1", "port": 8001, "pid": null, "start_time": null,
+            "args": {}, "argv": [], "env_names": [], "gpu_ids": [], "log_path": null,
+            "launched_at": 1.0, "loaded_at": null, "stopped_at": null,
+            "error": {"reason": reason, "message": "it failed", "details": {"exit_code": 1}},
+            "restart_policy": null, "restarts": 0, "idle_ttl_seconds": null,
+            "memory_estimate_mb": null, "updated_at": 2.0
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_recorded_failure_is_its_load_error_with_the_cause_when_not_a_start_failure() {
+        let e = load_failure(&failed(LoadFailure::PortInUse.into()));
+        assert_eq!(e.details()["reason"], "PORT_IN_USE");
+        assert!(e.details().get("cause").is_none(), "{:?}", e.details());
+        for (reason, cause) in [
+            (FailureReason::EngineDied, "ENGINE_DIED"),
+            (FailureReason::StartTimeout, "START_TIMEOUT"),
+        ] {
+            let e = load_failure(&failed(reason));
+            assert_eq!(e.code(), "MODEL_LOAD_FAILED");
+            assert_eq!(e.details()["reason"], "PROCESS_EXITED");
+            assert_eq!(e.details()["cause"], cause);
+            assert_eq!(e.details()["exit_code"], 1);
+        }
+    }
 
     #[test]
     fn function_calling_needs_the_switch_and_a_parser() {

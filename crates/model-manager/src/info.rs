@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use vllm_core::launch_args::{LaunchArgs, SamplingDefaults};
-use vllm_core::models::{ModelRecord, ModelStatus, display_name};
+use vllm_core::models::{ModelRecord, ModelStatus, RecordedError, display_name};
 use vllm_core::vllm::{ModelCard, VllmClient};
 use vllm_core::{Result, estimate, models};
 use vllm_fleet::lifecycle::{Located, Origin, supports_function_calling};
@@ -46,7 +46,7 @@ pub struct InfoAnswer {
     pub capabilities: Capabilities,
     pub server: Option<ServerInfo>,
     /// Why the model is in `error`.
-    pub error: Option<Value>,
+    pub error: Option<RecordedError>,
 }
 
 /// How the model is (or would be) served.
@@ -266,10 +266,7 @@ async fn info_of_launched(
             idle_ttl_seconds: r.idle_ttl_seconds,
             queued: r.status == ModelStatus::Loading && r.pid.is_none(),
         }),
-        error: r
-            .error
-            .as_ref()
-            .map(|e| serde_json::to_value(e).unwrap_or_default()),
+        error: r.error.clone(),
     }
 }
 

@@ -147,10 +147,7 @@ impl ModelManager {
             pipeline_parallel_size: r.args.pipeline_parallel_size.unwrap_or(1),
             base_url: r.base_url(),
             endpoint: None,
-            error: r
-                .error
-                .as_ref()
-                .map(|e| serde_json::to_value(e).unwrap_or_default()),
+            error: r.error.clone(),
         }
     }
 

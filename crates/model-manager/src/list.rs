@@ -5,10 +5,9 @@ use crate::ModelManager;
 use crate::info::attached_status;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
-use vllm_core::models::{ModelStatus, display_name};
+use vllm_core::models::{ModelStatus, RecordedError, display_name};
 use vllm_core::{Result, estimate, model_files, models};
 use vllm_fleet::lifecycle::Origin;
 use vllm_mcp_kit::page::{Page, PageParams, paginate};
@@ -54,7 +53,7 @@ pub struct ModelSummary {
     /// The attached endpoint's name, for `attached` models.
     pub endpoint: Option<String>,
     /// Why the model is in `error`.
-    pub error: Option<Value>,
+    pub error: Option<RecordedError>,
 }
 
 /// The answer of `list-models`.

@@ -15,8 +15,8 @@ fn a_bad_config_fails_fast_naming_the_key() {
     vllm_mcp_testkit::check_bad_config_refused(Path::new(BIN));
 }
 
-/// Statuses, origins and restart modes are enums: the schemas list their values, so a
-/// client sees what `status` can be without reading the docs.
+/// Statuses, origins, restart modes and failure reasons are enums: the schemas list their
+/// values, so a client sees what `status` can be without reading the docs.
 #[tokio::test]
 async fn schemas_list_the_values_of_statuses_origins_and_modes() {
     let rig = vllm_mcp_testkit::ServerRig::new("");
@@ -59,6 +59,24 @@ async fn schemas_list_the_values_of_statuses_origins_and_modes() {
         values(&model["origin"]),
         ["adapter", "attached", "cache", "catalog", "launched"]
     );
+    // Why a model is in error, ENGINE_DIED and START_TIMEOUT included, in both answers.
+    let info = schema("get-model-info", true);
+    for error in [&model["error"], &info["properties"]["error"]] {
+        let error = error["anyOf"]
+            .as_array()
+            .map(|a| a[0].clone())
+            .unwrap_or(error.clone());
+        let reasons = values(&error["properties"]["reason"]);
+        for r in [
+            "ENGINE_DIED",
+            "START_TIMEOUT",
+            "PORT_IN_USE",
+            "PROCESS_EXITED",
+        ] {
+            assert!(reasons.iter().any(|x| x == r), "{r} missing: {error}");
+        }
+        assert_eq!(reasons.len(), 13, "{reasons:?}");
+    }
     let filter = &schema("list-models", false)["properties"]["status"];
     let any = filter["anyOf"]
         .as_array()

@@ -78,6 +78,21 @@ pub enum LoadFailure {
 }
 
 impl LoadFailure {
+    /// Every classification, in the order `docs/ERRORS.md` lists them.
+    pub const ALL: [LoadFailure; 11] = [
+        LoadFailure::InsufficientGpuMemory,
+        LoadFailure::PortInUse,
+        LoadFailure::ModelPathNotFound,
+        LoadFailure::EmptyModelDirectory,
+        LoadFailure::MaxModelLenTooLarge,
+        LoadFailure::OutOfMemory,
+        LoadFailure::InsufficientKvCache,
+        LoadFailure::UnknownFlag,
+        LoadFailure::HubUnreachable,
+        LoadFailure::ProcessExited,
+        LoadFailure::Unknown,
+    ];
+
     /// The stable string, as it appears in `details.reason`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -7,7 +7,7 @@
 //! instances agree and a restarted manager tells the truth about processes that died
 //! while it was away.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, LoadFailure, Result};
 use crate::launch_args::{LaunchArgs, SamplingDefaults};
 use crate::store::Store;
 use crate::store::rusqlite::{OptionalExtension, Row, params};
@@ -85,13 +85,102 @@ impl ModelStatus {
 }
 
 /// Why a model is in `error`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordedError {
-    /// A [`crate::LoadFailure`] name (`PORT_IN_USE`, ...) or `ENGINE_DIED`, `START_TIMEOUT`.
-    pub reason: String,
+    pub reason: FailureReason,
     pub message: String,
+    /// Context (`log_tail`, `exit_code`, `signal`, ...), as in a `MODEL_LOAD_FAILED` error.
     #[serde(default)]
     pub details: Value,
+}
+
+/// Why a launched model went to `error`: a start-up failure as classified from its log,
+/// or what became of a server that had started. Written as one stable string
+/// (`PORT_IN_USE`, `ENGINE_DIED`, ...); a string this build does not know is a storage
+/// error naming the column, never a guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The start failed, classified from the log ([`LoadFailure`]'s string).
+    Start(LoadFailure),
+    /// A server that had loaded is gone (`ENGINE_DIED`).
+    EngineDied,
+    /// The server did not answer its health check within the start timeout (`START_TIMEOUT`).
+    StartTimeout,
+}
+
+impl FailureReason {
+    /// The stable string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Start(f) => f.as_str(),
+            FailureReason::EngineDied => "ENGINE_DIED",
+            FailureReason::StartTimeout => "START_TIMEOUT",
+        }
+    }
+
+    /// Every reason, start-up classifications first.
+    pub fn all() -> impl Iterator<Item = FailureReason> {
+        LoadFailure::ALL
+            .into_iter()
+            .map(FailureReason::Start)
+            .chain([FailureReason::EngineDied, FailureReason::StartTimeout])
+    }
+
+    /// The reason named by its stable string.
+    pub fn from_name(s: &str) -> Option<FailureReason> {
+        FailureReason::all().find(|r| r.as_str() == s)
+    }
+
+    /// The classification a `MODEL_LOAD_FAILED` error carries: the start-up failure, or
+    /// `PROCESS_EXITED` for a server that died or never became healthy (the caller adds
+    /// this reason as `details.cause`).
+    pub fn load_failure(self) -> LoadFailure {
+        match self {
+            FailureReason::Start(f) => f,
+            FailureReason::EngineDied | FailureReason::StartTimeout => LoadFailure::ProcessExited,
+        }
+    }
+}
+
+impl From<LoadFailure> for FailureReason {
+    fn from(f: LoadFailure) -> FailureReason {
+        FailureReason::Start(f)
+    }
+}
+
+impl Serialize for FailureReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for FailureReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        FailureReason::from_name(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown failure reason `{s}`")))
+    }
+}
+
+/// A string schema listing every reason, inline (Crush drops `$defs`).
+impl schemars::JsonSchema for FailureReason {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FailureReason".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = FailureReason::all().map(FailureReason::as_str).collect();
+        schemars::json_schema!({
+            "type": "string",
+            "enum": names,
+            "description": "A start-up failure as classified from the log, ENGINE_DIED \
+                            (a loaded server is gone) or START_TIMEOUT."
+        })
+    }
 }
 
 /// When a restart policy relaunches a model.
@@ -384,6 +473,32 @@ pub fn display_name(id: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn failure_reasons_are_their_stable_strings_and_unknown_ones_are_refused() {
+        let all: Vec<FailureReason> = FailureReason::all().collect();
+        assert_eq!(all.len(), LoadFailure::ALL.len() + 2);
+        for r in &all {
+            let v = serde_json::to_value(r).unwrap();
+            assert_eq!(v, r.as_str());
+            assert_eq!(serde_json::from_value::<FailureReason>(v).unwrap(), *r);
+        }
+        assert_eq!(
+            serde_json::to_value(FailureReason::EngineDied).unwrap(),
+            "ENGINE_DIED"
+        );
+        let e = serde_json::from_value::<FailureReason>("ENGINE_EXPLODED".into()).unwrap_err();
+        assert!(e.to_string().contains("ENGINE_EXPLODED"), "{e}");
+        // What a MODEL_LOAD_FAILED carries: the classification, or PROCESS_EXITED.
+        assert_eq!(
+            FailureReason::Start(LoadFailure::PortInUse).load_failure(),
+            LoadFailure::PortInUse
+        );
+        assert_eq!(
+            FailureReason::StartTimeout.load_failure(),
+            LoadFailure::ProcessExited
+        );
+    }
+
     fn record(id: &str, status: ModelStatus, pid: Option<u32>, port: u16) -> ModelRecord {
         ModelRecord {
             model_id: id.into(),
@@ -463,7 +578,7 @@ mod tests {
         assert!(now.loaded_at.is_some());
 
         let err = RecordedError {
-            reason: "ENGINE_DIED".into(),
+            reason: FailureReason::EngineDied,
             message: "the engine died".into(),
             details: Value::Null,
         };

@@ -23,7 +23,7 @@ use vllm_core::gpu::{GpuSnapshot, Gpus};
 use vllm_core::launch_args::{CommandSpec, LaunchArgs, command_line, validate_model_id};
 use vllm_core::model_files::{self, ConfigCache};
 use vllm_core::models::{
-    self, ModelRecord, ModelStatus, RecordedError, RestartMode, RestartPolicy,
+    self, FailureReason, ModelRecord, ModelStatus, RecordedError, RestartMode, RestartPolicy,
 };
 use vllm_core::store::Store;
 use vllm_core::store::rusqlite::OptionalExtension;
@@ -526,7 +526,7 @@ impl Launcher {
                         Some((
                             ModelStatus::Error,
                             Some(RecordedError {
-                                reason: "ENGINE_DIED".into(),
+                                reason: FailureReason::EngineDied,
                                 message: format!(
                                     "/health answered {code}: the engine process died; see the log resource"
                                 ),
@@ -566,7 +566,7 @@ impl Launcher {
             && to == ModelStatus::Error
             && error
                 .as_ref()
-                .is_some_and(|e| e.reason == LoadFailure::PortInUse.as_str())
+                .is_some_and(|e| e.reason == FailureReason::Start(LoadFailure::PortInUse))
             && record.restarts < PORT_RETRIES
             && let Ok(Some(current)) = self.record(&record.model_id).await
         {
@@ -615,7 +615,7 @@ impl Launcher {
             return Some((
                 ModelStatus::Error,
                 Some(RecordedError {
-                    reason: "START_TIMEOUT".into(),
+                    reason: FailureReason::StartTimeout,
                     message: format!(
                         "not serving after {age:.0} s (launcher.health_timeout_seconds = {})",
                         self.config.launcher.health_timeout_seconds
@@ -645,7 +645,7 @@ impl Launcher {
             let mut details = c.details;
             details.insert("signal".into(), json!(sig));
             return RecordedError {
-                reason: LoadFailure::ProcessExited.as_str().to_string(),
+                reason: LoadFailure::ProcessExited.into(),
                 message: format!(
                     "the vLLM server was killed by signal {sig}{}",
                     if sig == libc::SIGKILL {
@@ -658,7 +658,7 @@ impl Launcher {
             };
         }
         RecordedError {
-            reason: c.reason.as_str().to_string(),
+            reason: c.reason.into(),
             message: c.message,
             details: Value::Object(c.details),
         }
@@ -902,7 +902,7 @@ impl Launcher {
                 Ok(Placed::Queued(..)) => {}
                 Err(e) => {
                     let err = RecordedError {
-                        reason: LoadFailure::ProcessExited.as_str().into(),
+                        reason: LoadFailure::ProcessExited.into(),
                         message: format!("could not start from the launch queue: {e}"),
                         details: e.to_value(),
                     };
