@@ -12,6 +12,7 @@ use crate::resources::{ALERTS_HISTORY_URI, ALERTS_URI, alert_json};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use vllm_core::config::AlertRuleName;
 use vllm_core::monitor::alerts;
 use vllm_core::store::Store;
 use vllm_mcp_kit::Kit;
@@ -31,7 +32,7 @@ pub async fn watch(kit: Arc<Kit>, store: Store) {
         .ok()
         .and_then(|r| r.ok())
         .unwrap_or(0);
-    let mut last_set: Option<Vec<(String, String, String)>> = None;
+    let mut last_set: Option<Vec<(AlertRuleName, String, String)>> = None;
     loop {
         tokio::time::sleep(interval).await;
         let st = store.clone();
@@ -63,11 +64,11 @@ pub async fn watch(kit: Arc<Kit>, store: Store) {
                 kit.notifier.info(NAME, data).await;
             }
         }
-        let set: Vec<(String, String, String)> = active
+        let set: Vec<(AlertRuleName, String, String)> = active
             .iter()
             .map(|a| {
                 (
-                    a.rule.clone(),
+                    a.rule,
                     serde_json::to_string(&a.target).unwrap_or_default(),
                     a.state.clone(),
                 )

@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
+use vllm_core::config::AlertRuleName;
 use vllm_core::gpu::GpuSnapshot;
 use vllm_core::{Error, Result, models};
 use vllm_fleet::launcher::process;
@@ -179,7 +180,7 @@ fn compute(kit: &Kit, p: &GpuParams) -> Result<GpuAnswer> {
         .config
         .alert_rules()
         .into_iter()
-        .find(|r| r.name == "gpu_temperature" && r.enabled)
+        .find(|r| r.name == AlertRuleName::GpuTemperature && r.enabled)
         .map(|r| r.threshold);
     let owners = pid_models(kit);
     let gpus = ids

@@ -320,8 +320,7 @@ pub enum MetricsSource {
 /// An alert rule after defaults and overrides are merged.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertRule {
-    /// Stable rule name (`gpu_temperature`, `kv_cache_usage`, ...).
-    pub name: String,
+    pub name: AlertRuleName,
     pub enabled: bool,
     /// Threshold in the rule's unit (°C, fraction, milliseconds, count).
     pub threshold: f64,
@@ -329,8 +328,104 @@ pub struct AlertRule {
     pub for_seconds: f64,
     /// Seconds of data the condition is computed over (rates, percentiles).
     pub window_seconds: f64,
+    pub severity: Severity,
+}
+
+/// The built-in alert rules, by their stable names (`gpu_temperature`, ...).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertRuleName {
+    GpuTemperature,
+    GpuMemory,
+    KvCacheUsage,
+    ErrorRate,
+    P99LatencyMs,
+    RequestsWaiting,
+    Preemptions,
+    EndpointDown,
+}
+
+impl AlertRuleName {
+    /// Every rule, in the order the defaults list them.
+    pub const ALL: [AlertRuleName; 8] = [
+        AlertRuleName::GpuTemperature,
+        AlertRuleName::GpuMemory,
+        AlertRuleName::KvCacheUsage,
+        AlertRuleName::ErrorRate,
+        AlertRuleName::P99LatencyMs,
+        AlertRuleName::RequestsWaiting,
+        AlertRuleName::Preemptions,
+        AlertRuleName::EndpointDown,
+    ];
+
+    /// The stable name, as in `[monitor.alerts.<name>]` and in every alert.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertRuleName::GpuTemperature => "gpu_temperature",
+            AlertRuleName::GpuMemory => "gpu_memory",
+            AlertRuleName::KvCacheUsage => "kv_cache_usage",
+            AlertRuleName::ErrorRate => "error_rate",
+            AlertRuleName::P99LatencyMs => "p99_latency_ms",
+            AlertRuleName::RequestsWaiting => "requests_waiting",
+            AlertRuleName::Preemptions => "preemptions",
+            AlertRuleName::EndpointDown => "endpoint_down",
+        }
+    }
+
+    /// The rule of that name.
+    pub fn from_name(name: &str) -> Option<AlertRuleName> {
+        AlertRuleName::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for AlertRuleName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    /// Both, mildest first.
+    pub const ALL: [Severity; 2] = [Severity::Warning, Severity::Critical];
+
     /// `warning` or `critical`.
-    pub severity: String,
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// The severity of that name.
+    pub fn from_name(name: &str) -> Option<Severity> {
+        Severity::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Fields a config file may override in one alert rule.
@@ -341,29 +436,32 @@ pub struct AlertRuleOverride {
     pub threshold: Option<f64>,
     pub for_seconds: Option<f64>,
     pub window_seconds: Option<f64>,
-    pub severity: Option<String>,
+    /// `warning` or `critical`.
+    pub severity: Option<Severity>,
 }
 
 impl AlertRule {
     /// The built-in rules: sensible thresholds for a single-node vLLM fleet.
     pub fn defaults() -> Vec<AlertRule> {
-        let r = |name: &str, threshold: f64, for_s: f64, window_s: f64, sev: &str| AlertRule {
-            name: name.into(),
+        use AlertRuleName as N;
+        use Severity::{Critical, Warning};
+        let r = |name, threshold: f64, for_s: f64, window_s: f64, severity| AlertRule {
+            name,
             enabled: true,
             threshold,
             for_seconds: for_s,
             window_seconds: window_s,
-            severity: sev.into(),
+            severity,
         };
         vec![
-            r("gpu_temperature", 80.0, 30.0, 30.0, "warning"),
-            r("gpu_memory", 0.95, 60.0, 60.0, "warning"),
-            r("kv_cache_usage", 0.90, 60.0, 60.0, "warning"),
-            r("error_rate", 0.01, 0.0, 300.0, "critical"),
-            r("p99_latency_ms", 30_000.0, 60.0, 300.0, "warning"),
-            r("requests_waiting", 0.0, 60.0, 60.0, "warning"),
-            r("preemptions", 0.0, 0.0, 300.0, "warning"),
-            r("endpoint_down", 0.0, 15.0, 15.0, "critical"),
+            r(N::GpuTemperature, 80.0, 30.0, 30.0, Warning),
+            r(N::GpuMemory, 0.95, 60.0, 60.0, Warning),
+            r(N::KvCacheUsage, 0.90, 60.0, 60.0, Warning),
+            r(N::ErrorRate, 0.01, 0.0, 300.0, Critical),
+            r(N::P99LatencyMs, 30_000.0, 60.0, 300.0, Warning),
+            r(N::RequestsWaiting, 0.0, 60.0, 60.0, Warning),
+            r(N::Preemptions, 0.0, 0.0, 300.0, Warning),
+            r(N::EndpointDown, 0.0, 15.0, 15.0, Critical),
         ]
     }
 }
@@ -603,23 +701,14 @@ impl Config {
         Ok(())
     }
 
-    /// Alert overrides name known rules and severities; URLs the monitor calls.
+    /// Alert overrides name known rules (a severity is typed); URLs the monitor calls.
     fn validate_monitor(&self) -> std::result::Result<(), Bad> {
-        let known: Vec<String> = AlertRule::defaults().into_iter().map(|r| r.name).collect();
-        for (name, o) in &self.monitor.alerts {
-            if !known.contains(name) {
+        for name in self.monitor.alerts.keys() {
+            if AlertRuleName::from_name(name).is_none() {
+                let known: Vec<&str> = AlertRuleName::ALL.iter().map(|r| r.as_str()).collect();
                 return Err(bad(
                     &format!("monitor.alerts.{name}"),
                     format!("unknown rule; known rules: {}", known.join(", ")),
-                ));
-            }
-            if let Some(s) = &o.severity
-                && s != "warning"
-                && s != "critical"
-            {
-                return Err(bad(
-                    &format!("monitor.alerts.{name}.severity"),
-                    "must be `warning` or `critical`".into(),
                 ));
             }
         }
@@ -681,12 +770,12 @@ impl Config {
     pub fn alert_rules(&self) -> Vec<AlertRule> {
         let mut rules = AlertRule::defaults();
         for r in &mut rules {
-            if let Some(o) = self.monitor.alerts.get(&r.name) {
+            if let Some(o) = self.monitor.alerts.get(r.name.as_str()) {
                 r.enabled = o.enabled.unwrap_or(r.enabled);
                 r.threshold = o.threshold.unwrap_or(r.threshold);
                 r.for_seconds = o.for_seconds.unwrap_or(r.for_seconds);
                 r.window_seconds = o.window_seconds.unwrap_or(r.window_seconds);
-                r.severity = o.severity.clone().unwrap_or_else(|| r.severity.clone());
+                r.severity = o.severity.unwrap_or(r.severity);
             }
         }
         rules
@@ -929,12 +1018,45 @@ mod tests {
         let kv = c
             .alert_rules()
             .into_iter()
-            .find(|r| r.name == "kv_cache_usage")
+            .find(|r| r.name == AlertRuleName::KvCacheUsage)
             .unwrap();
         assert_eq!(
             (kv.threshold, kv.for_seconds, kv.window_seconds),
             (0.8, 5.0, 60.0)
         );
+        assert_eq!(kv.severity, Severity::Warning);
+        let c = Config::from_toml(
+            "[monitor.alerts.preemptions]\nseverity = \"critical\"\n",
+            None,
+            &env,
+        )
+        .unwrap();
+        let rules = c.alert_rules();
+        let p = rules.iter().find(|r| r.name.as_str() == "preemptions");
+        assert_eq!(p.unwrap().severity, Severity::Critical);
+        // Every rule is known by its stable name, and only those are.
+        assert_eq!(rules.len(), AlertRuleName::ALL.len());
+        for r in AlertRuleName::ALL {
+            assert_eq!(AlertRuleName::from_name(r.as_str()), Some(r));
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        assert_eq!(AlertRuleName::from_name("p99_latency"), None);
+    }
+
+    #[test]
+    fn a_severity_is_warning_or_critical() {
+        let env = env_of(&[]);
+        let e = Config::from_toml(
+            "[monitor.alerts.preemptions]\nseverity = \"fatal\"\n",
+            None,
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "CONFIG_INVALID");
+        let m = e.to_string();
+        for word in ["fatal", "warning", "critical", "line 2"] {
+            assert!(m.contains(word), "{word} missing: {m}");
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ fn rules(name: &str) -> Vec<AlertRule> {
     AlertRule::defaults()
         .into_iter()
         .map(|mut r| {
-            r.enabled = r.name == name;
+            r.enabled = r.name.as_str() == name;
             r.for_seconds = FOR;
             r.window_seconds = WINDOW;
             r
@@ -117,7 +117,7 @@ fn check(r: &Run, rule: &str) {
         "{rule}: resolved at {resolved}"
     );
     for e in &r.all {
-        assert_eq!(e.alert.rule, rule);
+        assert_eq!(e.alert.rule.as_str(), rule);
     }
     let fired_alert = &r.all[0].alert;
     assert_eq!(fired_alert.state, "firing");
@@ -132,7 +132,7 @@ fn finish(store: &Store, rule: &str) {
     assert!(alerts::active(store).unwrap().is_empty());
     let h = alerts::history(store, 10).unwrap();
     assert_eq!(h.len(), 1, "{rule}: {h:?}");
-    assert_eq!(h[0].rule, rule);
+    assert_eq!(h[0].rule.as_str(), rule);
     assert_eq!(h[0].state, "resolved");
     // Every instance tails the same two events.
     let ev = alerts::events_after(store, 0).unwrap();
@@ -296,7 +296,7 @@ fn disabled_rules_do_not_fire_and_state_survives_a_reopen() {
     history::insert(&store, &[], &[gpu(99, 9_999)], T0).unwrap();
     let ev = alerts::evaluate(&store, &rs, T0).unwrap();
     assert_eq!(ev.len(), 1, "{ev:?}");
-    assert_eq!(ev[0].alert.rule, "gpu_memory");
+    assert_eq!(ev[0].alert.rule.as_str(), "gpu_memory");
     assert_eq!(ev[0].kind, "firing");
     drop(store);
     // A restart keeps the alert; evaluating again records no second transition.
@@ -382,4 +382,46 @@ fn damaged_alert_targets_stay_apart_and_resolve() {
     assert_eq!(now[0].target.get("gpu").map(String::as_str), Some("0"));
     assert_eq!(now[0].state, "pending");
     assert_eq!(alerts::history(&store, 10).unwrap().len(), 2);
+}
+
+/// Rules and severities are typed: a stored row naming one this build does not know (a
+/// damaged row, a newer build's rule) is a storage error naming the column, not an alert
+/// of some other rule or severity, and the evaluator drops it rather than stopping.
+#[test]
+fn an_unknown_stored_rule_or_severity_is_a_storage_error_naming_the_column() {
+    let (_dir, store) = temp_store();
+    let rs = rules("gpu_temperature");
+    let mut t = T0;
+    for _ in 0..5 {
+        history::insert(&store, &[], &[gpu(95, 0)], t).unwrap();
+        alerts::evaluate(&store, &rs, t).unwrap();
+        t += 1.0;
+    }
+    let firing = alerts::active(&store).unwrap();
+    assert_eq!(
+        firing[0].rule,
+        vllm_core::config::AlertRuleName::GpuTemperature
+    );
+    assert_eq!(firing[0].severity, vllm_core::config::Severity::Warning);
+    for (column, text) in [("severity", "fatal"), ("rule", "gpu_melting")] {
+        store
+            .write(|tx| -> vllm_core::Result<_> {
+                tx.execute(&format!("UPDATE alerts SET {column} = ?1"), [text])?;
+                Ok(())
+            })
+            .unwrap();
+        let e = alerts::active(&store).unwrap_err();
+        assert_eq!(e.code(), "STORAGE_ERROR");
+        let m = e.to_string();
+        assert!(m.contains(column) && m.contains(text), "{m}");
+        // The engine goes on: the next evaluation drops the row it cannot read, and the
+        // GPU, still hot, is pending again under its own rule.
+        history::insert(&store, &[], &[gpu(95, 0)], t).unwrap();
+        alerts::evaluate(&store, &rs, t).unwrap();
+        t += 1.0;
+        let now = alerts::active(&store).unwrap();
+        assert_eq!(now.len(), 1, "{now:?}");
+        assert_eq!(now[0].state, "pending");
+        assert_eq!(now[0].severity, vllm_core::config::Severity::Warning);
+    }
 }

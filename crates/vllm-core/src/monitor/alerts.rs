@@ -30,7 +30,7 @@
 use super::history;
 use super::sample::Sample;
 use super::window::{Counter, Latency, SeriesWindow};
-use crate::config::{AlertRule, Config};
+use crate::config::{AlertRule, AlertRuleName, Config, Severity};
 use crate::error::Result;
 use crate::store::Store;
 use crate::store::rusqlite::{self, Row, params};
@@ -55,11 +55,11 @@ pub type Labels = BTreeMap<String, String>;
 /// One alert: pending, firing, or (in the history) resolved.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
-    pub rule: String,
+    pub rule: AlertRuleName,
     pub target: Labels,
     /// `pending`, `firing` or `resolved`.
     pub state: String,
-    pub severity: String,
+    pub severity: Severity,
     /// When the condition started to hold.
     pub pending_since: f64,
     /// When it had held `for_seconds` (none while pending).
@@ -92,9 +92,9 @@ pub struct Event {
 /// One condition holding now.
 #[derive(Debug, Clone)]
 struct Hit {
-    rule: String,
+    rule: AlertRuleName,
     target: Labels,
-    severity: String,
+    severity: Severity,
     value: f64,
     threshold: f64,
     summary: String,
@@ -136,26 +136,24 @@ fn conditions(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Hit>> 
     for rule in rules.iter().filter(|r| r.enabled) {
         let w = rule.window_seconds.max(0.0);
         let key = w.to_bits();
-        match rule.name.as_str() {
-            "gpu_temperature" | "gpu_memory" => {
+        match rule.name {
+            AlertRuleName::GpuTemperature | AlertRuleName::GpuMemory => {
                 if let std::collections::hash_map::Entry::Vacant(e) = gpu_cache.entry(key) {
                     e.insert(history::gpu_window(store, now - w, now)?);
                 }
                 hits.extend(gpu_hits(rule, &gpu_cache[&key]));
             }
-            "kv_cache_usage" | "error_rate" | "p99_latency_ms" | "requests_waiting"
-            | "preemptions" | "endpoint_down" => {
+            name => {
                 if let std::collections::hash_map::Entry::Vacant(e) = series_cache.entry(key) {
                     e.insert(history::read_window(store, now - w, now)?);
                 }
                 let all = &series_cache[&key];
-                if rule.name == "endpoint_down" {
+                if name == AlertRuleName::EndpointDown {
                     hits.extend(endpoint_down_hits(rule, all));
                 } else {
                     hits.extend(all.iter().filter_map(|ser| series_hit(rule, ser)));
                 }
             }
-            other => tracing::debug!(rule = other, "unknown alert rule skipped"),
         }
     }
     Ok(hits)
@@ -164,9 +162,9 @@ fn conditions(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Hit>> 
 /// A hit of `rule` on `target`.
 fn hit(rule: &AlertRule, target: Labels, value: f64, summary: String) -> Hit {
     Hit {
-        rule: rule.name.clone(),
+        rule: rule.name,
         target,
-        severity: rule.severity.clone(),
+        severity: rule.severity,
         value,
         threshold: rule.threshold,
         summary,
@@ -175,7 +173,7 @@ fn hit(rule: &AlertRule, target: Labels, value: f64, summary: String) -> Hit {
 
 /// `gpu_temperature` and `gpu_memory`: each GPU's mean over the window.
 fn gpu_hits(rule: &AlertRule, rows: &[history::GpuRow]) -> Vec<Hit> {
-    let temperature = rule.name == "gpu_temperature";
+    let temperature = rule.name == AlertRuleName::GpuTemperature;
     let mut by_gpu: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
     for r in rows {
         let v = if temperature {
@@ -243,28 +241,28 @@ fn series_hit(rule: &AlertRule, ser: &[Sample]) -> Option<Hit> {
     let sw = SeriesWindow::compute(ser);
     let ws = fmt(rule.window_seconds.max(0.0));
     let th = fmt(rule.threshold);
-    let found = match rule.name.as_str() {
-        "kv_cache_usage" => sw
+    let found = match rule.name {
+        AlertRuleName::KvCacheUsage => sw
             .kv_cache_usage_mean
             .or(sw.kv_cache_usage_last)
             .filter(|v| *v >= rule.threshold)
             .map(|v| {
                 (v, format!("{who}: KV-cache usage {}% (threshold {}%) over the last {ws}s", fmt(v * 100.0), fmt(rule.threshold * 100.0)))
             }),
-        "error_rate" => match (sw.requests_failed, sw.requests_finished) {
+        AlertRuleName::ErrorRate => match (sw.requests_failed, sw.requests_finished) {
             (Some(f), Some(n)) if n > 0.0 && f / n >= rule.threshold => {
                 let v = f / n;
                 Some((v, format!("{who}: error rate {}% ({} of {} requests failed, threshold {}%) over the last {ws}s", fmt(v * 100.0), fmt(f), fmt(n), fmt(rule.threshold * 100.0))))
             }
             _ => None,
         },
-        "p99_latency_ms" => Latency::of(sw.e2e.as_ref())
+        AlertRuleName::P99LatencyMs => Latency::of(sw.e2e.as_ref())
             .p99_ms
             .filter(|v| *v > rule.threshold)
             .map(|v| {
                 (v, format!("{who}: p99 end-to-end latency {} ms (threshold {th} ms) over the last {ws}s", fmt(v)))
             }),
-        "requests_waiting" => ser
+        AlertRuleName::RequestsWaiting => ser
             .iter()
             .filter(|s| s.up)
             .map(|s| s.waiting)
@@ -275,13 +273,16 @@ fn series_hit(rule: &AlertRule, ser: &[Sample]) -> Option<Hit> {
             .map(|v| {
                 (v, format!("{who}: at least {} requests waiting at every sample of the last {ws}s (threshold {th})", fmt(v)))
             }),
-        "preemptions" => sw
+        AlertRuleName::Preemptions => sw
             .increase(Counter::Preemptions)
             .filter(|v| *v > rule.threshold)
             .map(|v| {
                 (v, format!("{who}: {} preemptions in the last {ws}s (threshold {th})", fmt(v)))
             }),
-        _ => None,
+        // Evaluated per GPU or per endpoint, not per series.
+        AlertRuleName::GpuTemperature | AlertRuleName::GpuMemory | AlertRuleName::EndpointDown => {
+            None
+        }
     };
     found.map(|(v, summary)| hit(rule, t, v, summary))
 }
@@ -299,13 +300,24 @@ fn target_of(text: &str) -> Labels {
     })
 }
 
+/// A text column holding one of the names `parse` knows. Any other text (a damaged row,
+/// or a newer build's rule) is SQLite's conversion error naming the column, never a guess.
+fn named<T>(r: &Row<'_>, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    parse(&text).ok_or_else(|| {
+        let column = r.as_ref().column_name(i).unwrap_or("?");
+        let why = format!("`{column}` holds `{text}`, which this build does not know");
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, why.into())
+    })
+}
+
 fn alert_from_row(r: &Row<'_>) -> rusqlite::Result<Alert> {
     let target: String = r.get(1)?;
     Ok(Alert {
-        rule: r.get(0)?,
+        rule: named(r, 0, AlertRuleName::from_name)?,
         target: target_of(&target),
         state: r.get(2)?,
-        severity: r.get(3)?,
+        severity: named(r, 3, Severity::from_name)?,
         pending_since: r.get(4)?,
         fired_at: r.get(5)?,
         resolved_at: None,
@@ -327,13 +339,38 @@ fn insert_event(tx: &rusqlite::Transaction<'_>, ts: f64, kind: &str, a: &Alert) 
 
 /// The alerts in the store by (rule, stored target text). The text is `target_key` of
 /// the labels for every row this code wrote; a damaged one stays apart under its own.
-fn current_alerts(tx: &rusqlite::Transaction<'_>) -> Result<HashMap<(String, String), Alert>> {
+/// A row this build cannot read (a rule or severity it does not know) is deleted, with a
+/// warning, so the engine goes on; readers of the alerts see it as a storage error until
+/// then.
+fn current_alerts(
+    tx: &rusqlite::Transaction<'_>,
+) -> Result<HashMap<(AlertRuleName, String), Alert>> {
     let mut st = tx.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alerts"))?;
-    let rows = st.query_map([], |r| Ok((r.get::<_, String>(1)?, alert_from_row(r)?)))?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            alert_from_row(r),
+        ))
+    })?;
     let mut current = HashMap::new();
+    let mut unreadable = Vec::new();
     for row in rows {
-        let (stored_target, a) = row?;
-        current.insert((a.rule.clone(), stored_target), a);
+        match row? {
+            (_, stored_target, Ok(a)) => {
+                current.insert((a.rule, stored_target), a);
+            }
+            (rule, stored_target, Err(e)) => {
+                tracing::warn!(rule, error = %e, "an alert row this build cannot read is dropped");
+                unreadable.push((rule, stored_target));
+            }
+        }
+    }
+    for (rule, target) in unreadable {
+        tx.execute(
+            "DELETE FROM alerts WHERE rule = ?1 AND target = ?2",
+            params![rule, target],
+        )?;
     }
     Ok(current)
 }
@@ -343,21 +380,21 @@ fn current_alerts(tx: &rusqlite::Transaction<'_>) -> Result<HashMap<(String, Str
 /// (firing and resolved events), oldest first.
 pub fn evaluate(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Event>> {
     let hits = conditions(store, rules, now)?;
-    let for_of: HashMap<&str, f64> = rules
+    let for_of: HashMap<AlertRuleName, f64> = rules
         .iter()
-        .map(|r| (r.name.as_str(), r.for_seconds.max(0.0)))
+        .map(|r| (r.name, r.for_seconds.max(0.0)))
         .collect();
     store.write(|tx| {
         let mut current = current_alerts(tx)?;
         let mut events = Vec::new();
         for h in hits {
-            let key = (h.rule.clone(), target_key(&h.target));
+            let key = (h.rule, target_key(&h.target));
             let prev = current.remove(&key);
             let mut a = prev.unwrap_or_else(|| Alert {
-                rule: h.rule.clone(),
+                rule: h.rule,
                 target: h.target.clone(),
                 state: "pending".into(),
-                severity: h.severity.clone(),
+                severity: h.severity,
                 pending_since: now,
                 fired_at: None,
                 resolved_at: None,
@@ -371,7 +408,7 @@ pub fn evaluate(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Even
             a.severity = h.severity;
             a.summary = h.summary;
             a.last_evaluated = now;
-            let hold = for_of.get(h.rule.as_str()).copied().unwrap_or(0.0);
+            let hold = for_of.get(&h.rule).copied().unwrap_or(0.0);
             if a.state == "pending" && now - a.pending_since >= hold {
                 a.state = "firing".into();
                 a.fired_at = Some(now);
@@ -389,10 +426,10 @@ pub fn evaluate(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Even
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                 ),
                 params![
-                    a.rule,
+                    a.rule.as_str(),
                     key.1,
                     a.state,
-                    a.severity,
+                    a.severity.as_str(),
                     a.pending_since,
                     a.fired_at,
                     a.value,
@@ -404,11 +441,11 @@ pub fn evaluate(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Even
         }
         // What no longer holds: firing alerts resolve, pending ones are dropped.
         let mut gone: Vec<_> = current.into_iter().collect();
-        gone.sort_by(|a, b| a.0.cmp(&b.0));
+        gone.sort_by(|(a, _), (b, _)| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
         for ((rule, target), mut a) in gone {
             tx.execute(
                 "DELETE FROM alerts WHERE rule = ?1 AND target = ?2",
-                params![rule, target],
+                params![rule.as_str(), target],
             )?;
             if a.state != "firing" {
                 continue;
@@ -421,9 +458,9 @@ pub fn evaluate(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Even
                  resolved_at, value, threshold, summary) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
-                    a.rule,
+                    a.rule.as_str(),
                     target,
-                    a.severity,
+                    a.severity.as_str(),
                     a.pending_since,
                     a.fired_at,
                     now,
@@ -478,10 +515,10 @@ pub fn history(store: &Store, limit: usize) -> Result<Vec<Alert>> {
             let target: String = r.get(1)?;
             let resolved_at: f64 = r.get(5)?;
             Ok(Alert {
-                rule: r.get(0)?,
+                rule: named(r, 0, AlertRuleName::from_name)?,
                 target: target_of(&target),
                 state: "resolved".into(),
-                severity: r.get(2)?,
+                severity: named(r, 2, Severity::from_name)?,
                 pending_since: r.get(3)?,
                 fired_at: r.get(4)?,
                 resolved_at: Some(resolved_at),
@@ -538,10 +575,10 @@ fn parse_alert(text: &str) -> Option<Alert> {
     let f = |k: &str| v.get(k).and_then(Value::as_f64);
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     Some(Alert {
-        rule: s("rule")?,
+        rule: AlertRuleName::from_name(&s("rule")?)?,
         target: serde_json::from_value(v.get("target")?.clone()).ok()?,
         state: s("state")?,
-        severity: s("severity")?,
+        severity: Severity::from_name(&s("severity")?)?,
         pending_since: f("pending_since")?,
         fired_at: f("fired_at"),
         resolved_at: f("resolved_at"),

@@ -454,9 +454,9 @@ fn alert_states(e: &mut Exposition, list: &[alerts::Alert]) {
     );
     for a in list {
         let mut labels: Vec<(&str, &str)> = vec![
-            ("rule", &a.rule),
+            ("rule", a.rule.as_str()),
             ("state", &a.state),
-            ("severity", &a.severity),
+            ("severity", a.severity.as_str()),
         ];
         for (k, v) in &a.target {
             if !matches!(k.as_str(), "rule" | "state" | "severity") {
