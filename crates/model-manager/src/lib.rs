@@ -32,7 +32,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vllm_core::launch_args::SamplingDefaults;
 use vllm_core::models::ModelRecord;
-use vllm_core::prom::{self, Histogram, VllmSnapshot};
+use vllm_core::monitor::{Sample, SeriesWindow, WindowFigures};
+use vllm_core::prom::{self, VllmSnapshot};
 use vllm_core::vllm::VllmClient;
 use vllm_core::{Error, Result, estimate};
 use vllm_fleet::launcher::process;
@@ -247,9 +248,14 @@ impl ModelManager {
             };
         };
         let window = t0.elapsed().as_secs_f64();
-        let m0 = e0.model(model_id).cloned();
-        let m1 = e1.model(model_id).cloned();
-        let Some(m1) = m1 else {
+        // The two scrapes as two samples of the model's series, so the window's arithmetic
+        // (counter resets, histogram increases) is the monitor's own.
+        let sample = |snap: &VllmSnapshot, ts: f64| {
+            Sample::from_snapshot(ts, "", client.base_url(), snap, None)
+                .into_iter()
+                .find(|s| s.model == model_id)
+        };
+        let Some(s1) = sample(&e1, window) else {
             return Performance {
                 window_seconds: Some(window),
                 note: Some(format!(
@@ -258,41 +264,26 @@ impl ModelManager {
                 ..Performance::default()
             };
         };
-        let counter = |a: Option<f64>, b: Option<f64>| -> Option<f64> {
-            let (a, b) = (a?, b?);
-            // A drop means the server restarted inside the window: the new value is the increase.
-            Some(if b >= a { b - a } else { b })
-        };
-        let hist_mean_ms = |a: Option<&Histogram>, b: Option<&Histogram>| -> Option<f64> {
-            let d = match (a, b) {
-                (Some(a), Some(b)) => Histogram::delta(b, a),
-                (None, Some(b)) => b.clone(),
-                _ => return None,
-            };
-            d.mean().map(|s| s * 1000.0)
-        };
-        let m0 = m0.unwrap_or_default();
-        let tokens = counter(m0.generation_tokens_total, m1.generation_tokens_total);
-        let latency = hist_mean_ms(
-            m0.e2e_request_latency_seconds.as_ref(),
-            m1.e2e_request_latency_seconds.as_ref(),
-        );
-        let ttft = hist_mean_ms(
-            m0.time_to_first_token_seconds.as_ref(),
-            m1.time_to_first_token_seconds.as_ref(),
-        );
+        let rows: Vec<Sample> = sample(&e0, 0.0).into_iter().chain([s1.clone()]).collect();
+        let f = WindowFigures {
+            series: vec![SeriesWindow::compute(&rows)],
+        }
+        .figures();
         let round = |v: f64| (v * 100.0).round() / 100.0;
+        let ms = |v: Option<f64>| v.map(|s| round(s * 1000.0));
         Performance {
             memory_usage_mb: None,
-            throughput_tokens_per_second: tokens.map(|t| round(t / window)),
-            latency_ms: latency.map(round),
-            time_to_first_token_ms: ttft.map(round),
+            throughput_tokens_per_second: f.generation_tokens_per_second.map(round),
+            latency_ms: ms(f.e2e.avg),
+            time_to_first_token_ms: ms(f.ttft.avg),
             gpu_utilization: None,
-            kv_cache_usage: m1.kv_cache_usage,
-            requests_running: m1.num_requests_running,
-            requests_waiting: m1.num_requests_waiting,
+            kv_cache_usage: s1.kv_cache_usage,
+            requests_running: s1.running,
+            requests_waiting: s1.waiting,
             window_seconds: Some(round(window)),
-            note: latency
+            note: f
+                .e2e
+                .avg
                 .is_none()
                 .then(|| "no request finished in the window: latency is null".to_string()),
         }

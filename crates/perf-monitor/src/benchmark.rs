@@ -9,7 +9,7 @@
 //! `server.other_traffic` flags.
 
 use crate::PerfMonitor;
-use crate::figures::{Quantiles, round2};
+use crate::figures::{Quantiles, quantiles, round2};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vllm_core::loadtest::{self, LIMITS, LoadSpec, Summary};
 use vllm_core::models::ModelStatus;
-use vllm_core::monitor::window::Latency;
+use vllm_core::monitor::LatencyFigures;
 use vllm_core::vllm::VllmClient;
 use vllm_core::{Error, Result};
 use vllm_fleet::lifecycle::Located;
@@ -331,7 +331,7 @@ fn answer(client: &VllmClient, spec: &LoadSpec, r: &loadtest::LoadReport) -> Ben
     notes.extend(r.server_notes.iter().cloned());
     let server = r.server.as_ref().map(|v| {
         let w = &v.window;
-        let lat = |h| Quantiles::from(Latency::of(h));
+        let lat = |h| quantiles(&LatencyFigures::of(h));
         if v.other_traffic {
             notes.push(
                 "the server counted more than this run sent: its figures include other traffic"

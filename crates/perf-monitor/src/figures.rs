@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use vllm_core::gpu::GpuSnapshot;
 use vllm_core::models::ModelRecord;
 use vllm_core::monitor::history;
-use vllm_core::monitor::window::Latency;
+use vllm_core::monitor::{Figures, LatencyFigures};
 use vllm_fleet::launcher::process;
 use vllm_mcp_kit::Kit;
 
@@ -107,17 +107,6 @@ pub struct Quantiles {
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub avg_ms: Option<f64>,
-}
-
-impl From<Latency> for Quantiles {
-    fn from(l: Latency) -> Quantiles {
-        Quantiles {
-            p50_ms: l.p50_ms.map(round2),
-            p95_ms: l.p95_ms.map(round2),
-            p99_ms: l.p99_ms.map(round2),
-            avg_ms: l.avg_ms.map(round2),
-        }
-    }
 }
 
 /// Request latency (end to end) and its parts, from vLLM's histograms over the window.
@@ -444,4 +433,83 @@ pub(crate) fn system_ram_mb(records: &[ModelRecord], kit: &Kit) -> (Option<u64>,
 
 fn count(v: Option<f64>) -> Option<u64> {
     v.map(|v| v.max(0.0).round() as u64)
+}
+
+/// Milliseconds to two decimals, of seconds.
+fn ms(v: Option<f64>) -> Option<f64> {
+    v.map(|s| round2(s * 1000.0))
+}
+
+/// A latency distribution's four figures, ms.
+pub(crate) fn quantiles(l: &LatencyFigures) -> Quantiles {
+    Quantiles {
+        p50_ms: ms(l.p50),
+        p95_ms: ms(l.p95),
+        p99_ms: ms(l.p99),
+        avg_ms: ms(l.avg),
+    }
+}
+
+/// The throughput group of a window's figures, whichever source computed them.
+pub(crate) fn throughput(f: &Figures) -> Throughput {
+    Throughput {
+        tokens_per_second: f.generation_tokens_per_second.map(round4),
+        prompt_tokens_per_second: f.prompt_tokens_per_second.map(round4),
+        requests_per_second: f.requests_per_second.map(round4),
+        avg_batch_size: f.running_mean.map(round4),
+    }
+}
+
+/// The latency group: end to end, and its parts.
+pub(crate) fn latency(f: &Figures) -> LatencyGroup {
+    let e2e = quantiles(&f.e2e);
+    LatencyGroup {
+        p50_ms: e2e.p50_ms,
+        p95_ms: e2e.p95_ms,
+        p99_ms: e2e.p99_ms,
+        avg_ms: e2e.avg_ms,
+        requests_observed: f.e2e.count.map_or(0, |c| c.max(0.0).round() as u64),
+        time_to_first_token: quantiles(&f.ttft),
+        inter_token_latency: quantiles(&f.itl),
+        queue_time: quantiles(&f.queue),
+    }
+}
+
+/// The requests group.
+pub(crate) fn requests(f: &Figures) -> Requests {
+    requests_of(
+        f.requests_finished,
+        f.requests_failed,
+        f.by_reason.iter().map(|(r, v)| (r.as_str(), *v)),
+        f.preemptions,
+    )
+}
+
+/// The vLLM groups the query wants (throughput, latency, requests) of the fleet's
+/// figures, with a note where a figure is null although the window has samples.
+pub(crate) fn vllm_groups(
+    q: &MetricsQuery,
+    total: &Figures,
+    covered: bool,
+    notes: &mut Vec<String>,
+) -> Groups {
+    let mut m = Groups::default();
+    if q.wants(Group::Throughput) {
+        m.throughput = Some(throughput(total));
+    }
+    if q.wants(Group::Latency) {
+        let l = latency(total);
+        if l.p50_ms.is_none() && covered {
+            notes.push("latency: no request finished in the window, so latency is null".into());
+        }
+        m.latency = Some(l);
+    }
+    if q.wants(Group::Requests) {
+        let r = requests(total);
+        if r.error_rate.is_none() && covered {
+            notes.push("requests.error_rate: no request finished in the window".into());
+        }
+        m.requests = Some(r);
+    }
+    m
 }

@@ -12,8 +12,8 @@
 
 use crate::PerfMonitor;
 use crate::figures::{
-    EndpointState, Group, Groups, LatencyGroup, MetricsAnswer, MetricsQuery, ModelFigures,
-    Requests, Throughput, local_groups, requests_of, retention_seconds, rfc3339_ms, round2, round4,
+    EndpointState, Group, MetricsAnswer, MetricsQuery, ModelFigures, latency, local_groups,
+    requests, retention_seconds, rfc3339_ms, round2, round4, throughput, vllm_groups,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -23,8 +23,7 @@ use std::sync::Arc;
 use vllm_core::config::MetricsSource;
 use vllm_core::models::{self};
 use vllm_core::monitor::history::{self, EndpointStatus};
-use vllm_core::monitor::sample::HistKind;
-use vllm_core::monitor::window::{self, Counter, Latency, SeriesWindow, WindowFigures};
+use vllm_core::monitor::window::{self, SeriesWindow, WindowFigures};
 use vllm_core::{Error, Result};
 use vllm_mcp_kit::Kit;
 
@@ -141,30 +140,14 @@ fn compute(kit: &Kit, q: &MetricsQuery) -> Result<MetricsAnswer> {
         );
     }
 
-    let mut m = Groups::default();
-    if q.wants(Group::Throughput) {
-        m.throughput = Some(throughput(&fig));
-    }
-    if q.wants(Group::Latency) {
-        let l = latency(&fig);
-        if l.p50_ms.is_none() && covered.is_some() {
-            notes.push("latency: no request finished in the window, so latency is null".into());
-        }
-        m.latency = Some(l);
-    }
-    if q.wants(Group::Requests) {
-        let r = requests(&fig);
-        if r.error_rate.is_none() && covered.is_some() {
-            notes.push("requests.error_rate: no request finished in the window".into());
-        }
-        m.requests = Some(r);
-    }
+    let total = fig.figures();
+    let mut m = vllm_groups(q, &total, covered.is_some(), &mut notes);
     local_groups(
         kit,
         &records,
         (since, now),
         groups,
-        fig.kv_cache_usage(),
+        total.kv_cache_usage,
         &mut m,
         &mut notes,
     );
@@ -175,7 +158,8 @@ fn compute(kit: &Kit, q: &MetricsQuery) -> Result<MetricsAnswer> {
         for s in fig.models() {
             let one = WindowFigures {
                 series: vec![s.clone()],
-            };
+            }
+            .figures();
             let key = if dup(s) {
                 format!("{}/{}", s.endpoint, s.model)
             } else {
@@ -233,39 +217,6 @@ fn compute(kit: &Kit, q: &MetricsQuery) -> Result<MetricsAnswer> {
         endpoints: endpoints(kit, &statuses),
         notes,
     })
-}
-
-fn throughput(f: &WindowFigures) -> Throughput {
-    Throughput {
-        tokens_per_second: f.rate(Counter::GenerationTokens).map(round4),
-        prompt_tokens_per_second: f.rate(Counter::PromptTokens).map(round4),
-        requests_per_second: f.rate(Counter::RequestsFinished).map(round4),
-        avg_batch_size: f.avg_batch_size().map(round4),
-    }
-}
-
-fn latency(f: &WindowFigures) -> LatencyGroup {
-    let e2e = Latency::of(f.hist(HistKind::E2e).as_ref());
-    LatencyGroup {
-        p50_ms: e2e.p50_ms.map(round2),
-        p95_ms: e2e.p95_ms.map(round2),
-        p99_ms: e2e.p99_ms.map(round2),
-        avg_ms: e2e.avg_ms.map(round2),
-        requests_observed: e2e.count.round() as u64,
-        time_to_first_token: Latency::of(f.hist(HistKind::Ttft).as_ref()).into(),
-        inter_token_latency: Latency::of(f.hist(HistKind::Itl).as_ref()).into(),
-        queue_time: Latency::of(f.hist(HistKind::Queue).as_ref()).into(),
-    }
-}
-
-fn requests(f: &WindowFigures) -> Requests {
-    let reasons = f.series.iter().flat_map(|s| s.by_reason.iter());
-    requests_of(
-        f.total(Counter::RequestsFinished),
-        f.total(Counter::RequestsFailed),
-        reasons.map(|(r, v)| (r.as_str(), *v)),
-        f.total(Counter::Preemptions),
-    )
 }
 
 /// The endpoint list: configured ones (sampled or not) and launched ones seen in samples.

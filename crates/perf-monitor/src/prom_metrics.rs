@@ -7,62 +7,17 @@
 //! a window are estimates, rounded to whole requests; a note says so.
 
 use crate::figures::{
-    EndpointState, Group, Groups, LatencyGroup, MetricsAnswer, MetricsQuery, ModelFigures,
-    Quantiles, Requests, Throughput, local_groups, requests_of, retention_seconds, rfc3339_ms,
-    round2, round4,
+    EndpointState, Group, Groups, MetricsAnswer, MetricsQuery, ModelFigures, latency, local_groups,
+    requests, retention_seconds, rfc3339_ms, round2, round4, throughput, vllm_groups,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use vllm_core::Result;
 use vllm_core::models;
 use vllm_core::monitor::history;
-use vllm_core::monitor::promql::{self, PromFigures, PromLatency, PromSource, PromTarget};
+use vllm_core::monitor::promql::{self, PromSource, PromTarget};
 use vllm_core::monitor::window;
 use vllm_mcp_kit::Kit;
-
-fn ms(v: Option<f64>) -> Option<f64> {
-    v.map(|s| round2(s * 1000.0))
-}
-
-fn quantiles(l: &PromLatency) -> Quantiles {
-    Quantiles {
-        p50_ms: ms(l.p50),
-        p95_ms: ms(l.p95),
-        p99_ms: ms(l.p99),
-        avg_ms: ms(l.avg),
-    }
-}
-
-fn throughput(f: &PromFigures) -> Throughput {
-    Throughput {
-        tokens_per_second: f.generation_tokens_per_second.map(round4),
-        prompt_tokens_per_second: f.prompt_tokens_per_second.map(round4),
-        requests_per_second: f.requests_per_second.map(round4),
-        avg_batch_size: f.running_mean.map(round4),
-    }
-}
-
-fn latency(f: &PromFigures) -> LatencyGroup {
-    LatencyGroup {
-        p50_ms: ms(f.e2e.p50),
-        p95_ms: ms(f.e2e.p95),
-        p99_ms: ms(f.e2e.p99),
-        avg_ms: ms(f.e2e.avg),
-        requests_observed: f.e2e.count.map(|c| c.max(0.0).round() as u64).unwrap_or(0),
-        time_to_first_token: quantiles(&f.ttft),
-        inter_token_latency: quantiles(&f.itl),
-        queue_time: quantiles(&f.queue),
-    }
-}
-
-fn requests(f: &PromFigures) -> Requests {
-    requests_of(
-        f.requests_finished,
-        f.requests_failed,
-        f.by_reason.iter().map(|(r, v)| (r.as_str(), *v)),
-        f.preemptions,
-    )
-}
 
 /// A target as an endpoint of the answer: named by its `instance`, its URL without the
 /// metrics path.
@@ -159,34 +114,6 @@ fn window_notes(
         );
     }
     notes
-}
-
-/// The fleet's vLLM groups the query wants (throughput, latency, requests).
-fn vllm_groups(
-    q: &MetricsQuery,
-    total: &PromFigures,
-    covered: bool,
-    notes: &mut Vec<String>,
-) -> Groups {
-    let mut m = Groups::default();
-    if q.wants(Group::Throughput) {
-        m.throughput = Some(throughput(total));
-    }
-    if q.wants(Group::Latency) {
-        let l = latency(total);
-        if l.p50_ms.is_none() && covered {
-            notes.push("latency: no request finished in the window, so latency is null".into());
-        }
-        m.latency = Some(l);
-    }
-    if q.wants(Group::Requests) {
-        let r = requests(total);
-        if r.error_rate.is_none() && covered {
-            notes.push("requests.error_rate: no request finished in the window".into());
-        }
-        m.requests = Some(r);
-    }
-    m
 }
 
 /// The memory and GPU groups (this host's, as with the sampled source) and the GPU

@@ -108,6 +108,56 @@ fn rates_counts_and_means_over_a_plain_window() {
     assert!((l.avg_ms.unwrap() - 300.0).abs() < 1e-9);
 }
 
+/// `figures()` is the history's answer in the shape PromQL's comes in: two models, one
+/// restarted inside the window, added as get-metrics adds them.
+#[test]
+fn window_figures_are_one_figures_for_the_fleet() {
+    let plain = vec![
+        s(0.0, 100.0, 1000.0, 10.0, 0.0, 2.0, zero()),
+        s(
+            10.0,
+            250.0,
+            1400.0,
+            15.0,
+            1.0,
+            4.0,
+            hist([2.0, 8.0, 10.0], 10.0, 3.0),
+        ),
+    ];
+    let mut restarted = vec![
+        s(0.0, 100.0, 0.0, 10.0, 0.0, 0.0, zero()),
+        s(5.0, 200.0, 0.0, 20.0, 0.0, 0.0, zero()),
+        s(20.0, 30.0, 0.0, 4.0, 0.0, 0.0, zero()),
+    ];
+    for r in &mut restarted {
+        r.model = "n".into();
+    }
+    restarted[2].start_time = Some(2000.0);
+    let w = WindowFigures::compute(&[plain, restarted]);
+    let f = w.figures();
+    // Tokens: 150 in 10 s and (100 + 30) in 20 s.
+    assert_eq!(f.generation_tokens_per_second, Some(15.0 + 6.5));
+    assert_eq!(f.requests_finished, Some(5.0 + 14.0));
+    assert_eq!(f.requests_failed, Some(1.0));
+    assert_eq!(f.by_reason["abort"], 1.0);
+    assert_eq!(f.by_reason["stop"], 4.0 + 14.0);
+    // The batch: the mean over the window of the model that ran requests.
+    assert_eq!(f.running_mean, Some(3.0));
+    assert_eq!(f.kv_cache_usage, Some(0.25));
+    assert_eq!(f.e2e.count, Some(10.0));
+    assert!((f.e2e.p50.unwrap() - 0.3).abs() < 1e-9, "{:?}", f.e2e);
+    assert!((f.e2e.avg.unwrap() - 0.3).abs() < 1e-9);
+    assert_eq!(f.ttft, Default::default(), "no histogram, no figures");
+    assert_eq!(
+        (f.samples, f.covered_seconds, f.restarts),
+        (Some(5.0), Some(20.0), Some(1.0))
+    );
+    assert_eq!(f.instances.len(), 1, "one endpoint serves both");
+    // Each figure is what the window's own parts say.
+    assert_eq!(f.requests_per_second, w.rate(Counter::RequestsFinished));
+    assert_eq!(f.preemptions, w.total(Counter::Preemptions));
+}
+
 #[test]
 fn one_sample_has_no_rate_and_no_window() {
     let rows = vec![s(0.0, 100.0, 1000.0, 10.0, 0.0, 2.0, zero())];

@@ -8,11 +8,12 @@
 //!   [`sampler::run`], the loop that only the holder of the `metrics_sampler` lease runs.
 //! - [`history`]: the `metric_samples` and `gpu_samples` tables: writing a round,
 //!   reading a window, pruning past the retention and downsampling past an hour.
-//! - [`window`]: figures over a window (rates, request counts, latency quantiles, gauge
-//!   means, time series), counter resets included.
+//! - [`figures`]: [`Figures`], a window's figures whichever source computed them.
+//! - [`window`]: figures over a window of the stored samples (rates, request counts,
+//!   latency quantiles, gauge means, time series), counter resets included.
 //! - [`duration`]: `90s`, `5m`, `1h30m`, `1d` or plain seconds, bounded by the retention.
 //! - [`export`]: the monitor's own metrics in Prometheus text format (the listener's body).
-//! - [`promql`]: `source = "prometheus"`, the same figures read from a Prometheus server.
+//! - [`promql`]: `source = "prometheus"`, the same [`Figures`] read from a Prometheus server.
 //! - [`memory`]: what a model's vLLM log says its weights took.
 //!
 //! One process samples for all: the sampler runs only while its process holds
@@ -22,6 +23,7 @@
 pub mod alerts;
 pub mod duration;
 pub mod export;
+pub mod figures;
 pub mod history;
 pub mod memory;
 pub mod promql;
@@ -30,6 +32,7 @@ pub mod sampler;
 pub mod window;
 
 pub use duration::parse_duration;
+pub use figures::{Figures, LatencyFigures};
 pub use sample::{HistData, Sample, SampleDetail};
 pub use sampler::{Sampler, Target};
 pub use window::{SeriesWindow, WindowFigures};

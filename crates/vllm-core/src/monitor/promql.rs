@@ -12,6 +12,7 @@
 //! Targets come from `/api/v1/targets`: every target of a job that exported vLLM metrics
 //! in the last hour, with Prometheus's own health of its last scrape.
 
+use super::figures::{Figures, LatencyFigures};
 use crate::config::HttpConfig;
 use crate::error::{Error, Result};
 use crate::vllm::{EndpointSpec, VllmClient};
@@ -253,54 +254,12 @@ pub fn range(seconds: f64) -> String {
     }
 }
 
-/// Latency figures of one histogram over the window, seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct PromLatency {
-    pub p50: Option<f64>,
-    pub p95: Option<f64>,
-    pub p99: Option<f64>,
-    pub avg: Option<f64>,
-    /// Observations in the window (extrapolated by `increase`).
-    pub count: Option<f64>,
-}
-
-/// The figures of one model (or of the fleet) over the window.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct PromFigures {
-    pub generation_tokens_per_second: Option<f64>,
-    pub prompt_tokens_per_second: Option<f64>,
-    pub requests_per_second: Option<f64>,
-    pub failed_requests_per_second: Option<f64>,
-    pub requests_finished: Option<f64>,
-    pub requests_failed: Option<f64>,
-    pub by_reason: BTreeMap<String, f64>,
-    pub preemptions: Option<f64>,
-    /// Mean of `num_requests_running` over the window, averaged over the model's replicas.
-    pub running_mean: Option<f64>,
-    /// Mean of `num_requests_waiting`, added over replicas.
-    pub waiting_mean: Option<f64>,
-    /// Mean KV-cache usage (0..1), averaged over replicas.
-    pub kv_cache_usage: Option<f64>,
-    pub e2e: PromLatency,
-    pub ttft: PromLatency,
-    pub itl: PromLatency,
-    pub queue: PromLatency,
-    /// Samples of `num_requests_running` in the window, over the model's series.
-    pub samples: Option<f64>,
-    /// The longest span of one of its series' samples in the window.
-    pub covered_seconds: Option<f64>,
-    /// Counter resets (server restarts) in the window, most over its series.
-    pub restarts: Option<f64>,
-    /// The `instance` labels of the servers serving it.
-    pub instances: BTreeSet<String>,
-}
-
 /// The fleet over one window.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Fleet {
-    pub total: PromFigures,
+    pub total: Figures,
     /// By `model_name`.
-    pub models: BTreeMap<String, PromFigures>,
+    pub models: BTreeMap<String, Figures>,
     /// Targets of the jobs that export vLLM metrics.
     pub targets: Vec<PromTarget>,
 }
@@ -340,7 +299,7 @@ enum Slot {
     Instances,
 }
 
-fn lat(f: &mut PromFigures, h: usize) -> &mut PromLatency {
+fn lat(f: &mut Figures, h: usize) -> &mut LatencyFigures {
     match h {
         0 => &mut f.e2e,
         1 => &mut f.ttft,
@@ -492,7 +451,7 @@ fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-fn put(f: &mut PromFigures, slot: Slot, v: f64, labels: &Labels) {
+fn put(f: &mut Figures, slot: Slot, v: f64, labels: &Labels) {
     let v = match finite(v) {
         Some(v) => v,
         None => return,
@@ -718,7 +677,7 @@ mod tests {
 
     #[test]
     fn fleet_sums_models_and_counts_failures() {
-        let mut f = PromFigures::default();
+        let mut f = Figures::default();
         let l = |r: &str| Labels::from([("finished_reason".to_string(), r.to_string())]);
         put(&mut f, Slot::Reasons, 4.0, &l("stop"));
         assert_eq!(f.requests_failed, Some(0.0));

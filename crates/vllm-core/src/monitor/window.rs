@@ -16,6 +16,7 @@
 //! the last answering sample of the series, so a window with fewer than two samples of
 //! a series has no rate for it (`None`), never an invented figure.
 
+use super::figures::{Figures, LatencyFigures};
 use super::history::GpuRow;
 use super::sample::{HistKind, Sample};
 use crate::prom::{Histogram, gauge_mean};
@@ -390,6 +391,38 @@ impl WindowFigures {
             .filter_map(|s| s.kv_cache_usage_mean)
             .collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
+
+    /// These series' figures as one [`Figures`], the shape PromQL's come in too: rates
+    /// and counts added over the series, the batch as [`Self::avg_batch_size`], waiting
+    /// requests added, the KV-cache usage averaged, latency from the added histograms.
+    pub fn figures(&self) -> Figures {
+        let mut by_reason: BTreeMap<String, f64> = BTreeMap::new();
+        for (r, v) in self.series.iter().flat_map(|s| s.by_reason.iter()) {
+            *by_reason.entry(r.clone()).or_default() += v;
+        }
+        let latency = |k: HistKind| LatencyFigures::of(self.hist(k).as_ref());
+        Figures {
+            generation_tokens_per_second: self.rate(Counter::GenerationTokens),
+            prompt_tokens_per_second: self.rate(Counter::PromptTokens),
+            requests_per_second: self.rate(Counter::RequestsFinished),
+            failed_requests_per_second: self.rate(Counter::RequestsFailed),
+            requests_finished: self.total(Counter::RequestsFinished),
+            requests_failed: self.total(Counter::RequestsFailed),
+            by_reason,
+            preemptions: self.total(Counter::Preemptions),
+            running_mean: self.avg_batch_size(),
+            waiting_mean: self.sum(|s| s.waiting_mean),
+            kv_cache_usage: self.kv_cache_usage(),
+            e2e: latency(HistKind::E2e),
+            ttft: latency(HistKind::Ttft),
+            itl: latency(HistKind::Itl),
+            queue: latency(HistKind::Queue),
+            samples: Some(self.sample_count() as f64),
+            covered_seconds: self.covered_seconds(),
+            restarts: self.series.iter().map(|s| s.resets as f64).reduce(f64::max),
+            instances: self.models().map(|s| s.endpoint.clone()).collect(),
+        }
     }
 }
 
