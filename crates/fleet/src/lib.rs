@@ -4,6 +4,7 @@
 //! - [`launcher`]: `vllm serve` process groups, start-up failure classification, and the
 //!   [`launcher::supervisor::Launcher`] that launches, observes and stops over the store.
 //! - [`lifecycle`]: locate, load and unload: the decisions every front end shares.
+//! - [`power`]: sleep and wake (vLLM's sleep mode), with the memory a sleep gives back.
 //! - [`snapshot`]: what a save gathers and how a state is written.
 //! - [`restore`]: a saved state's models put back, as a checked plan of typed actions.
 //!
@@ -13,5 +14,6 @@
 
 pub mod launcher;
 pub mod lifecycle;
+pub mod power;
 pub mod restore;
 pub mod snapshot;

@@ -15,6 +15,7 @@ use vllm_core::store::Store;
 use vllm_core::vllm::{EndpointSpec, VllmClient};
 use vllm_fleet::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
 use vllm_fleet::lifecycle::{Fleet, LoadEvent, Located, UnloadReport};
+use vllm_fleet::power::{self, MemorySource, Served, SleepLevel};
 use vllm_fleet::restore::{self, Action};
 use vllm_fleet::snapshot::{self, Snapshot};
 use vllm_mcp_testkit::{MockVllm, ServerRig};
@@ -188,6 +189,103 @@ async fn a_start_that_fails_while_waited_for_is_its_classified_reason() {
             .code(),
         "MODEL_NOT_FOUND"
     );
+}
+
+/// Sleep and wake without MCP: the record follows (sleeping, loaded), the memory a sleep
+/// gave back is measured (resident memory on this CPU machine), a second sleep is a no-op,
+/// and a server without the sleep routes is `UNSUPPORTED` in the core's own words.
+#[tokio::test]
+async fn sleep_and_wake_move_the_record_and_measure_what_was_freed() {
+    let plain = MockVllm::start(&["mock/ext", "--served-model-name", "ext"], &[]);
+    let rig = ServerRig::new(&format!(
+        "[[endpoints]]\nname = \"ep\"\nbase_url = {:?}\n",
+        plain.base_url
+    ))
+    .with_launcher_env(&[("VLLM_SERVER_DEV_MODE", "1")]);
+    let (config, launcher, endpoints) = fleet_parts(&rig);
+    let fleet = Fleet {
+        launcher: Some(&launcher),
+        endpoints: &endpoints,
+        config: &config,
+    };
+    let loaded = fleet
+        .load(
+            &request("tiny", LaunchArgs::default()),
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let record = loaded.settled.expect("waited for");
+    let client = launcher.client_for(&record).unwrap();
+    let gpus = FakeGpus::without_driver();
+    let served = Served {
+        model_id: "tiny",
+        client: &client,
+        record: Some(&record),
+    };
+    assert_eq!(
+        SleepLevel::from_number(3).unwrap_err().code(),
+        "INVALID_ARGUMENT"
+    );
+    let r = power::sleep(Some(&launcher), &gpus, served, SleepLevel::OffloadWeights)
+        .await
+        .unwrap();
+    assert!(!r.already_sleeping);
+    assert_eq!(r.memory_source, Some(MemorySource::Rss));
+    assert!(r.memory_freed_mb.is_some(), "{r:?}");
+    assert!(r.without_sleep_flag);
+    let status = |id: &str| {
+        vllm_core::models::get(launcher.store(), id)
+            .unwrap()
+            .unwrap()
+            .status
+    };
+    assert_eq!(status("tiny"), ModelStatus::Sleeping);
+
+    // Asleep already: nothing is done, nothing is freed.
+    let asleep = vllm_core::models::get(launcher.store(), "tiny")
+        .unwrap()
+        .unwrap();
+    let served = Served {
+        record: Some(&asleep),
+        ..served
+    };
+    let again = power::sleep(Some(&launcher), &gpus, served, SleepLevel::DiscardAll)
+        .await
+        .unwrap();
+    assert!(again.already_sleeping);
+    assert_eq!(again.memory_freed_mb, Some(0));
+
+    let w = power::wake(Some(&launcher), served, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(w.was_sleeping);
+    assert_eq!(status("tiny"), ModelStatus::Loaded);
+    let awake = power::wake(Some(&launcher), served, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(!awake.was_sleeping, "{awake:?}");
+
+    // A server without VLLM_SERVER_DEV_MODE has no /sleep: unsupported, naming no tool.
+    let ext = Served {
+        model_id: "ext",
+        client: &endpoints[0],
+        record: None,
+    };
+    let e = power::sleep(None, &gpus, ext, SleepLevel::OffloadWeights)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "UNSUPPORTED", "{e}");
+    assert!(e.to_string().contains("VLLM_SERVER_DEV_MODE"), "{e}");
+    // Awake without the routes is simply awake.
+    assert!(
+        !power::wake(None, ext, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .was_sleeping
+    );
+    fleet.unload("tiny", false).await.unwrap();
 }
 
 fn saved(model_id: &str, status: &str, args: LaunchArgs) -> SavedModel {

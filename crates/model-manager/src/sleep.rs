@@ -1,16 +1,15 @@
 //! `sleep-model` and `wake-model`: vLLM's sleep mode, with the memory it gives back.
 
 use crate::ModelManager;
-use crate::target::{Target, endpoint_name, has_arg, record_status, resolve, route_missing};
+use crate::target::{Target, endpoint_name, has_arg, resolve};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use vllm_core::models::{ModelRecord, ModelStatus};
-use vllm_core::vllm::VllmClient;
+use std::time::Duration;
+use vllm_core::models::ModelStatus;
 use vllm_core::{Error, Result};
-use vllm_fleet::launcher::process;
+use vllm_fleet::power::{self, MemorySource, Served, SleepLevel, SleepReport};
 use vllm_mcp_kit::{ToolDef, Toolbox};
 
 /// Registers `sleep-model` and `wake-model`.
@@ -126,203 +125,100 @@ fn sleep_unsupported(t: &Target) -> Error {
     Error::Unsupported { what, suggestion }
 }
 
-/// Memory of a launched server's process group: (GPU MiB from NVML when it attributes
-/// any, resident MiB).
-fn measure(s: &ModelManager, r: &ModelRecord) -> Option<(Option<u64>, u64)> {
-    let pid = r.pid?;
-    let members = process::group_members(pid);
-    let gpu = s
-        .kit
-        .gpus
-        .snapshots()
-        .ok()
-        .map(|gpus| vllm_core::gpu::memory_used_by(&gpus, &members).unwrap_or(0));
-    Some((gpu, process::group_rss_mb(pid)))
+/// `sleep_unsupported` in place of the core's `UNSUPPORTED`, which cannot name our tools.
+fn worded(t: &Target) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
+        Error::Unsupported { .. } => sleep_unsupported(t),
+        e => e,
+    }
 }
 
-/// The level a server sleeps at, from `vllm:engine_sleep_state` (None when unknown).
-async fn sleep_level(client: &VllmClient) -> Option<u32> {
-    let text = client.metrics_text().await.ok()?;
-    let (exp, _) = vllm_core::prom::parse_lenient(&text);
-    let family = exp.family("vllm:engine_sleep_state")?;
-    let on = |state: &str| {
-        family
-            .sum_where(|l| l.get("sleep_state") == Some(state))
-            .is_some_and(|v| v > 0.0)
-    };
-    if on("discard_all") {
-        Some(2)
-    } else if on("weights_offloaded") {
-        Some(1)
-    } else {
-        None
+fn served(t: &Target) -> Served<'_> {
+    Served {
+        model_id: &t.model_id,
+        client: &t.client,
+        record: t.record.as_ref(),
     }
 }
 
 async fn sleep_model(s: &ModelManager, p: SleepParams) -> Result<SleepAnswer> {
-    let level = p.level.unwrap_or(1);
-    if !(1..=2).contains(&level) {
-        return Err(Error::invalid(
-            "level",
-            format!("{level} is not a sleep level: give 1 (offload weights) or 2 (discard them)"),
-        ));
-    }
-    let t = resolve(
-        s,
-        &p.model_id,
-        &[ModelStatus::Loaded, ModelStatus::Sleeping],
-    )
-    .await?;
+    let level = SleepLevel::from_number(p.level.unwrap_or(1))?;
+    let statuses = [ModelStatus::Loaded, ModelStatus::Sleeping];
+    let t = resolve(s, &p.model_id, &statuses).await?;
     t.require_base("sleep-model")?;
-    let asleep = match t.client.is_sleeping().await {
-        Ok(b) => b,
-        Err(e) if route_missing(&e) => return Err(sleep_unsupported(&t)),
-        Err(e) => return Err(e),
-    };
-    if asleep {
-        record_status(s, &t, ModelStatus::Sleeping).await?;
-        return Ok(SleepAnswer {
-            model_id: t.model_id.clone(),
-            status: ModelStatus::Sleeping,
-            level: sleep_level(&t.client).await.unwrap_or(level),
-            memory_freed_mb: Some(0).filter(|_| t.record.is_some()),
-            memory_source: None,
-            already_sleeping: true,
-            note: Some("it was already asleep: nothing was done (wake-model wakes it)".into()),
-        });
+    let launcher = s.launcher().ok();
+    let r = power::sleep(launcher, s.kit.gpus.as_ref(), served(&t), level)
+        .await
+        .map_err(worded(&t))?;
+    if !r.already_sleeping {
+        let event = json!({"event": "model_sleeping", "model_id": t.model_id,
+            "level": level.number(), "memory_freed_mb": r.memory_freed_mb});
+        s.kit.notifier.info("model-manager", event).await;
     }
-    let before = t.record.as_ref().and_then(|r| measure(s, r));
-    t.client.sleep(level as u8).await.map_err(|e| {
-        if route_missing(&e) {
-            sleep_unsupported(&t)
-        } else {
-            e
-        }
-    })?;
-    record_status(s, &t, ModelStatus::Sleeping).await?;
-    // NVML may lag the free by a moment: look again briefly before calling it nothing.
-    let mut after = t.record.as_ref().and_then(|r| measure(s, r));
-    for _ in 0..5 {
-        match (before, after) {
-            (Some((Some(b), _)), Some((Some(a), _))) if b > 0 && a >= b => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                after = t.record.as_ref().and_then(|r| measure(s, r));
-            }
-            _ => break,
-        }
-    }
-    let (freed, source) = match (before, after) {
-        (Some((Some(b), _)), Some((Some(a), _))) if b > 0 => (Some(b.saturating_sub(a)), "nvml"),
-        (Some((_, b)), Some((_, a))) => (Some(b.saturating_sub(a)), "rss"),
-        _ => (None, ""),
-    };
-    let mut notes = Vec::new();
-    if t.record.is_none() {
-        notes.push(
-            "memory freed is not measured for an attached endpoint (its processes are not visible here)"
-                .to_string(),
-        );
-    } else if source == "rss" {
-        notes.push(
-            "no GPU memory is attributed to this server (CPU platform): sleep mode frees nothing there; \
-             unload-model frees the memory"
-                .to_string(),
-        );
-    } else if freed == Some(0) {
-        let flag = t
-            .record
-            .as_ref()
-            .is_some_and(|r| !has_arg(r, "--enable-sleep-mode"));
-        notes.push(if flag {
-            "no GPU memory was freed: the server was launched without --enable-sleep-mode"
-                .to_string()
-        } else {
-            "no GPU memory was freed".to_string()
-        });
-    }
-    if level == 2 {
-        notes.push(
-            "level 2 discarded the weights: after wake-model they must be reloaded before answers are \
-             meaningful (use level 1 to pause a model you will use again)"
-                .to_string(),
-        );
-    }
-    s.kit
-        .notifier
-        .info(
-            "model-manager",
-            json!({"event": "model_sleeping", "model_id": t.model_id, "level": level, "memory_freed_mb": freed}),
-        )
-        .await;
     Ok(SleepAnswer {
+        note: sleep_note(&r, t.record.is_none()),
         model_id: t.model_id,
         status: ModelStatus::Sleeping,
-        level,
-        memory_freed_mb: freed,
-        memory_source: (!source.is_empty()).then(|| source.to_string()),
-        already_sleeping: false,
-        note: (!notes.is_empty()).then(|| notes.join("; ")),
+        level: r.level.number(),
+        memory_freed_mb: r.memory_freed_mb,
+        memory_source: r.memory_source.map(|m| m.as_str().to_string()),
+        already_sleeping: r.already_sleeping,
     })
 }
 
-async fn wake_model(s: &ModelManager, p: WakeParams) -> Result<WakeAnswer> {
-    let t = resolve(
-        s,
-        &p.model_id,
-        &[ModelStatus::Loaded, ModelStatus::Sleeping],
-    )
-    .await?;
-    t.require_base("wake-model")?;
-    let started = Instant::now();
-    let recorded_asleep = t
-        .record
-        .as_ref()
-        .is_some_and(|r| r.status == ModelStatus::Sleeping);
-    let asleep = match t.client.is_sleeping().await {
-        Ok(b) => b,
-        // Without the sleep endpoints a server cannot sleep: it is awake, unless our record
-        // says otherwise (the server was relaunched with other settings by hand).
-        Err(e) if route_missing(&e) && !recorded_asleep => false,
-        Err(e) if route_missing(&e) => return Err(sleep_unsupported(&t)),
-        Err(e) => return Err(e),
-    };
-    let mut note = None;
-    if asleep {
-        if sleep_level(&t.client).await == Some(2) {
-            note = Some(
-                "it slept at level 2, which discarded the weights: reload them before relying on its answers"
-                    .to_string(),
-            );
-        }
-        t.client.wake_up().await?;
-        loop {
-            if !t.client.is_sleeping().await? {
-                break;
-            }
-            if started.elapsed() >= WAKE_TIMEOUT {
-                return Err(Error::BackendTimeout {
-                    url: format!("{}/is_sleeping", t.client.base_url()),
-                    after: WAKE_TIMEOUT,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        s.kit
-            .notifier
-            .info(
-                "model-manager",
-                json!({"event": "model_woken", "model_id": t.model_id}),
-            )
-            .await;
-    } else {
-        note = Some("it was awake: nothing was done".into());
+/// What a person should know about a sleep: why nothing was freed, what level 2 means.
+fn sleep_note(r: &SleepReport, attached: bool) -> Option<String> {
+    if r.already_sleeping {
+        return Some("it was already asleep: nothing was done (wake-model wakes it)".into());
     }
-    record_status(s, &t, ModelStatus::Loaded).await?;
+    let mut notes = Vec::new();
+    if attached {
+        notes.push(
+            "memory freed is not measured for an attached endpoint (its processes are not visible here)",
+        );
+    } else if r.memory_source == Some(MemorySource::Rss) {
+        notes.push(
+            "no GPU memory is attributed to this server (CPU platform): sleep mode frees nothing there; \
+             unload-model frees the memory",
+        );
+    } else if r.memory_freed_mb == Some(0) {
+        notes.push(if r.without_sleep_flag {
+            "no GPU memory was freed: the server was launched without --enable-sleep-mode"
+        } else {
+            "no GPU memory was freed"
+        });
+    }
+    if r.level == SleepLevel::DiscardAll {
+        notes.push(
+            "level 2 discarded the weights: after wake-model they must be reloaded before answers are \
+             meaningful (use level 1 to pause a model you will use again)",
+        );
+    }
+    (!notes.is_empty()).then(|| notes.join("; "))
+}
+
+async fn wake_model(s: &ModelManager, p: WakeParams) -> Result<WakeAnswer> {
+    let statuses = [ModelStatus::Loaded, ModelStatus::Sleeping];
+    let t = resolve(s, &p.model_id, &statuses).await?;
+    t.require_base("wake-model")?;
+    let r = power::wake(s.launcher().ok(), served(&t), WAKE_TIMEOUT)
+        .await
+        .map_err(worded(&t))?;
+    let note = if !r.was_sleeping {
+        Some("it was awake: nothing was done".to_string())
+    } else {
+        let event = json!({"event": "model_woken", "model_id": t.model_id});
+        s.kit.notifier.info("model-manager", event).await;
+        (r.slept_at == Some(SleepLevel::DiscardAll)).then(|| {
+            "it slept at level 2, which discarded the weights: reload them before relying on its answers"
+                .to_string()
+        })
+    };
     Ok(WakeAnswer {
         model_id: t.model_id,
         status: ModelStatus::Loaded,
-        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-        was_sleeping: asleep,
+        seconds: r.seconds,
+        was_sleeping: r.was_sleeping,
         note,
     })
 }

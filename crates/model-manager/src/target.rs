@@ -15,10 +15,12 @@
 //! - anything else vLLM refuses is `BACKEND_ERROR` carrying vLLM's own message.
 
 use crate::ModelManager;
-use vllm_core::models::{self, ModelRecord, ModelStatus};
+use vllm_core::models::{ModelRecord, ModelStatus};
 use vllm_core::vllm::VllmClient;
 use vllm_core::{Error, Result};
 use vllm_fleet::lifecycle::Located;
+use vllm_fleet::power;
+pub(crate) use vllm_fleet::power::{has_arg, route_missing};
 
 // ---------------------------------------------------------------------------------------
 // Parameters
@@ -145,21 +147,9 @@ pub(crate) fn not_loaded(model_id: &str, origin: &str) -> Error {
     )
 }
 
-/// A route the server does not have: FastAPI's `{"detail":"Not Found"}` (vLLM registers
-/// the LoRA and sleep routes only when their switches are on).
-pub(crate) fn route_missing(e: &Error) -> bool {
-    matches!(e, Error::BackendError { status: 404, message, kind: None, .. } if message == "Not Found")
-}
-
 /// Whether a launched record was started with this `[launcher.env]` entry / argument.
 pub(crate) fn has_env(r: &ModelRecord, name: &str) -> bool {
     r.env_names.iter().any(|n| n == name)
-}
-
-pub(crate) fn has_arg(r: &ModelRecord, flag: &str) -> bool {
-    r.argv
-        .iter()
-        .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
 }
 
 pub(crate) fn capitalized(s: &str) -> String {
@@ -184,15 +174,7 @@ pub(crate) fn endpoint_name(t: &Target) -> String {
 
 /// Records a launched model's new status (compare-and-set: a concurrent change wins).
 pub(crate) async fn record_status(s: &ModelManager, t: &Target, to: ModelStatus) -> Result<()> {
-    let (Some(r), Ok(l)) = (&t.record, s.launcher()) else {
-        return Ok(());
-    };
-    if r.status != to {
-        let (id, from, pid) = (r.model_id.clone(), r.status, r.pid);
-        l.on_store(move |st| models::transition(st, &id, from, pid, to, None))
-            .await?;
-    }
-    Ok(())
+    power::record_status(s.launcher().ok(), t.record.as_ref(), to).await
 }
 
 // ---------------------------------------------------------------------------------------
