@@ -5,6 +5,7 @@
 //!   [`launcher::supervisor::Launcher`] that launches, observes and stops over the store.
 //! - [`lifecycle`]: locate, load and unload: the decisions every front end shares.
 //! - [`power`]: sleep and wake (vLLM's sleep mode), with the memory a sleep gives back.
+//! - [`sampling`]: a model's sampling defaults, set and (when asked) applied now.
 //! - [`snapshot`]: what a save gathers and how a state is written.
 //! - [`restore`]: a saved state's models put back, as a checked plan of typed actions.
 //!
@@ -16,4 +17,5 @@ pub mod launcher;
 pub mod lifecycle;
 pub mod power;
 pub mod restore;
+pub mod sampling;
 pub mod snapshot;

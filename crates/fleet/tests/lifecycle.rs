@@ -17,6 +17,7 @@ use vllm_fleet::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
 use vllm_fleet::lifecycle::{Fleet, LoadEvent, Located, UnloadReport};
 use vllm_fleet::power::{self, MemorySource, Served, SleepLevel};
 use vllm_fleet::restore::{self, Action};
+use vllm_fleet::sampling;
 use vllm_fleet::snapshot::{self, Snapshot};
 use vllm_mcp_testkit::{MockVllm, ServerRig};
 
@@ -285,6 +286,68 @@ async fn sleep_and_wake_move_the_record_and_measure_what_was_freed() {
             .unwrap()
             .was_sleeping
     );
+    fleet.unload("tiny", false).await.unwrap();
+}
+
+/// Sampling defaults without MCP: where they may be set, merged over the stored ones,
+/// kept for the next launch of a running model or applied now by a relaunch.
+#[tokio::test]
+async fn sampling_defaults_are_merged_and_applied_now_only_when_asked() {
+    let attached = MockVllm::start(&["mock/ext", "--served-model-name", "ext"], &[]);
+    let rig = ServerRig::new(&format!(
+        "[[endpoints]]\nname = \"ep\"\nbase_url = {:?}\n",
+        attached.base_url
+    ));
+    let (config, launcher, endpoints) = fleet_parts(&rig);
+    let fleet = Fleet {
+        launcher: Some(&launcher),
+        endpoints: &endpoints,
+        config: &config,
+    };
+    let code = |r: vllm_core::Result<sampling::SamplingTarget>| r.unwrap_err().code();
+    assert_eq!(
+        code(sampling::target(&fleet, "nowhere").await),
+        "MODEL_NOT_FOUND"
+    );
+    assert_eq!(code(sampling::target(&fleet, "ext").await), "UNSUPPORTED");
+
+    let args = LaunchArgs {
+        max_model_len: Some(256),
+        ..LaunchArgs::default()
+    };
+    fleet
+        .load(&request("tiny", args), Duration::from_secs(60), |_| {})
+        .await
+        .unwrap();
+    let defaults = |pairs: &[(&str, f64)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect::<vllm_core::launch_args::SamplingDefaults>()
+    };
+    let t = sampling::target(&fleet, "tiny").await.unwrap();
+    assert_eq!(t.max_model_len, Some(256));
+    let e = sampling::set(&fleet, t.clone(), defaults(&[]), false).await;
+    assert_eq!(e.unwrap_err().code(), "INVALID_ARGUMENT");
+    let r = sampling::set(&fleet, t, defaults(&[("temperature", 0.2)]), false)
+        .await
+        .unwrap();
+    assert_eq!(r.takes_effect, sampling::TakesEffect::NextLaunch);
+    assert!(r.running_unchanged);
+    assert_eq!(r.status, ModelStatus::Loaded);
+
+    let t = sampling::target(&fleet, "tiny").await.unwrap();
+    let pid = t.record.as_ref().unwrap().pid;
+    let r = sampling::set(&fleet, t, defaults(&[("top_p", 0.9)]), true)
+        .await
+        .unwrap();
+    assert_eq!(r.takes_effect, sampling::TakesEffect::Now);
+    assert_eq!(r.merged, defaults(&[("temperature", 0.2), ("top_p", 0.9)]));
+    assert_eq!(r.status, ModelStatus::Loading, "relaunched");
+    let now = vllm_core::models::get(launcher.store(), "tiny")
+        .unwrap()
+        .unwrap();
+    assert_ne!(now.pid, pid, "a new server");
     fleet.unload("tiny", false).await.unwrap();
 }
 

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use vllm_core::Result;
 use vllm_core::models::ModelStatus;
-use vllm_core::{Error, Result, estimate, model_files, models};
-use vllm_fleet::launcher::supervisor::{LaunchOutcome, LaunchRequest};
+use vllm_fleet::sampling::{self, TakesEffect};
 use vllm_mcp_kit::{ToolDef, Toolbox};
 
 /// Registers `set-model-config`.
@@ -34,7 +34,7 @@ pub struct SetConfigAnswer {
     /// Every sampling default now in force for the model.
     pub updated_config: Map<String, Value>,
     /// `next_launch`, or `now` when the model was relaunched (restart: true).
-    pub takes_effect: String,
+    pub takes_effect: TakesEffect,
     /// The model's status after the call.
     pub status: ModelStatus,
     pub note: String,
@@ -43,109 +43,27 @@ pub struct SetConfigAnswer {
 async fn set_model_config(s: &ModelManager, p: SetConfigParams) -> Result<SetConfigAnswer> {
     vllm_core::launch_args::validate_model_id("model_id", &p.model_id)?;
     // Ranges first: a bad value is wrong whatever the model; max_tokens is checked
-    // against the context window below, once the model is known.
+    // against the context window once the model is known.
     p.config.validate(None)?;
-    let launcher = s.launcher()?;
-    let record = launcher.get(&p.model_id).await?;
-    let known = record.is_some()
-        || s.kit.config.catalog.contains_key(&p.model_id)
-        || model_files::resolve_dir(&p.model_id, launcher.hub_cache()).is_some();
-    if !known {
-        for ep in &s.kit.endpoints {
-            if let Ok(cards) = ep.models().await
-                && cards.iter().any(|c| c.id == p.model_id)
-            {
-                return Err(Error::Unsupported {
-                    what: format!(
-                        "sampling defaults for `{}`, served by an attached endpoint",
-                        p.model_id
-                    ),
-                    suggestion:
-                        "Sampling defaults apply when vllm-mcp launches the model; set them with \
-                                 --override-generation-config where that server is started."
-                            .into(),
-                });
-            }
-        }
-        return Err(Error::ModelNotFound(p.model_id));
-    }
-    let max_len = record
-        .as_ref()
-        .and_then(|r| r.args.max_model_len)
-        .or_else(|| {
-            let source = record
-                .as_ref()
-                .map(|r| r.source.clone())
-                .unwrap_or_else(|| p.model_id.clone());
-            launcher
-                .config_json(&source)
-                .as_ref()
-                .and_then(estimate::model_max_len)
-        });
-    p.config.validate(max_len)?;
-    let given = p.config.to_map();
-    if given.is_empty() {
-        return Err(Error::invalid(
-            "config",
-            "give at least one sampling default to set",
-        ));
-    }
-    let id = p.model_id.clone();
-    let merged = launcher
-        .on_store(move |st| {
-            let mut merged = models::sampling(st, &id)?;
-            merged.extend(given);
-            models::set_sampling(st, &id, &merged)?;
-            Ok(merged)
-        })
-        .await?;
-    let running = record.as_ref().is_some_and(|r| r.status.is_active());
-    let (takes_effect, status, note) = if p.restart && running {
-        let r = record.expect("running implies a record");
-        let req = LaunchRequest {
-            model_id: r.model_id.clone(),
-            source: Some(r.source.clone()),
-            args: r.args.clone(),
-            gpu_ids: (!r.gpu_ids.is_empty()).then(|| r.gpu_ids.clone()),
-            force: true,
-            replace: true,
-            restart_policy: r.restart_policy.clone(),
-            idle_ttl_seconds: r.idle_ttl_seconds,
-            dry_run: false,
-        };
-        launcher.stop(&r.model_id, false).await?;
-        let status = match launcher.launch(&req).await? {
-            LaunchOutcome::Started { record, .. } => record.status,
-            LaunchOutcome::AlreadyRunning { record }
-            | LaunchOutcome::Differs { record, .. }
-            | LaunchOutcome::Queued { record, .. } => record.status,
-            LaunchOutcome::DryRun { .. } => ModelStatus::Unloaded,
-        };
-        (
-            "now",
-            status,
+    let fleet = s.managed_fleet()?;
+    let target = sampling::target(&fleet, &p.model_id).await?;
+    p.config.validate(target.max_model_len)?;
+    let r = sampling::set(&fleet, target, p.config.to_map(), p.restart).await?;
+    let note = match r.takes_effect {
+        TakesEffect::Now => {
             "relaunched with the new defaults; it is loading (list-models shows when it is served)"
-                .to_string(),
-        )
-    } else if running {
-        (
-            "next_launch",
-            record.map(|r| r.status).unwrap_or(ModelStatus::Unloaded),
-            "stored; the running server keeps its defaults until it is relaunched (restart: true does it now)".into(),
-        )
-    } else {
-        (
-            "next_launch",
-            record.map(|r| r.status).unwrap_or(ModelStatus::Unloaded),
-            "stored; applied when the model is next loaded".into(),
-        )
+        }
+        TakesEffect::NextLaunch if r.running_unchanged => {
+            "stored; the running server keeps its defaults until it is relaunched (restart: true does it now)"
+        }
+        TakesEffect::NextLaunch => "stored; applied when the model is next loaded",
     };
     Ok(SetConfigAnswer {
         model_id: p.model_id,
-        updated_config: merged.into_iter().collect(),
-        takes_effect: takes_effect.into(),
-        status,
-        note,
+        updated_config: r.merged.into_iter().collect(),
+        takes_effect: r.takes_effect,
+        status: r.status,
+        note: note.into(),
     })
 }
 

@@ -77,6 +77,11 @@ async fn schemas_list_the_values_of_statuses_origins_and_modes() {
         }
         assert_eq!(reasons.len(), 13, "{reasons:?}");
     }
+    let set = schema("set-model-config", true);
+    assert_eq!(
+        values(&set["properties"]["takes_effect"]),
+        ["next_launch", "now"]
+    );
     let filter = &schema("list-models", false)["properties"]["status"];
     let any = filter["anyOf"]
         .as_array()
