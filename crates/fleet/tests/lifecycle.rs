@@ -13,6 +13,7 @@ use vllm_core::models::ModelStatus;
 use vllm_core::states::{ModelsPart, PartKind, SavedModel};
 use vllm_core::store::Store;
 use vllm_core::vllm::{EndpointSpec, VllmClient};
+use vllm_fleet::inventory;
 use vllm_fleet::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
 use vllm_fleet::lifecycle::{Fleet, LoadEvent, Located, UnloadReport};
 use vllm_fleet::power::{self, MemorySource, Served, SleepLevel};
@@ -348,6 +349,81 @@ async fn sampling_defaults_are_merged_and_applied_now_only_when_asked() {
         .unwrap()
         .unwrap();
     assert_ne!(now.pid, pid, "a new server");
+    fleet.unload("tiny", false).await.unwrap();
+}
+
+/// The inventory lists each model once, in locate's precedence: a launched model hides an
+/// attached endpoint's model of the same id and a catalog alias of it; an endpoint that
+/// does not answer is named, not fatal.
+#[tokio::test]
+async fn the_inventory_lists_each_model_once_in_locates_order() {
+    let attached = MockVllm::start(&["mock/tiny", "--served-model-name", "tiny", "ext"], &[]);
+    let rig = ServerRig::new(&format!(
+        "[[endpoints]]\nname = \"ep\"\nbase_url = {:?}\n\
+         [[endpoints]]\nname = \"gone\"\nbase_url = \"http://127.0.0.1:9\"\n\
+         [catalog.tiny]\nsource = \"mock/tiny\"\n[catalog.alias]\nsource = \"mock/alias\"\n\
+         [catalog.alias.args]\nmax_model_len = 256\n",
+        attached.base_url
+    ));
+    let (config, launcher, endpoints) = fleet_parts(&rig);
+    let fleet = Fleet {
+        launcher: Some(&launcher),
+        endpoints: &endpoints,
+        config: &config,
+    };
+    let kinds = |inv: &inventory::Inventory<'_>| -> Vec<(String, &'static str, ModelStatus)> {
+        let kind = |e: &inventory::Entry<'_>| match e {
+            inventory::Entry::Launched(_) => "launched",
+            inventory::Entry::Attached { .. } => "attached",
+            inventory::Entry::Catalog { .. } => "catalog",
+            inventory::Entry::Cached { .. } => "cached",
+        };
+        inv.entries
+            .iter()
+            .map(|e| (e.id().to_string(), kind(e), e.status()))
+            .collect()
+    };
+    let inv = inventory::inventory(&fleet).await.unwrap();
+    assert_eq!(
+        kinds(&inv),
+        [
+            ("tiny".to_string(), "attached", ModelStatus::Loaded),
+            ("ext".to_string(), "attached", ModelStatus::Loaded),
+            ("alias".to_string(), "catalog", ModelStatus::Unloaded),
+        ]
+    );
+    assert_eq!(inv.unreachable.len(), 1, "{:?}", inv.unreachable);
+    assert!(
+        inv.unreachable[0].starts_with("gone ("),
+        "{:?}",
+        inv.unreachable
+    );
+    match &inv.entries[2] {
+        inventory::Entry::Catalog { context_window, .. } => assert_eq!(*context_window, Some(256)),
+        other => panic!("{other:?}"),
+    }
+
+    fleet
+        .load(
+            &request("tiny", LaunchArgs::default()),
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let inv = inventory::inventory(&fleet).await.unwrap();
+    assert_eq!(
+        kinds(&inv)[..2],
+        [
+            ("tiny".to_string(), "launched", ModelStatus::Loaded),
+            ("ext".to_string(), "attached", ModelStatus::Loaded),
+        ]
+    );
+    assert_eq!(
+        inv.entries.len(),
+        3,
+        "the launched tiny hides the attached and the alias"
+    );
     fleet.unload("tiny", false).await.unwrap();
 }
 

@@ -9,6 +9,7 @@ use vllm_core::launch_args::{LaunchArgs, SamplingDefaults};
 use vllm_core::models::{ModelRecord, ModelStatus, RecordedError, display_name};
 use vllm_core::vllm::{ModelCard, VllmClient};
 use vllm_core::{Result, estimate, models};
+use vllm_fleet::inventory;
 use vllm_fleet::lifecycle::{Located, Origin, supports_function_calling};
 use vllm_mcp_kit::{ToolDef, Toolbox};
 
@@ -22,15 +23,6 @@ pub fn register(t: &mut Toolbox<ModelManager>) {
         ),
         |s: Arc<ModelManager>, p: InfoParams, _| async move { get_model_info(&s, p).await },
     );
-}
-
-/// `sleeping` when an attached server says so (dev-mode endpoint), else `loaded`: it
-/// answered `/v1/models`. Servers without the endpoint answer 404, which means awake.
-pub(crate) async fn attached_status(ep: &vllm_core::vllm::VllmClient) -> ModelStatus {
-    match ep.is_sleeping().await {
-        Ok(true) => ModelStatus::Sleeping,
-        _ => ModelStatus::Loaded,
-    }
 }
 
 /// The answer of `get-model-info`.
@@ -146,7 +138,7 @@ async fn get_model_info(s: &ModelManager, p: InfoParams) -> Result<InfoAnswer> {
     match located {
         Located::Launched(r) => Ok(info_of_launched(s, r, sampling).await),
         Located::Attached { endpoint, card } => {
-            let status = attached_status(&endpoint).await;
+            let status = inventory::attached_status(&endpoint).await;
             Ok(info_of_served(s, &endpoint, card, origin, status, sampling).await)
         }
         Located::Adapter { base, client, card } => {

@@ -2,13 +2,15 @@
 //! aliases and the local cache, paged.
 
 use crate::ModelManager;
-use crate::info::attached_status;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
+use vllm_core::launch_args::SamplingDefaults;
 use vllm_core::models::{ModelStatus, RecordedError, display_name};
-use vllm_core::{Result, estimate, model_files, models};
+use vllm_core::{Result, models};
+use vllm_fleet::inventory::{self, Entry};
+use vllm_fleet::launcher::process;
 use vllm_fleet::lifecycle::Origin;
 use vllm_mcp_kit::page::{Page, PageParams, paginate};
 use vllm_mcp_kit::{ToolDef, Toolbox};
@@ -69,104 +71,16 @@ pub struct ListAnswer {
 }
 
 async fn list_models(s: &ModelManager, p: ListParams) -> Result<ListAnswer> {
-    let launcher = s.launcher()?;
-    let mut all = Vec::new();
-    let mut seen = HashSet::new();
-    let groups = vllm_fleet::launcher::process::groups_recent(
-        vllm_fleet::launcher::process::FIGURES_MAX_AGE,
-    );
-    let sampling = launcher.on_store(models::all_sampling).await?;
-    for r in launcher.list_quick().await? {
-        seen.insert(r.model_id.clone());
-        all.push(s.summary_of_record(&r, &groups, &sampling));
-    }
-    let mut unreachable = Vec::new();
-    for ep in &s.kit.endpoints {
-        match ep.models().await {
-            Ok(cards) => {
-                let status = attached_status(ep).await;
-                for c in cards {
-                    if !seen.insert(c.id.clone()) {
-                        continue;
-                    }
-                    all.push(ModelSummary {
-                        name: display_name(&c.id),
-                        status,
-                        origin: Origin::Attached,
-                        source: c.root.clone(),
-                        memory_usage_mb: None,
-                        context_window: c.max_model_len,
-                        max_tokens: c.max_model_len,
-                        tensor_parallel_size: 1,
-                        pipeline_parallel_size: 1,
-                        base_url: Some(ep.base_url().to_string()),
-                        endpoint: Some(ep.name().to_string()),
-                        error: None,
-                        id: c.id,
-                    });
-                }
-            }
-            Err(e) => unreachable.push(format!("{} ({})", ep.name(), e.code())),
-        }
-    }
-    for (alias, entry) in &s.kit.config.catalog {
-        if !seen.insert(alias.clone()) {
-            continue;
-        }
-        let window = entry.args.max_model_len.or_else(|| {
-            launcher
-                .config_json(&entry.source)
-                .as_ref()
-                .and_then(estimate::model_max_len)
-        });
-        all.push(ModelSummary {
-            id: alias.clone(),
-            name: entry
-                .name
-                .clone()
-                .unwrap_or_else(|| display_name(&entry.source)),
-            status: ModelStatus::Unloaded,
-            origin: Origin::Catalog,
-            source: Some(entry.source.clone()),
-            memory_usage_mb: Some(0),
-            context_window: window,
-            max_tokens: window,
-            tensor_parallel_size: entry.args.tensor_parallel_size.unwrap_or(1),
-            pipeline_parallel_size: entry.args.pipeline_parallel_size.unwrap_or(1),
-            base_url: None,
-            endpoint: None,
-            error: None,
-        });
-    }
-    if let Some(cache) = launcher.hub_cache() {
-        for id in model_files::cached_repo_ids(cache) {
-            if !seen.insert(id.clone()) {
-                continue;
-            }
-            let window = launcher
-                .config_json(&id)
-                .as_ref()
-                .and_then(estimate::model_max_len);
-            all.push(ModelSummary {
-                name: display_name(&id),
-                status: ModelStatus::Unloaded,
-                origin: Origin::Cache,
-                source: Some(id.clone()),
-                memory_usage_mb: Some(0),
-                context_window: window,
-                max_tokens: window,
-                tensor_parallel_size: 1,
-                pipeline_parallel_size: 1,
-                base_url: None,
-                endpoint: None,
-                error: None,
-                id,
-            });
-        }
-    }
-    if let Some(st) = &p.status {
-        all.retain(|m| m.status == *st);
-    }
+    let fleet = s.managed_fleet()?;
+    let groups = process::groups_recent(process::FIGURES_MAX_AGE);
+    let sampling = s.launcher()?.on_store(models::all_sampling).await?;
+    let inv = inventory::inventory(&fleet).await?;
+    let all: Vec<ModelSummary> = inv
+        .entries
+        .into_iter()
+        .filter(|e| p.status.is_none_or(|st| e.status() == st))
+        .map(|e| summary(s, e, &groups, &sampling))
+        .collect();
     let Page {
         items,
         total,
@@ -176,8 +90,80 @@ async fn list_models(s: &ModelManager, p: ListParams) -> Result<ListAnswer> {
         models: items,
         total,
         next_cursor,
-        unreachable_endpoints: unreachable,
+        unreachable_endpoints: inv.unreachable,
     })
+}
+
+/// One inventory entry as list-models shows it.
+fn summary(
+    s: &ModelManager,
+    e: Entry<'_>,
+    groups: &HashMap<u32, Vec<u32>>,
+    sampling: &HashMap<String, SamplingDefaults>,
+) -> ModelSummary {
+    let unlaunched = |id: String, origin, source: &str, window, tp, pp| ModelSummary {
+        id,
+        name: display_name(source),
+        status: ModelStatus::Unloaded,
+        origin,
+        source: Some(source.to_string()),
+        memory_usage_mb: Some(0),
+        context_window: window,
+        max_tokens: window,
+        tensor_parallel_size: tp,
+        pipeline_parallel_size: pp,
+        base_url: None,
+        endpoint: None,
+        error: None,
+    };
+    match e {
+        Entry::Launched(r) => s.summary_of_record(&r, groups, sampling),
+        Entry::Attached {
+            endpoint,
+            card,
+            status,
+        } => ModelSummary {
+            name: display_name(&card.id),
+            status,
+            origin: Origin::Attached,
+            source: card.root.clone(),
+            memory_usage_mb: None,
+            context_window: card.max_model_len,
+            max_tokens: card.max_model_len,
+            tensor_parallel_size: 1,
+            pipeline_parallel_size: 1,
+            base_url: Some(endpoint.base_url().to_string()),
+            endpoint: Some(endpoint.name().to_string()),
+            error: None,
+            id: card.id,
+        },
+        Entry::Catalog {
+            alias,
+            entry,
+            context_window,
+        } => {
+            let (tp, pp) = (
+                entry.args.tensor_parallel_size,
+                entry.args.pipeline_parallel_size,
+            );
+            let mut m = unlaunched(
+                alias,
+                Origin::Catalog,
+                &entry.source,
+                context_window,
+                tp.unwrap_or(1),
+                pp.unwrap_or(1),
+            );
+            if let Some(name) = &entry.name {
+                m.name = name.clone();
+            }
+            m
+        }
+        Entry::Cached { id, context_window } => {
+            let source = id.clone();
+            unlaunched(id, Origin::Cache, &source, context_window, 1, 1)
+        }
+    }
 }
 
 /// Parameters of `list-models`.
