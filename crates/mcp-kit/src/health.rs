@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vllm_core::Result;
 use vllm_core::coordination;
-use vllm_core::vllm::Health;
+use vllm_core::vllm::{Health, VllmClient};
 
 /// The answer of `server-health`.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -99,7 +99,43 @@ pub fn add_health_tool<S: Service>(tools: &mut Toolbox<S>) {
 
 /// Builds the health report. Never fails: every problem is a field of the answer.
 pub async fn report(kit: &Kit) -> Result<HealthReport> {
-    let store = match kit.store() {
+    let store = store_status(kit).await;
+    let leases = kit
+        .with_store(|s| Ok(coordination::holders(s)?))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| LeaseStatus {
+            mine: l.holder == kit.holder.as_str(),
+            duty: l.duty,
+            holder_pid: l.pid,
+            host: l.host,
+            expires_at: vllm_core::time::format_rfc3339(l.expires_at as i64),
+            expired: l.expired,
+        })
+        .collect();
+    let checks = kit.endpoints.iter().map(endpoint_status);
+    let endpoints = futures_util::future::join_all(checks).await;
+    let nvml = nvml_status(kit).await;
+    Ok(HealthReport {
+        server: kit.server.to_string(),
+        version: kit.version.to_string(),
+        status: if store.ok { "healthy" } else { "degraded" }.into(),
+        pid: std::process::id(),
+        uptime_seconds: (kit.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        started_at: kit.started_at.clone(),
+        data_dir: kit.config.data_dir.display().to_string(),
+        config_file: kit.config.source.as_ref().map(|p| p.display().to_string()),
+        store,
+        leases,
+        endpoints,
+        nvml,
+    })
+}
+
+/// The store's health, or why it is unavailable.
+async fn store_status(kit: &Kit) -> StoreStatus {
+    match kit.store() {
         Ok(st) => {
             let st = st.clone();
             let h = tokio::task::spawn_blocking(move || st.health()).await.ok();
@@ -118,53 +154,44 @@ pub async fn report(kit: &Kit) -> Result<HealthReport> {
             }
         }
         Err(e) => unavailable_store(e.to_string()),
+    }
+}
+
+/// One endpoint's `/health` (at most 5 s) and, when it answers, its version.
+async fn endpoint_status(c: &VllmClient) -> EndpointStatus {
+    let t = Instant::now();
+    let health = tokio::time::timeout(Duration::from_secs(5), c.health()).await;
+    let latency_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let (reachable, health_status, error) = match health {
+        Ok(Ok(Health::Ready)) => (true, Some(200), None),
+        Ok(Ok(Health::Unhealthy(s))) => (false, Some(s), Some(format!("/health answered {s}"))),
+        Ok(Err(e)) => (false, None, Some(format!("{}: {e}", e.code()))),
+        Err(_) => (
+            false,
+            None,
+            Some("BACKEND_TIMEOUT: no answer within 5 s".into()),
+        ),
     };
-    let leases = kit
-        .with_store(|s| Ok(coordination::holders(s)?))
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|l| LeaseStatus {
-            mine: l.holder == kit.holder.as_str(),
-            duty: l.duty,
-            holder_pid: l.pid,
-            host: l.host,
-            expires_at: vllm_core::time::format_rfc3339(l.expires_at as i64),
-            expired: l.expired,
-        })
-        .collect();
-    let checks = kit.endpoints.iter().map(|c| async move {
-        let t = Instant::now();
-        let health = tokio::time::timeout(Duration::from_secs(5), c.health()).await;
-        let latency_ms = t.elapsed().as_secs_f64() * 1000.0;
-        let (reachable, health_status, error) = match health {
-            Ok(Ok(Health::Ready)) => (true, Some(200), None),
-            Ok(Ok(Health::Unhealthy(s))) => (false, Some(s), Some(format!("/health answered {s}"))),
-            Ok(Err(e)) => (false, None, Some(format!("{}: {e}", e.code()))),
-            Err(_) => (
-                false,
-                None,
-                Some("BACKEND_TIMEOUT: no answer within 5 s".into()),
-            ),
-        };
-        let vllm_version = if reachable {
-            c.version().await.ok()
-        } else {
-            None
-        };
-        EndpointStatus {
-            name: c.name().to_string(),
-            base_url: c.base_url().to_string(),
-            reachable,
-            health_status,
-            vllm_version,
-            latency_ms: reachable.then_some(latency_ms),
-            error,
-        }
-    });
-    let endpoints = futures_util::future::join_all(checks).await;
+    let vllm_version = if reachable {
+        c.version().await.ok()
+    } else {
+        None
+    };
+    EndpointStatus {
+        name: c.name().to_string(),
+        base_url: c.base_url().to_string(),
+        reachable,
+        health_status,
+        vllm_version,
+        latency_ms: reachable.then_some(latency_ms),
+        error,
+    }
+}
+
+/// Whether NVML answers, and what it sees.
+async fn nvml_status(kit: &Kit) -> NvmlStatus {
     let gpus = kit.gpus.clone();
-    let nvml = tokio::task::spawn_blocking(move || match gpus.count() {
+    tokio::task::spawn_blocking(move || match gpus.count() {
         Ok(n) => NvmlStatus {
             available: true,
             gpu_count: Some(n),
@@ -184,20 +211,6 @@ pub async fn report(kit: &Kit) -> Result<HealthReport> {
         gpu_count: None,
         driver_version: None,
         note: Some("the NVML check failed".into()),
-    });
-    Ok(HealthReport {
-        server: kit.server.to_string(),
-        version: kit.version.to_string(),
-        status: if store.ok { "healthy" } else { "degraded" }.into(),
-        pid: std::process::id(),
-        uptime_seconds: (kit.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-        started_at: kit.started_at.clone(),
-        data_dir: kit.config.data_dir.display().to_string(),
-        config_file: kit.config.source.as_ref().map(|p| p.display().to_string()),
-        store,
-        leases,
-        endpoints,
-        nvml,
     })
 }
 

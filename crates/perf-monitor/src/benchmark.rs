@@ -301,16 +301,6 @@ fn ms(d: Duration) -> f64 {
 fn answer(client: &VllmClient, spec: &LoadSpec, r: &loadtest::LoadReport) -> BenchmarkAnswer {
     let done: Vec<&loadtest::Completed> = r.completed().collect();
     let secs = r.duration.as_secs_f64();
-    let per_s = |v: f64| (secs > 0.0 && !done.is_empty()).then(|| round2(v / secs));
-    let prompt_tokens: u64 = done.iter().filter_map(|c| c.prompt_tokens).sum();
-    let output_tokens: u64 = done.iter().map(|c| c.output_tokens).sum();
-    let latencies: Vec<f64> = done.iter().map(|c| ms(c.latency)).collect();
-    let ttfts: Vec<f64> = done.iter().filter_map(|c| c.ttft.map(ms)).collect();
-    let gaps: Vec<f64> = done
-        .iter()
-        .flat_map(|c| c.chunk_gaps.iter().map(|g| ms(*g)))
-        .collect();
-    let tpots: Vec<f64> = done.iter().filter_map(|c| c.tpot().map(ms)).collect();
     let failures: Vec<Failure> = r
         .failures()
         .into_iter()
@@ -329,39 +319,14 @@ fn answer(client: &VllmClient, spec: &LoadSpec, r: &loadtest::LoadReport) -> Ben
         );
     }
     notes.extend(r.server_notes.iter().cloned());
-    let server = r.server.as_ref().map(|v| {
-        let w = &v.window;
-        let lat = |h| quantiles(&LatencyFigures::of(h));
-        if v.other_traffic {
-            notes.push(
-                "the server counted more than this run sent: its figures include other traffic"
-                    .into(),
-            );
-        }
-        ServerFigures {
-            model_label: v.model_label.clone(),
-            requests_finished: w.requests_finished,
-            by_finished_reason: w.by_reason.clone(),
-            prompt_tokens: w.prompt_tokens,
-            generation_tokens: w.generation_tokens,
-            generation_tokens_per_second: w
-                .generation_tokens
-                .filter(|_| secs > 0.0)
-                .map(|g| round2(g / secs)),
-            preemptions: w.preemptions,
-            latency: ServerLatency {
-                e2e: lat(w.e2e.as_ref()),
-                ttft: lat(w.ttft.as_ref()),
-                itl: lat(w.itl.as_ref()),
-                queue: lat(w.queue.as_ref()),
-            },
-            other_traffic: v.other_traffic,
-        }
-    });
-    let latency = Stats::of(&latencies);
+    let server = r
+        .server
+        .as_ref()
+        .map(|v| server_figures(v, secs, &mut notes));
+    let client_figures = client_figures(&done, secs);
     if let (Some(p50), Some(max)) = (
         server.as_ref().and_then(|v| v.latency.e2e.p50_ms),
-        latency.as_ref().map(|s| s.max_ms),
+        client_figures.latency.as_ref().map(|s| s.max_ms),
     ) && p50 > max
     {
         notes.push(format!(
@@ -394,18 +359,64 @@ fn answer(client: &VllmClient, spec: &LoadSpec, r: &loadtest::LoadReport) -> Ben
         not_started: r.not_started,
         timed_out: r.timed_out,
         failures,
-        client: ClientFigures {
-            requests_per_second: per_s(done.len() as f64),
-            output_tokens_per_second: per_s(output_tokens as f64),
-            total_tokens_per_second: per_s((prompt_tokens + output_tokens) as f64),
-            prompt_tokens,
-            output_tokens,
-            latency,
-            ttft: Stats::of(&ttfts),
-            itl: Stats::of(&gaps),
-            tpot: Stats::of(&tpots),
-        },
+        client: client_figures,
         server,
         notes,
+    }
+}
+
+/// What the client measured: rates over the run, and each latency's statistics.
+fn client_figures(done: &[&loadtest::Completed], secs: f64) -> ClientFigures {
+    let per_s = |v: f64| (secs > 0.0 && !done.is_empty()).then(|| round2(v / secs));
+    let prompt_tokens: u64 = done.iter().filter_map(|c| c.prompt_tokens).sum();
+    let output_tokens: u64 = done.iter().map(|c| c.output_tokens).sum();
+    let latencies: Vec<f64> = done.iter().map(|c| ms(c.latency)).collect();
+    let ttfts: Vec<f64> = done.iter().filter_map(|c| c.ttft.map(ms)).collect();
+    let gaps: Vec<f64> = done
+        .iter()
+        .flat_map(|c| c.chunk_gaps.iter().map(|g| ms(*g)))
+        .collect();
+    let tpots: Vec<f64> = done.iter().filter_map(|c| c.tpot().map(ms)).collect();
+    ClientFigures {
+        requests_per_second: per_s(done.len() as f64),
+        output_tokens_per_second: per_s(output_tokens as f64),
+        total_tokens_per_second: per_s((prompt_tokens + output_tokens) as f64),
+        prompt_tokens,
+        output_tokens,
+        latency: Stats::of(&latencies),
+        ttft: Stats::of(&ttfts),
+        itl: Stats::of(&gaps),
+        tpot: Stats::of(&tpots),
+    }
+}
+
+/// What the server counted over the run (its metrics before and after), with a note when
+/// it counted other traffic too.
+fn server_figures(v: &loadtest::ServerView, secs: f64, notes: &mut Vec<String>) -> ServerFigures {
+    let w = &v.window;
+    let lat = |h| quantiles(&LatencyFigures::of(h));
+    if v.other_traffic {
+        notes.push(
+            "the server counted more than this run sent: its figures include other traffic".into(),
+        );
+    }
+    ServerFigures {
+        model_label: v.model_label.clone(),
+        requests_finished: w.requests_finished,
+        by_finished_reason: w.by_reason.clone(),
+        prompt_tokens: w.prompt_tokens,
+        generation_tokens: w.generation_tokens,
+        generation_tokens_per_second: w
+            .generation_tokens
+            .filter(|_| secs > 0.0)
+            .map(|g| round2(g / secs)),
+        preemptions: w.preemptions,
+        latency: ServerLatency {
+            e2e: lat(w.e2e.as_ref()),
+            ttft: lat(w.ttft.as_ref()),
+            itl: lat(w.itl.as_ref()),
+            queue: lat(w.queue.as_ref()),
+        },
+        other_traffic: v.other_traffic,
     }
 }

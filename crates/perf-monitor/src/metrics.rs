@@ -152,59 +152,10 @@ fn compute(kit: &Kit, q: &MetricsQuery) -> Result<MetricsAnswer> {
         &mut notes,
     );
 
-    let per_model = q.per_model.then(|| {
-        let mut out = BTreeMap::new();
-        let dup = |s: &SeriesWindow| fig.models().filter(|x| x.model == s.model).count() > 1;
-        for s in fig.models() {
-            let one = WindowFigures {
-                series: vec![s.clone()],
-            }
-            .figures();
-            let key = if dup(s) {
-                format!("{}/{}", s.endpoint, s.model)
-            } else {
-                s.model.clone()
-            };
-            out.insert(
-                key,
-                ModelFigures {
-                    model_id: s.model.clone(),
-                    endpoint: s.endpoint.clone(),
-                    base_url: s.base_url.clone(),
-                    samples: s.samples,
-                    window_covered_seconds: s.span().map(round2),
-                    restarts: s.resets,
-                    throughput: q.wants(Group::Throughput).then(|| throughput(&one)),
-                    latency: q.wants(Group::Latency).then(|| latency(&one)),
-                    requests: q.wants(Group::Requests).then(|| requests(&one)),
-                    kv_cache_usage: s.kv_cache_usage_mean.map(round4),
-                },
-            );
-        }
-        out
-    });
-
-    let history = q.include_history.then(|| {
-        let gpus = history::gpu_window(store, since, now).unwrap_or_default();
-        let all = window::history(&rows, &gpus, since, now, max_points as usize);
-        let names: Vec<&str> = groups.iter().map(|g| g.as_str()).collect();
-        window::HISTORY_SERIES
-            .iter()
-            .filter(|(_, g)| names.contains(g))
-            .map(|(name, _)| {
-                let pts = all
-                    .get(name)
-                    .map(|v| {
-                        v.iter()
-                            .map(|(t, v)| (rfc3339_ms(*t), round4(*v)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (name.to_string(), pts)
-            })
-            .collect()
-    });
-
+    let per_model = q.per_model.then(|| per_model(q, &fig));
+    let history = q
+        .include_history
+        .then(|| history_series(store, &rows, groups, (since, now), max_points));
     Ok(MetricsAnswer {
         timestamp: vllm_core::time::now_rfc3339(),
         duration_seconds: duration,
@@ -217,6 +168,68 @@ fn compute(kit: &Kit, q: &MetricsQuery) -> Result<MetricsAnswer> {
         endpoints: endpoints(kit, &statuses),
         notes,
     })
+}
+
+/// Each model series on its own, keyed by model (by `endpoint/model` when two endpoints
+/// serve the same id).
+fn per_model(q: &MetricsQuery, fig: &WindowFigures) -> BTreeMap<String, ModelFigures> {
+    let mut out = BTreeMap::new();
+    let dup = |s: &SeriesWindow| fig.models().filter(|x| x.model == s.model).count() > 1;
+    for s in fig.models() {
+        let one = WindowFigures {
+            series: vec![s.clone()],
+        }
+        .figures();
+        let key = if dup(s) {
+            format!("{}/{}", s.endpoint, s.model)
+        } else {
+            s.model.clone()
+        };
+        out.insert(
+            key,
+            ModelFigures {
+                model_id: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                base_url: s.base_url.clone(),
+                samples: s.samples,
+                window_covered_seconds: s.span().map(round2),
+                restarts: s.resets,
+                throughput: q.wants(Group::Throughput).then(|| throughput(&one)),
+                latency: q.wants(Group::Latency).then(|| latency(&one)),
+                requests: q.wants(Group::Requests).then(|| requests(&one)),
+                kv_cache_usage: s.kv_cache_usage_mean.map(round4),
+            },
+        );
+    }
+    out
+}
+
+/// The history series of the wanted groups, binned to at most `max_points` points.
+fn history_series(
+    store: &vllm_core::store::Store,
+    rows: &[Vec<vllm_core::monitor::Sample>],
+    groups: &[Group],
+    (since, now): (f64, f64),
+    max_points: u32,
+) -> BTreeMap<String, Vec<(String, f64)>> {
+    let gpus = history::gpu_window(store, since, now).unwrap_or_default();
+    let all = window::history(rows, &gpus, since, now, max_points as usize);
+    let names: Vec<&str> = groups.iter().map(|g| g.as_str()).collect();
+    window::HISTORY_SERIES
+        .iter()
+        .filter(|(_, g)| names.contains(g))
+        .map(|(name, _)| {
+            let pts = all
+                .get(name)
+                .map(|v| {
+                    v.iter()
+                        .map(|(t, v)| (rfc3339_ms(*t), round4(*v)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (name.to_string(), pts)
+        })
+        .collect()
 }
 
 /// The endpoint list: configured ones (sampled or not) and launched ones seen in samples.
