@@ -13,7 +13,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use vllm_core::config::AlertRuleName;
-use vllm_core::monitor::alerts;
+use vllm_core::monitor::alerts::{self, AlertState};
 use vllm_core::store::Store;
 use vllm_mcp_kit::Kit;
 
@@ -32,7 +32,7 @@ pub async fn watch(kit: Arc<Kit>, store: Store) {
         .ok()
         .and_then(|r| r.ok())
         .unwrap_or(0);
-    let mut last_set: Option<Vec<(AlertRuleName, String, String)>> = None;
+    let mut last_set: Option<Vec<(AlertRuleName, String, AlertState)>> = None;
     loop {
         tokio::time::sleep(interval).await;
         let st = store.clone();
@@ -57,20 +57,20 @@ pub async fn watch(kit: Arc<Kit>, store: Store) {
                 "alert": alert_json(&e.alert),
                 "message": format!("{} {}: {}", e.alert.rule, e.kind, e.alert.summary),
             });
-            if e.kind == "firing" {
+            if e.kind == AlertState::Firing {
                 kit.notifier.warning(NAME, data).await;
             } else {
                 resolved = true;
                 kit.notifier.info(NAME, data).await;
             }
         }
-        let set: Vec<(AlertRuleName, String, String)> = active
+        let set: Vec<(AlertRuleName, String, AlertState)> = active
             .iter()
             .map(|a| {
                 (
                     a.rule,
                     serde_json::to_string(&a.target).unwrap_or_default(),
-                    a.state.clone(),
+                    a.state,
                 )
             })
             .collect();

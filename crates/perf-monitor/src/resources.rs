@@ -14,7 +14,7 @@ use crate::metrics::{self, DurationArg, MetricsParams};
 use rmcp::model::{Resource, ResourceTemplate};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use vllm_core::monitor::alerts::{self, Alert};
+use vllm_core::monitor::alerts::{self, Alert, AlertState};
 use vllm_core::{Error, Result};
 use vllm_mcp_kit::ResourceBody;
 
@@ -131,7 +131,7 @@ pub fn alert_json(a: &Alert) -> Value {
 pub async fn alerts(s: &Arc<PerfMonitor>) -> Result<Value> {
     let all = s.kit.with_store(alerts::active).await?;
     let (firing, pending): (Vec<&Alert>, Vec<&Alert>) =
-        all.iter().partition(|a| a.state == "firing");
+        all.iter().partition(|a| a.state == AlertState::Firing);
     let rules: Vec<Value> = s
         .kit
         .config

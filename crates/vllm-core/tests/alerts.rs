@@ -85,11 +85,11 @@ fn run(
         history::insert(store, &samples, &gpus, T0 + t).unwrap();
         let ev = alerts::evaluate(store, rules, T0 + t).unwrap();
         for e in &ev {
-            out.events.push((t, e.kind.clone()));
+            out.events.push((t, e.kind.as_str().to_string()));
         }
         out.all.extend(ev);
         let act = alerts::active(store).unwrap();
-        if out.pending_at.is_none() && act.iter().any(|a| a.state == "pending") {
+        if out.pending_at.is_none() && act.iter().any(|a| a.state.as_str() == "pending") {
             out.pending_at = Some(t);
         }
     }
@@ -120,7 +120,7 @@ fn check(r: &Run, rule: &str) {
         assert_eq!(e.alert.rule.as_str(), rule);
     }
     let fired_alert = &r.all[0].alert;
-    assert_eq!(fired_alert.state, "firing");
+    assert_eq!(fired_alert.state.as_str(), "firing");
     assert_eq!(fired_alert.fired_at, Some(T0 + fired));
     assert_eq!(fired_alert.pending_since, T0 + p);
     assert!(!fired_alert.summary.is_empty());
@@ -133,7 +133,7 @@ fn finish(store: &Store, rule: &str) {
     let h = alerts::history(store, 10).unwrap();
     assert_eq!(h.len(), 1, "{rule}: {h:?}");
     assert_eq!(h[0].rule.as_str(), rule);
-    assert_eq!(h[0].state, "resolved");
+    assert_eq!(h[0].state.as_str(), "resolved");
     // Every instance tails the same two events.
     let ev = alerts::events_after(store, 0).unwrap();
     assert_eq!(
@@ -297,13 +297,13 @@ fn disabled_rules_do_not_fire_and_state_survives_a_reopen() {
     let ev = alerts::evaluate(&store, &rs, T0).unwrap();
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0].alert.rule.as_str(), "gpu_memory");
-    assert_eq!(ev[0].kind, "firing");
+    assert_eq!(ev[0].kind.as_str(), "firing");
     drop(store);
     // A restart keeps the alert; evaluating again records no second transition.
     let store = Store::open(&path).unwrap();
     let act = alerts::active(&store).unwrap();
     assert_eq!(act.len(), 1);
-    assert_eq!(act[0].state, "firing");
+    assert_eq!(act[0].state.as_str(), "firing");
     history::insert(&store, &[], &[gpu(99, 9_999)], T0 + 0.5).unwrap();
     assert!(alerts::evaluate(&store, &rs, T0 + 0.5).unwrap().is_empty());
     assert_eq!(alerts::active(&store).unwrap()[0].last_evaluated, T0 + 0.5);
@@ -350,7 +350,7 @@ fn damaged_alert_targets_stay_apart_and_resolve() {
     }
     let firing = alerts::active(&store).unwrap();
     assert_eq!(firing.len(), 1, "{firing:?}");
-    assert_eq!(firing[0].state, "firing");
+    assert_eq!(firing[0].state.as_str(), "firing");
     // Two rows of the rule whose targets no longer decode (a damaged store).
     store
         .write(|tx| -> vllm_core::Result<_> {
@@ -375,12 +375,15 @@ fn damaged_alert_targets_stay_apart_and_resolve() {
     // damaged ones resolve on their own (not merged into one, not left forever).
     history::insert(&store, &[], &[gpu(95, 0)], t).unwrap();
     let events = alerts::evaluate(&store, &rs, t).unwrap();
-    let resolved: Vec<_> = events.iter().filter(|e| e.kind == "resolved").collect();
+    let resolved: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind.as_str() == "resolved")
+        .collect();
     assert_eq!(resolved.len(), 2, "{events:?}");
     let now = alerts::active(&store).unwrap();
     assert_eq!(now.len(), 1, "{now:?}");
     assert_eq!(now[0].target.get("gpu").map(String::as_str), Some("0"));
-    assert_eq!(now[0].state, "pending");
+    assert_eq!(now[0].state.as_str(), "pending");
     assert_eq!(alerts::history(&store, 10).unwrap().len(), 2);
 }
 
@@ -403,6 +406,7 @@ fn an_unknown_stored_rule_or_severity_is_a_storage_error_naming_the_column() {
         vllm_core::config::AlertRuleName::GpuTemperature
     );
     assert_eq!(firing[0].severity, vllm_core::config::Severity::Warning);
+    // (The state column is CHECKed by the schema: it cannot hold anything else.)
     for (column, text) in [("severity", "fatal"), ("rule", "gpu_melting")] {
         store
             .write(|tx| -> vllm_core::Result<_> {
@@ -421,7 +425,7 @@ fn an_unknown_stored_rule_or_severity_is_a_storage_error_naming_the_column() {
         t += 1.0;
         let now = alerts::active(&store).unwrap();
         assert_eq!(now.len(), 1, "{now:?}");
-        assert_eq!(now[0].state, "pending");
+        assert_eq!(now[0].state.as_str(), "pending");
         assert_eq!(now[0].severity, vllm_core::config::Severity::Warning);
     }
 }

@@ -52,13 +52,53 @@ pub const GENERATOR_URL: &str = "vllm://alerts/active";
 /// Target labels: `endpoint` and `model`, `endpoint`, or `gpu`.
 pub type Labels = BTreeMap<String, String>;
 
+/// Where an alert is in its life; also the kind of a transition ([`Event::kind`]: firing
+/// or resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// The condition holds, not yet for the rule's `for_seconds`.
+    Pending,
+    /// It has held long enough.
+    Firing,
+    /// It no longer holds (the history).
+    Resolved,
+}
+
+impl AlertState {
+    /// `pending`, `firing` or `resolved`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+
+    /// The state of that name.
+    pub fn from_name(name: &str) -> Option<AlertState> {
+        [
+            AlertState::Pending,
+            AlertState::Firing,
+            AlertState::Resolved,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for AlertState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One alert: pending, firing, or (in the history) resolved.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
     pub rule: AlertRuleName,
     pub target: Labels,
-    /// `pending`, `firing` or `resolved`.
-    pub state: String,
+    pub state: AlertState,
     pub severity: Severity,
     /// When the condition started to hold.
     pub pending_since: f64,
@@ -85,7 +125,7 @@ pub struct Event {
     pub id: i64,
     pub ts: f64,
     /// `firing` or `resolved`.
-    pub kind: String,
+    pub kind: AlertState,
     pub alert: Alert,
 }
 
@@ -316,7 +356,7 @@ fn alert_from_row(r: &Row<'_>) -> rusqlite::Result<Alert> {
     Ok(Alert {
         rule: named(r, 0, AlertRuleName::from_name)?,
         target: target_of(&target),
-        state: r.get(2)?,
+        state: named(r, 2, AlertState::from_name)?,
         severity: named(r, 3, Severity::from_name)?,
         pending_since: r.get(4)?,
         fired_at: r.get(5)?,
@@ -328,11 +368,16 @@ fn alert_from_row(r: &Row<'_>) -> rusqlite::Result<Alert> {
     })
 }
 
-fn insert_event(tx: &rusqlite::Transaction<'_>, ts: f64, kind: &str, a: &Alert) -> Result<i64> {
+fn insert_event(
+    tx: &rusqlite::Transaction<'_>,
+    ts: f64,
+    kind: AlertState,
+    a: &Alert,
+) -> Result<i64> {
     let alert = serde_json::to_string(a).unwrap_or_default();
     tx.execute(
         "INSERT INTO alert_events (ts, kind, alert) VALUES (?1, ?2, ?3)",
-        params![ts, kind, alert],
+        params![ts, kind.as_str(), alert],
     )?;
     Ok(tx.last_insert_rowid())
 }
@@ -393,7 +438,7 @@ pub fn evaluate(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Even
             let mut a = prev.unwrap_or_else(|| Alert {
                 rule: h.rule,
                 target: h.target.clone(),
-                state: "pending".into(),
+                state: AlertState::Pending,
                 severity: h.severity,
                 pending_since: now,
                 fired_at: None,
@@ -409,14 +454,14 @@ pub fn evaluate(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Even
             a.summary = h.summary;
             a.last_evaluated = now;
             let hold = for_of.get(&h.rule).copied().unwrap_or(0.0);
-            if a.state == "pending" && now - a.pending_since >= hold {
-                a.state = "firing".into();
+            if a.state == AlertState::Pending && now - a.pending_since >= hold {
+                a.state = AlertState::Firing;
                 a.fired_at = Some(now);
-                let id = insert_event(tx, now, "firing", &a)?;
+                let id = insert_event(tx, now, AlertState::Firing, &a)?;
                 events.push(Event {
                     id,
                     ts: now,
-                    kind: "firing".into(),
+                    kind: AlertState::Firing,
                     alert: a.clone(),
                 });
             }
@@ -428,7 +473,7 @@ pub fn evaluate(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Even
                 params![
                     a.rule.as_str(),
                     key.1,
-                    a.state,
+                    a.state.as_str(),
                     a.severity.as_str(),
                     a.pending_since,
                     a.fired_at,
@@ -447,10 +492,10 @@ pub fn evaluate(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Even
                 "DELETE FROM alerts WHERE rule = ?1 AND target = ?2",
                 params![rule.as_str(), target],
             )?;
-            if a.state != "firing" {
+            if a.state != AlertState::Firing {
                 continue;
             }
-            a.state = "resolved".into();
+            a.state = AlertState::Resolved;
             a.resolved_at = Some(now);
             a.last_evaluated = now;
             tx.execute(
@@ -469,11 +514,11 @@ pub fn evaluate(store: &Store, rules: &[AlertRule], now: f64) -> Result<Vec<Even
                     a.summary
                 ],
             )?;
-            let id = insert_event(tx, now, "resolved", &a)?;
+            let id = insert_event(tx, now, AlertState::Resolved, &a)?;
             events.push(Event {
                 id,
                 ts: now,
-                kind: "resolved".into(),
+                kind: AlertState::Resolved,
                 alert: a,
             });
         }
@@ -517,7 +562,7 @@ pub fn history(store: &Store, limit: usize) -> Result<Vec<Alert>> {
             Ok(Alert {
                 rule: named(r, 0, AlertRuleName::from_name)?,
                 target: target_of(&target),
-                state: "resolved".into(),
+                state: AlertState::Resolved,
                 severity: named(r, 2, Severity::from_name)?,
                 pending_since: r.get(3)?,
                 fired_at: r.get(4)?,
@@ -556,7 +601,9 @@ pub fn events_after(store: &Store, after: i64) -> Result<Vec<Event>> {
         let mut out = Vec::new();
         for row in rows {
             let (id, ts, kind, text): (i64, f64, String, String) = row?;
-            let Some(alert) = parse_alert(&text) else {
+            // An event this build cannot read (a newer build's) is not one to report.
+            let (Some(alert), Some(kind)) = (parse_alert(&text), AlertState::from_name(&kind))
+            else {
                 continue;
             };
             out.push(Event {
@@ -577,7 +624,7 @@ fn parse_alert(text: &str) -> Option<Alert> {
     Some(Alert {
         rule: AlertRuleName::from_name(&s("rule")?)?,
         target: serde_json::from_value(v.get("target")?.clone()).ok()?,
-        state: s("state")?,
+        state: AlertState::from_name(&s("state")?)?,
         severity: Severity::from_name(&s("severity")?)?,
         pending_since: f("pending_since")?,
         fired_at: f("fired_at"),

@@ -455,7 +455,7 @@ fn alert_states(e: &mut Exposition, list: &[alerts::Alert]) {
     for a in list {
         let mut labels: Vec<(&str, &str)> = vec![
             ("rule", a.rule.as_str()),
-            ("state", &a.state),
+            ("state", a.state.as_str()),
             ("severity", a.severity.as_str()),
         ];
         for (k, v) in &a.target {
@@ -470,7 +470,10 @@ fn alert_states(e: &mut Exposition, list: &[alerts::Alert]) {
         "gauge",
         "How many alerts are firing.",
     );
-    let firing = list.iter().filter(|a| a.state == "firing").count();
+    let firing = list
+        .iter()
+        .filter(|a| a.state == super::alerts::AlertState::Firing)
+        .count();
     e.sample("vllm_mcp_alerts_firing", &[], Some(firing as f64));
 }
 
