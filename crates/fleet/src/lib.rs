@@ -4,6 +4,7 @@
 //! - [`launcher`]: `vllm serve` process groups, start-up failure classification, and the
 //!   [`launcher::supervisor::Launcher`] that launches, observes and stops over the store.
 //! - [`lifecycle`]: locate, load and unload: the decisions every front end shares.
+//! - [`adapters`]: LoRA adapters loaded and unloaded at runtime, and why a server refuses.
 //! - [`inventory`]: every model the fleet knows, each once, in locate's precedence.
 //! - [`power`]: sleep and wake (vLLM's sleep mode), with the memory a sleep gives back.
 //! - [`sampling`]: a model's sampling defaults, set and (when asked) applied now.
@@ -14,6 +15,7 @@
 //! `MODEL_LOAD_FAILED` with its [`vllm_core::LoadFailure`], the codes clients already
 //! branch on, so this crate adds no error enum of its own.
 
+pub mod adapters;
 pub mod inventory;
 pub mod launcher;
 pub mod lifecycle;

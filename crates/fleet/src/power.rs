@@ -273,3 +273,26 @@ async fn sleep_level(client: &VllmClient) -> Option<SleepLevel> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_routes_are_recognised() {
+        let e = Error::BackendError {
+            url: "u".into(),
+            status: 404,
+            message: "Not Found".into(),
+            kind: None,
+        };
+        assert!(route_missing(&e));
+        let e = Error::BackendError {
+            url: "u".into(),
+            status: 404,
+            message: "The lora adapter 'x' cannot be found.".into(),
+            kind: Some("NotFoundError".into()),
+        };
+        assert!(!route_missing(&e));
+    }
+}

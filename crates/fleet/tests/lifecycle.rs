@@ -13,6 +13,7 @@ use vllm_core::models::ModelStatus;
 use vllm_core::states::{ModelsPart, PartKind, SavedModel};
 use vllm_core::store::Store;
 use vllm_core::vllm::{EndpointSpec, VllmClient};
+use vllm_fleet::adapters;
 use vllm_fleet::inventory;
 use vllm_fleet::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
 use vllm_fleet::lifecycle::{Fleet, LoadEvent, Located, UnloadReport};
@@ -425,6 +426,83 @@ async fn the_inventory_lists_each_model_once_in_locates_order() {
         "the launched tiny hides the attached and the alias"
     );
     fleet.unload("tiny", false).await.unwrap();
+}
+
+/// LoRA adapters without MCP: loaded, loaded again from the same path (nothing done), a
+/// taken name, unloaded, a base model refused as an adapter, and a server without runtime
+/// updates refused by reason rather than by message.
+#[tokio::test]
+async fn adapters_load_unload_and_say_why_a_server_refuses() {
+    let lora = MockVllm::start(
+        &["mock/tiny", "--served-model-name", "tiny", "--enable-lora"],
+        &[("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True")],
+    );
+    let plain = MockVllm::start(&["mock/other", "--served-model-name", "other"], &[]);
+    let rig = ServerRig::new(&format!(
+        "[[endpoints]]\nname = \"lora\"\nbase_url = {:?}\n\
+         [[endpoints]]\nname = \"plain\"\nbase_url = {:?}\n",
+        lora.base_url, plain.base_url
+    ));
+    let (_config, _launcher, endpoints) = fleet_parts(&rig);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = r#"{"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]}"#;
+    std::fs::write(dir.path().join("adapter_config.json"), cfg).unwrap();
+    let path = dir.path().to_str().unwrap();
+    let (c, other) = (&endpoints[0], &endpoints[1]);
+
+    let r = adapters::load(c, "tiny", "ad1", path, Some(8))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        adapters::Loaded::Now {
+            adapters: vec!["ad1".into()],
+            listed: true
+        }
+    );
+    let again = adapters::load(c, "tiny", "ad1", path, Some(8))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, adapters::Loaded::Already { .. }),
+        "{again:?}"
+    );
+    let taken = adapters::load(c, "tiny", "ad1", "/elsewhere", None)
+        .await
+        .unwrap();
+    match taken {
+        adapters::Loaded::Refused(adapters::Refusal::NameTaken { parent, root }) => {
+            assert_eq!(parent.as_deref(), Some("tiny"));
+            assert_eq!(root.as_deref(), Some(path));
+        }
+        other => panic!("{other:?}"),
+    }
+    let base = adapters::unload(c, "tiny", "tiny").await.unwrap();
+    assert_eq!(
+        base,
+        adapters::Unloaded::Refused(adapters::Refusal::NotAnAdapter)
+    );
+    match adapters::unload(c, "tiny", "ad1").await.unwrap() {
+        adapters::Unloaded::Now {
+            adapters,
+            path: from,
+            still_listed,
+        } => {
+            assert!(adapters.is_empty() && !still_listed);
+            assert_eq!(from.as_deref(), Some(path));
+        }
+        other => panic!("{other:?}"),
+    }
+    let gone = adapters::unload(c, "tiny", "ad1").await.unwrap_err();
+    assert_eq!(gone.code(), "MODEL_NOT_FOUND");
+
+    let refused = adapters::load(other, "other", "ad1", path, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        adapters::Loaded::Refused(adapters::Refusal::NoRuntimeUpdates)
+    );
 }
 
 fn saved(model_id: &str, status: &str, args: LaunchArgs) -> SavedModel {

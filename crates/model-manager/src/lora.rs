@@ -1,7 +1,7 @@
 //! `load-lora-adapter` and `unload-lora-adapter`: runtime LoRA adapters on a served model.
 
 use crate::ModelManager;
-use crate::target::{Target, capitalized, endpoint_name, has_arg, has_env, resolve, route_missing};
+use crate::target::{Target, capitalized, endpoint_name, has_arg, has_env, resolve};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -9,8 +9,8 @@ use std::path::{Component, Path};
 use std::sync::Arc;
 use vllm_core::launch_args::validate_model_id;
 use vllm_core::models::ModelStatus;
-use vllm_core::vllm::ModelCard;
 use vllm_core::{Error, Result};
+use vllm_fleet::adapters::{self, Loaded, Refusal, Unloaded};
 use vllm_mcp_kit::{ToolDef, Toolbox};
 
 /// Registers `load-lora-adapter` and `unload-lora-adapter`.
@@ -176,66 +176,55 @@ fn lora_unsupported(t: &Target, route_absent: bool) -> Error {
 }
 
 /// vLLM's refusals of a load, as errors a user can act on.
-fn map_load_error(t: &Target, p: &LoadLoraParams, rank: Option<u64>, e: Error) -> Error {
-    if route_missing(&e) {
-        return lora_unsupported(t, true);
-    }
-    let Error::BackendError {
-        status, message, ..
-    } = &e
-    else {
-        return e;
-    };
-    if message.contains("LoRA is not enabled") || message.contains("--enable-lora") {
-        return lora_unsupported(t, false);
-    }
-    if *status == 404 && message.contains("No adapter found") {
-        return Error::invalid(
+/// A server's refusal in this tool's words: the exact flags, config lines and calls that fix it.
+fn refused(t: &Target, lora_name: &str, lora_path: Option<&str>, r: Refusal) -> Error {
+    match r {
+        Refusal::NoRuntimeUpdates => lora_unsupported(t, true),
+        Refusal::LoraDisabled => lora_unsupported(t, false),
+        Refusal::NameTaken { parent, root } => {
+            let what = match (parent, root) {
+                (Some(parent), Some(root)) => {
+                    format!("an adapter of `{parent}` loaded from `{root}`")
+                }
+                (Some(parent), None) => format!("an adapter of `{parent}`"),
+                (None, _) => "a base model".to_string(),
+            };
+            Error::invalid(
+                "lora_name",
+                format!(
+                    "`{lora_name}` already names {what} on this server: unload-lora-adapter it first, or choose another name"
+                ),
+            )
+        }
+        Refusal::NoAdapterAtPath { message } => Error::invalid(
             "lora_path",
             format!(
                 "the server found no adapter at `{}` (vLLM: {message}); the path must exist on the machine vLLM runs on",
-                p.lora_path
+                lora_path.unwrap_or_default()
             ),
-        );
+        ),
+        Refusal::RankTooHigh { need, message } => {
+            let need =
+                need.map_or_else(|| "<the adapter's rank or more>".into(), |v| v.to_string());
+            let fix = match &t.record {
+                Some(_) => format!(
+                    "Relaunch with load-model, extra_args [\"--enable-lora\", \"--max-lora-rank\", \"{need}\"] and replace: true."
+                ),
+                None => format!(
+                    "Restart the server of endpoint `{}` with --max-lora-rank {need}.",
+                    endpoint_name(t)
+                ),
+            };
+            Error::Unsupported {
+                what: format!("this adapter on `{}`: {message}", t.model_id),
+                suggestion: fix,
+            }
+        }
+        Refusal::NotAnAdapter => Error::invalid(
+            "lora_name",
+            format!("`{lora_name}` is a base model, not an adapter: unload-model stops a model"),
+        ),
     }
-    if message.contains("max_lora_rank") {
-        // vLLM takes 1, 8, 16, 32, 64, 128, 256, 320 or 512.
-        let need = rank
-            .and_then(|r| {
-                [1u64, 8, 16, 32, 64, 128, 256, 320, 512]
-                    .into_iter()
-                    .find(|&v| v >= r)
-            })
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "<the adapter's rank or more>".into());
-        let fix = match &t.record {
-            Some(_) => format!(
-                "Relaunch with load-model, extra_args [\"--enable-lora\", \"--max-lora-rank\", \"{need}\"] and replace: true."
-            ),
-            None => format!(
-                "Restart the server of endpoint `{}` with --max-lora-rank {need}.",
-                endpoint_name(t)
-            ),
-        };
-        return Error::Unsupported {
-            what: format!("this adapter on `{}`: {message}", t.model_id),
-            suggestion: fix,
-        };
-    }
-    e
-}
-
-/// Adapters served with `parent` = the model, from a fresh `/v1/models`.
-fn adapters_of(cards: &[ModelCard], model_id: &str) -> Vec<String> {
-    cards
-        .iter()
-        .filter(|c| c.parent.as_deref() == Some(model_id))
-        .map(|c| c.id.clone())
-        .collect()
-}
-
-fn same_path(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 async fn load_lora(s: &ModelManager, p: LoadLoraParams) -> Result<LoraAnswer> {
@@ -263,61 +252,33 @@ async fn load_lora(s: &ModelManager, p: LoadLoraParams) -> Result<LoraAnswer> {
     } else {
         None
     };
-    let cards = t.client.models_fresh().await?;
-    if let Some(card) = cards.iter().find(|c| c.id == p.lora_name) {
-        let same = card.parent.as_deref() == Some(t.model_id.as_str())
-            && card
-                .root
-                .as_deref()
-                .is_some_and(|r| same_path(r, &p.lora_path));
-        if same {
-            return Ok(LoraAnswer {
-                model_id: t.model_id.clone(),
-                lora_name: p.lora_name.clone(),
-                lora_path: Some(p.lora_path.clone()),
-                loaded: true,
-                already_loaded: true,
-                adapters: adapters_of(&cards, &t.model_id),
-                note: Some("already served from this path: nothing was changed".into()),
-            });
-        }
-        let what = match (&card.parent, &card.root) {
-            (Some(parent), Some(root)) => format!("an adapter of `{parent}` loaded from `{root}`"),
-            (Some(parent), None) => format!("an adapter of `{parent}`"),
-            (None, _) => "a base model".to_string(),
-        };
-        return Err(Error::invalid(
-            "lora_name",
-            format!(
-                "`{}` already names {what} on this server: unload-lora-adapter it first, or choose another name",
-                p.lora_name
-            ),
-        ));
-    }
-    t.client
-        .load_lora_adapter(&p.lora_name, &p.lora_path)
-        .await
-        .map_err(|e| map_load_error(&t, &p, rank, e))?;
-    let cards = t.client.models_fresh().await?;
-    let adapters = adapters_of(&cards, &t.model_id);
-    s.kit
-        .notifier
-        .info(
-            "model-manager",
-            json!({"event": "lora_loaded", "model_id": t.model_id, "lora_name": p.lora_name}),
-        )
-        .await;
-    Ok(LoraAnswer {
-        loaded: adapters.contains(&p.lora_name),
-        note: (!adapters.contains(&p.lora_name)).then(|| {
-            "vLLM accepted the adapter but /v1/models does not list it under this model".to_string()
-        }),
-        model_id: t.model_id,
-        lora_name: p.lora_name,
-        lora_path: Some(p.lora_path),
-        already_loaded: false,
+    let outcome = adapters::load(&t.client, &t.model_id, &p.lora_name, &p.lora_path, rank).await?;
+    let answer = |adapters: Vec<String>, already: bool, note: Option<&str>| LoraAnswer {
+        model_id: t.model_id.clone(),
+        lora_name: p.lora_name.clone(),
+        lora_path: Some(p.lora_path.clone()),
+        loaded: adapters.contains(&p.lora_name) || already,
+        already_loaded: already,
         adapters,
-    })
+        note: note.map(str::to_string),
+    };
+    match outcome {
+        Loaded::Already { adapters } => Ok(answer(
+            adapters,
+            true,
+            Some("already served from this path: nothing was changed"),
+        )),
+        Loaded::Now { adapters, listed } => {
+            let event =
+                json!({"event": "lora_loaded", "model_id": t.model_id, "lora_name": p.lora_name});
+            s.kit.notifier.info("model-manager", event).await;
+            let note = (!listed).then_some(
+                "vLLM accepted the adapter but /v1/models does not list it under this model",
+            );
+            Ok(answer(adapters, false, note))
+        }
+        Loaded::Refused(r) => Err(refused(&t, &p.lora_name, Some(&p.lora_path), r)),
+    }
 }
 
 async fn unload_lora(s: &ModelManager, p: UnloadLoraParams) -> Result<LoraAnswer> {
@@ -325,44 +286,20 @@ async fn unload_lora(s: &ModelManager, p: UnloadLoraParams) -> Result<LoraAnswer
     validate_model_id("lora_name", &p.lora_name)?;
     let t = resolve(s, &p.model_id, &[ModelStatus::Loaded]).await?;
     t.require_base("unload-lora-adapter")?;
-    let cards = t.client.models_fresh().await?;
-    match cards.iter().find(|c| c.id == p.lora_name) {
-        None => return Err(Error::ModelNotFound(p.lora_name)),
-        Some(c) if c.parent.is_none() => {
-            return Err(Error::invalid(
-                "lora_name",
-                format!(
-                    "`{}` is a base model, not an adapter: unload-model stops a model",
-                    p.lora_name
-                ),
-            ));
-        }
-        Some(_) => {}
-    }
-    let path = cards
-        .iter()
-        .find(|c| c.id == p.lora_name)
-        .and_then(|c| c.root.clone());
-    if let Err(e) = t.client.unload_lora_adapter(&p.lora_name).await {
-        return Err(if route_missing(&e) {
-            lora_unsupported(&t, true)
-        } else if matches!(&e, Error::BackendError { status: 404, .. }) {
-            Error::ModelNotFound(p.lora_name)
-        } else {
-            e
-        });
-    }
-    let cards = t.client.models_fresh().await?;
-    s.kit
-        .notifier
-        .info(
-            "model-manager",
-            json!({"event": "lora_unloaded", "model_id": t.model_id, "lora_name": p.lora_name}),
-        )
-        .await;
+    let (adapters, path, still_listed) =
+        match adapters::unload(&t.client, &t.model_id, &p.lora_name).await? {
+            Unloaded::Now {
+                adapters,
+                path,
+                still_listed,
+            } => (adapters, path, still_listed),
+            Unloaded::Refused(r) => return Err(refused(&t, &p.lora_name, None, r)),
+        };
+    let event = json!({"event": "lora_unloaded", "model_id": t.model_id, "lora_name": p.lora_name});
+    s.kit.notifier.info("model-manager", event).await;
     Ok(LoraAnswer {
-        adapters: adapters_of(&cards, &t.model_id),
-        loaded: cards.iter().any(|c| c.id == p.lora_name),
+        adapters,
+        loaded: still_listed,
         model_id: t.model_id,
         lora_name: p.lora_name,
         lora_path: path,

@@ -20,7 +20,7 @@ use vllm_core::vllm::VllmClient;
 use vllm_core::{Error, Result};
 use vllm_fleet::lifecycle::Located;
 use vllm_fleet::power;
-pub(crate) use vllm_fleet::power::{has_arg, route_missing};
+pub(crate) use vllm_fleet::power::has_arg;
 
 // ---------------------------------------------------------------------------------------
 // Parameters
@@ -201,23 +201,5 @@ mod tests {
         ] {
             assert!(!is_loopback_url(u), "{u}");
         }
-    }
-
-    #[test]
-    fn missing_routes_are_recognised() {
-        let e = Error::BackendError {
-            url: "u".into(),
-            status: 404,
-            message: "Not Found".into(),
-            kind: None,
-        };
-        assert!(route_missing(&e));
-        let e = Error::BackendError {
-            url: "u".into(),
-            status: 404,
-            message: "The lora adapter 'x' cannot be found.".into(),
-            kind: Some("NotFoundError".into()),
-        };
-        assert!(!route_missing(&e));
     }
 }
