@@ -5,6 +5,7 @@
 //!   [`launcher::supervisor::Launcher`] that launches, observes and stops over the store.
 //! - [`lifecycle`]: locate, load and unload: the decisions every front end shares.
 //! - [`adapters`]: LoRA adapters loaded and unloaded at runtime, and why a server refuses.
+//! - [`chat`]: one chat completion with a served model, and its reply read back.
 //! - [`inventory`]: every model the fleet knows, each once, in locate's precedence.
 //! - [`power`]: sleep and wake (vLLM's sleep mode), with the memory a sleep gives back.
 //! - [`sampling`]: a model's sampling defaults, set and (when asked) applied now.
@@ -16,6 +17,7 @@
 //! branch on, so this crate adds no error enum of its own.
 
 pub mod adapters;
+pub mod chat;
 pub mod inventory;
 pub mod launcher;
 pub mod lifecycle;

@@ -14,6 +14,7 @@ use vllm_core::states::{ModelsPart, PartKind, SavedModel};
 use vllm_core::store::Store;
 use vllm_core::vllm::{EndpointSpec, VllmClient};
 use vllm_fleet::adapters;
+use vllm_fleet::chat;
 use vllm_fleet::inventory;
 use vllm_fleet::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
 use vllm_fleet::lifecycle::{Fleet, LoadEvent, Located, UnloadReport};
@@ -503,6 +504,55 @@ async fn adapters_load_unload_and_say_why_a_server_refuses() {
         refused,
         adapters::Loaded::Refused(adapters::Refusal::NoRuntimeUpdates)
     );
+}
+
+/// A chat without MCP: the reply and its usage read back, the sampling sent as given, and
+/// a sleeping server answered at once without a request.
+#[tokio::test]
+async fn a_chat_replies_and_a_sleeping_server_is_not_asked() {
+    let mock = MockVllm::start(
+        &["mock/tiny", "--served-model-name", "tiny"],
+        &[("VLLM_SERVER_DEV_MODE", "1")],
+    );
+    let rig = ServerRig::new(&format!(
+        "[[endpoints]]\nname = \"ep\"\nbase_url = {:?}\n",
+        mock.base_url
+    ));
+    let (_config, _launcher, endpoints) = fleet_parts(&rig);
+    let served = Served {
+        model_id: "tiny",
+        client: &endpoints[0],
+        record: None,
+    };
+    let req = chat::ChatRequest {
+        messages: serde_json::json!([{"role": "user", "content": "hello"}]),
+        max_tokens: 3,
+        seed: Some(7),
+        ..chat::ChatRequest::default()
+    };
+    let chat::Chatted::Replied(r) = chat::chat(None, served, &req).await.unwrap() else {
+        panic!("an awake server replies");
+    };
+    assert_eq!(r.completion_tokens, 3);
+    assert_eq!(r.total_tokens, r.prompt_tokens + 3);
+    assert!(r.finish_reason.is_some() && r.latency_ms > 0.0, "{r:?}");
+    let gpus = FakeGpus::without_driver();
+    power::sleep(None, &gpus, served, SleepLevel::OffloadWeights)
+        .await
+        .unwrap();
+    assert_eq!(
+        chat::chat(None, served, &req).await.unwrap(),
+        chat::Chatted::Asleep
+    );
+    power::wake(None, served, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let missing = Served {
+        model_id: "nobody",
+        ..served
+    };
+    let e = chat::chat(None, missing, &req).await.unwrap_err();
+    assert_eq!(e.code(), "MODEL_NOT_FOUND", "{e}");
 }
 
 fn saved(model_id: &str, status: &str, args: LaunchArgs) -> SavedModel {

@@ -1,15 +1,15 @@
 //! `chat`: a bounded chat completion to try a served model.
 
 use crate::ModelManager;
-use crate::target::{not_serving, record_status, resolve};
+use crate::target::{not_serving, resolve};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 use std::sync::Arc;
-use std::time::Instant;
 use vllm_core::launch_args::validate_model_id;
 use vllm_core::models::ModelStatus;
 use vllm_core::{Error, Result};
+use vllm_fleet::chat::{self, ChatRequest, Chatted};
+use vllm_fleet::power::Served;
 use vllm_mcp_kit::{ToolDef, Toolbox};
 
 /// Registers `chat`.
@@ -165,73 +165,37 @@ async fn chat(s: &ModelManager, p: ChatParams) -> Result<ChatAnswer> {
     validate_model_id("model_id", &p.model_id)?;
     let max_tokens = validate_chat(&p)?;
     let t = resolve(s, &p.model_id, &[ModelStatus::Loaded]).await?;
-    // A sleeping server holds requests until it is woken: refuse now rather than hang.
-    // (A server without the dev-mode endpoints answers 404 here, and cannot sleep.)
-    if let Ok(true) = t.client.is_sleeping().await {
-        record_status(s, &t, ModelStatus::Sleeping).await?;
-        return Err(not_serving(
-            t.parent.as_deref().unwrap_or(&t.model_id),
-            ModelStatus::Sleeping,
-        ));
-    }
-    let mut body = Map::new();
-    body.insert("model".into(), json!(t.model_id));
-    body.insert(
-        "messages".into(),
-        serde_json::to_value(&p.messages).unwrap_or_default(),
-    );
-    body.insert("max_tokens".into(), json!(max_tokens));
-    body.insert("stream".into(), json!(false));
-    if let Some(v) = p.temperature {
-        body.insert("temperature".into(), json!(v));
-    }
-    if let Some(v) = p.top_p {
-        body.insert("top_p".into(), json!(v));
-    }
-    if let Some(v) = p.seed {
-        body.insert("seed".into(), json!(v));
-    }
-    if let Some(v) = &p.stop {
-        body.insert("stop".into(), json!(v));
-    }
-    let t0 = Instant::now();
-    let answer = t
-        .client
-        .chat(&Value::Object(body))
-        .await
-        .map_err(|e| match e {
-            // The adapter (or model) went away between the look-up and the request.
-            Error::BackendError {
-                status: 404,
-                kind: Some(ref k),
-                ..
-            } if k == "NotFoundError" => Error::ModelNotFound(t.model_id.clone()),
-            e => e,
-        })?;
-    let latency_ms = (t0.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
-    let choice = answer.pointer("/choices/0");
-    let text = |ptr: &str| {
-        choice
-            .and_then(|c| c.pointer(ptr))
-            .and_then(Value::as_str)
-            .map(String::from)
+    let req = ChatRequest {
+        messages: serde_json::to_value(&p.messages)
+            .map_err(|e| Error::Internal(format!("messages are not serialisable: {e}")))?,
+        max_tokens,
+        temperature: p.temperature,
+        top_p: p.top_p,
+        seed: p.seed,
+        stop: p.stop,
     };
-    let count = |k: &str| {
-        answer
-            .pointer(&format!("/usage/{k}"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
+    let served = Served {
+        model_id: &t.model_id,
+        client: &t.client,
+        record: t.record.as_ref(),
+    };
+    let r = match chat::chat(s.launcher().ok(), served, &req).await? {
+        Chatted::Replied(r) => r,
+        Chatted::Asleep => {
+            let model = t.parent.as_deref().unwrap_or(&t.model_id);
+            return Err(not_serving(model, ModelStatus::Sleeping));
+        }
     };
     Ok(ChatAnswer {
-        content: text("/message/content").unwrap_or_default(),
-        reasoning: text("/message/reasoning").or_else(|| text("/message/reasoning_content")),
-        finish_reason: text("/finish_reason"),
+        content: r.content,
+        reasoning: r.reasoning,
+        finish_reason: r.finish_reason,
         usage: Usage {
-            prompt_tokens: count("prompt_tokens"),
-            completion_tokens: count("completion_tokens"),
-            total_tokens: count("total_tokens"),
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            total_tokens: r.total_tokens,
         },
-        latency_ms,
+        latency_ms: r.latency_ms,
         model_id: t.model_id,
     })
 }

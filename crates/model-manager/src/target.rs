@@ -19,7 +19,6 @@ use vllm_core::models::{ModelRecord, ModelStatus};
 use vllm_core::vllm::VllmClient;
 use vllm_core::{Error, Result};
 use vllm_fleet::lifecycle::Located;
-use vllm_fleet::power;
 pub(crate) use vllm_fleet::power::has_arg;
 
 // ---------------------------------------------------------------------------------------
@@ -171,11 +170,6 @@ pub(crate) fn endpoint_name(t: &Target) -> String {
 
 // ---------------------------------------------------------------------------------------
 // Sleep mode
-
-/// Records a launched model's new status (compare-and-set: a concurrent change wins).
-pub(crate) async fn record_status(s: &ModelManager, t: &Target, to: ModelStatus) -> Result<()> {
-    power::record_status(s.launcher().ok(), t.record.as_ref(), to).await
-}
 
 // ---------------------------------------------------------------------------------------
 // Chat
