@@ -209,6 +209,7 @@ fn spec_count(conv: &Conversation, session: &str) -> i64 {
 
 #[test]
 fn export_is_a_consistent_snapshot_while_crush_writes() {
+    const MAX_CONCURRENT_WRITES: usize = 20_000;
     let dir = tempfile::tempdir().unwrap();
     let (path, conn) = crush_db(dir.path(), "crush.db");
     let root = generate::insert(&conn, &spec(2, 400, 2, Some(400_000))).unwrap();
@@ -222,7 +223,10 @@ fn export_is_a_consistent_snapshot_while_crush_writes() {
             let conn = crush_connection(&path);
             let parts = json!([{"type": "text", "data": {"text": "x".repeat(3000)}}]).to_string();
             let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
+            // Bounded: under load an export takes longer as the session grows, and a
+            // writer left free outran it until the disk was full (the readers' snapshots
+            // keep the WAL from being checkpointed). 20,000 messages is 60 MB of parts.
+            while !stop.load(Ordering::Relaxed) && i < MAX_CONCURRENT_WRITES {
                 crush_insert_message(&conn, &format!("w-{i}"), &root, &parts);
                 if i % 5 == 0 {
                     // Crush's UpdateSessionTitleAndUsage.
