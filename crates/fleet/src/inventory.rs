@@ -6,7 +6,7 @@ use crate::lifecycle::Fleet;
 use vllm_core::config::CatalogEntry;
 use vllm_core::models::{ModelRecord, ModelStatus};
 use vllm_core::vllm::{ModelCard, VllmClient};
-use vllm_core::{Result, estimate, model_files};
+use vllm_core::{Result, model_files};
 
 /// One model of the inventory.
 #[derive(Debug, Clone)]
@@ -90,25 +90,19 @@ pub async fn inventory<'a>(fleet: &Fleet<'a>) -> Result<Inventory<'a>> {
             });
         }
     }
-    let window = |source: &str| {
-        launcher
-            .config_json(source)
-            .as_ref()
-            .and_then(estimate::model_max_len)
-    };
     for (alias, entry) in &fleet.config.catalog {
         if seen.insert(alias.clone()) {
             inv.entries.push(Entry::Catalog {
                 alias: alias.clone(),
                 entry,
-                context_window: entry.args.max_model_len.or_else(|| window(&entry.source)),
+                context_window: launcher.context_window(&entry.source, entry.args.max_model_len),
             });
         }
     }
     if let Some(cache) = launcher.hub_cache() {
         for id in model_files::cached_repo_ids(cache) {
             if seen.insert(id.clone()) {
-                let context_window = window(&id);
+                let context_window = launcher.context_window(&id, None);
                 inv.entries.push(Entry::Cached { id, context_window });
             }
         }

@@ -342,11 +342,13 @@ pub fn load_failure(r: &ModelRecord) -> Error {
 /// Whether a server launched with `argv` (or a catalog entry's `extra_args`) parses
 /// tool calls: vLLM needs both `--enable-auto-tool-choice` and a `--tool-call-parser`.
 pub fn supports_function_calling(argv: &[String]) -> bool {
-    let has = |flag: &str| {
-        argv.iter()
-            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
-    };
-    has("--enable-auto-tool-choice") && has("--tool-call-parser")
+    argv_has(argv, "--enable-auto-tool-choice") && argv_has(argv, "--tool-call-parser")
+}
+
+/// Whether an argument vector carries `flag`, alone or as `flag=value`.
+pub fn argv_has(argv: &[String], flag: &str) -> bool {
+    argv.iter()
+        .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
 }
 
 #[cfg(test)]

@@ -121,9 +121,7 @@ pub fn route_missing(e: &Error) -> bool {
 
 /// Whether a launched record was started with this argument.
 pub fn has_arg(r: &ModelRecord, flag: &str) -> bool {
-    r.argv
-        .iter()
-        .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    crate::lifecycle::argv_has(&r.argv, flag)
 }
 
 /// Puts `m` to sleep at `level` and measures what it gave back (`gpus` for NVML's view).

@@ -10,7 +10,7 @@ use crate::lifecycle::Fleet;
 use serde::Serialize;
 use vllm_core::launch_args::SamplingDefaults;
 use vllm_core::models::{self, ModelRecord, ModelStatus};
-use vllm_core::{Error, Result, estimate, model_files};
+use vllm_core::{Error, Result, model_files};
 
 /// A model whose defaults may be set: its record when it was launched, and the context
 /// window a `max_tokens` must fit in (its `max_model_len`, else its `config.json`'s).
@@ -69,16 +69,10 @@ pub async fn target(fleet: &Fleet<'_>, model_id: &str) -> Result<SamplingTarget>
         }
         return Err(Error::ModelNotFound(model_id.to_string()));
     }
-    let max_model_len = record
-        .as_ref()
-        .and_then(|r| r.args.max_model_len)
-        .or_else(|| {
-            let source = record.as_ref().map_or(model_id, |r| r.source.as_str());
-            launcher
-                .config_json(source)
-                .as_ref()
-                .and_then(estimate::model_max_len)
-        });
+    let max_model_len = match &record {
+        Some(r) => launcher.context_window(&r.source, r.args.max_model_len),
+        None => launcher.context_window(model_id, None),
+    };
     Ok(SamplingTarget {
         model_id: model_id.to_string(),
         record,
@@ -133,15 +127,9 @@ pub async fn set(
 /// Stops `r`'s server and launches it again with the same arguments; its status after.
 async fn relaunch(launcher: &Launcher, r: &ModelRecord) -> Result<ModelStatus> {
     let req = LaunchRequest {
-        model_id: r.model_id.clone(),
-        source: Some(r.source.clone()),
-        args: r.args.clone(),
-        gpu_ids: (!r.gpu_ids.is_empty()).then(|| r.gpu_ids.clone()),
         force: true,
         replace: true,
-        restart_policy: r.restart_policy.clone(),
-        idle_ttl_seconds: r.idle_ttl_seconds,
-        dry_run: false,
+        ..LaunchRequest::again(r)
     };
     launcher.stop(&r.model_id, false).await?;
     Ok(match launcher.launch(&req).await? {

@@ -35,7 +35,7 @@ use vllm_core::models::ModelRecord;
 use vllm_core::monitor::{Sample, SeriesWindow, WindowFigures};
 use vllm_core::prom::{self, VllmSnapshot};
 use vllm_core::vllm::VllmClient;
-use vllm_core::{Error, Result, estimate};
+use vllm_core::{Error, Result};
 use vllm_fleet::launcher::process;
 use vllm_fleet::launcher::supervisor::Launcher;
 use vllm_fleet::lifecycle::Fleet;
@@ -120,13 +120,10 @@ impl ModelManager {
         groups: &HashMap<u32, Vec<u32>>,
         sampling: &HashMap<String, SamplingDefaults>,
     ) -> ModelSummary {
-        let launcher = self.launcher().ok();
-        let window = r.args.max_model_len.or_else(|| {
-            launcher
-                .and_then(|l| l.config_json(&r.source))
-                .as_ref()
-                .and_then(estimate::model_max_len)
-        });
+        let window = match self.launcher() {
+            Ok(l) => l.context_window(&r.source, r.args.max_model_len),
+            Err(_) => r.args.max_model_len,
+        };
         let sampling_max = sampling
             .get(&r.model_id)
             .and_then(|s| s.get("max_tokens").and_then(serde_json::Value::as_u64));

@@ -49,6 +49,21 @@ pub struct LaunchRequest {
     pub idle_ttl_seconds: Option<f64>,
 }
 
+impl LaunchRequest {
+    /// The launch that made `r`: its source, arguments, GPUs and policies.
+    pub fn again(r: &ModelRecord) -> LaunchRequest {
+        LaunchRequest {
+            model_id: r.model_id.clone(),
+            source: Some(r.source.clone()),
+            args: r.args.clone(),
+            gpu_ids: (!r.gpu_ids.is_empty()).then(|| r.gpu_ids.clone()),
+            restart_policy: r.restart_policy.clone(),
+            idle_ttl_seconds: r.idle_ttl_seconds,
+            ..LaunchRequest::default()
+        }
+    }
+}
+
 /// The memory check made before a launch.
 #[derive(Debug, Clone, Serialize)]
 pub struct Preflight {
@@ -206,6 +221,16 @@ impl Launcher {
     /// `config.json` of a source, when it is on local disk.
     pub fn config_json(&self, source: &str) -> Option<Value> {
         self.configs.config_json(source)
+    }
+
+    /// The context window of a model launched from `source`: `max_model_len` when one
+    /// is given, else what its local `config.json` says.
+    pub fn context_window(&self, source: &str, max_model_len: Option<u64>) -> Option<u64> {
+        max_model_len.or_else(|| {
+            self.config_json(source)
+                .as_ref()
+                .and_then(estimate::model_max_len)
+        })
     }
 
     /// The hub cache directory.
@@ -466,17 +491,8 @@ impl Launcher {
         restarts: u32,
     ) -> Result<Placed> {
         let queued = r.status == ModelStatus::Loading && r.pid.is_none();
-        let req = LaunchRequest {
-            model_id: r.model_id.clone(),
-            source: Some(r.source.clone()),
-            args: r.args.clone(),
-            gpu_ids: (!r.gpu_ids.is_empty()).then(|| r.gpu_ids.clone()),
-            restart_policy: r.restart_policy.clone(),
-            idle_ttl_seconds: r.idle_ttl_seconds,
-            ..LaunchRequest::default()
-        };
         self.place(Plan {
-            req,
+            req: LaunchRequest::again(r),
             source: r.source.clone(),
             args: r.args.clone(),
             gpu_ids: r.gpu_ids.clone(),
@@ -743,28 +759,22 @@ impl Launcher {
             .get(model_id)
             .await?
             .ok_or_else(|| Error::ModelNotFound(model_id.to_string()))?;
+        let not_running = || StopOutcome {
+            model_id: model_id.to_string(),
+            was_running: false,
+            memory_freed_mb: 0,
+            terminated_gracefully: true,
+            remaining_pids: Vec::new(),
+            seconds: started.elapsed().as_secs_f64(),
+        };
         if record.status == ModelStatus::Loading && record.pid.is_none() {
             // Still waiting in the launch queue: leaving it is the whole unload.
             let (from, to) = (ModelStatus::Loading, ModelStatus::Unloaded);
             self.transition(model_id, from, None, to).await?;
-            return Ok(StopOutcome {
-                model_id: model_id.to_string(),
-                was_running: false,
-                memory_freed_mb: 0,
-                terminated_gracefully: true,
-                remaining_pids: Vec::new(),
-                seconds: started.elapsed().as_secs_f64(),
-            });
+            return Ok(not_running());
         }
         let Some(pid) = record.pid.filter(|_| record.status.is_active()) else {
-            return Ok(StopOutcome {
-                model_id: model_id.to_string(),
-                was_running: false,
-                memory_freed_mb: 0,
-                terminated_gracefully: true,
-                remaining_pids: Vec::new(),
-                seconds: started.elapsed().as_secs_f64(),
-            });
+            return Ok(not_running());
         };
         let grace = Duration::from_secs_f64(self.config.launcher.grace_period_seconds);
         if !force {
