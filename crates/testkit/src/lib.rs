@@ -187,10 +187,42 @@ pub struct MockVllm {
 
 impl MockVllm {
     /// Starts `mock-vllm serve <args> --port <free port>` and waits until `/health` answers.
+    ///
+    /// The port is free when picked but another test may bind it before the mock does;
+    /// the mock then exits at once (as vLLM does on a port in use) and is started again
+    /// on a new port, up to three times, rather than waited for in vain.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> MockVllm {
-        let m = MockVllm::spawn(args, env);
-        m.wait_ready(Duration::from_secs(20));
+        let timeout = Duration::from_secs(20);
+        for _ in 0..2 {
+            let mut m = MockVllm::spawn(args, env);
+            if m.ready_unless_exited(timeout).is_none() {
+                return m;
+            }
+        }
+        let mut m = MockVllm::spawn(args, env);
+        if let Some(status) = m.ready_unless_exited(timeout) {
+            panic!("mock-vllm {args:?} exited before it was ready ({status}), three times");
+        }
         m
+    }
+
+    /// Waits until `/health` answers 200 (`None`) or the process exits (its status).
+    /// Panics when neither happens within `timeout`.
+    fn ready_unless_exited(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if http_status(self.port, "/health") == Some(200) {
+                return None;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "mock-vllm on port {} not ready within {timeout:?}",
+            self.port
+        );
     }
 
     /// Starts it without waiting.
