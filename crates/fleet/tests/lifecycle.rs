@@ -735,3 +735,52 @@ async fn a_launch_waiting_for_the_store_does_not_hold_the_runtime() {
     );
     launcher.stop("a", true).await.unwrap();
 }
+
+#[tokio::test]
+async fn remote_code_is_refused_for_a_load_a_catalog_entry_and_a_restore_unless_allowed() {
+    let rig = ServerRig::new(
+        "[catalog.remote]\nsource = \"mock/remote\"\n\
+         [catalog.remote.args]\nextra_args = [\"--trust-remote-code\"]\n",
+    );
+    let (_, launcher, _) = fleet_parts(&rig);
+    let remote = LaunchArgs {
+        extra_args: vec!["--trust-remote-code".into()],
+        ..LaunchArgs::default()
+    };
+    let refused = |e: vllm_core::Error| {
+        assert_eq!(e.code(), "PERMISSION_DENIED", "{e}");
+        assert!(e.to_string().contains("allow_remote_code"), "{e}");
+    };
+    refused(
+        launcher
+            .launch(&request("tiny", remote.clone()))
+            .await
+            .unwrap_err(),
+    );
+    let catalog = LaunchRequest {
+        model_id: "remote".into(),
+        ..LaunchRequest::default()
+    };
+    refused(launcher.launch(&catalog).await.unwrap_err());
+    let part = ModelsPart {
+        models: vec![saved("tiny", "loaded", remote.clone())],
+        ..ModelsPart::default()
+    };
+    refused(restore::plan(&launcher, &part).err().unwrap());
+    assert!(
+        launcher.list().await.unwrap().is_empty(),
+        "nothing was launched"
+    );
+
+    // Allowed: the same launch passes the check (a dry run, so nothing starts).
+    let rig = ServerRig::new("[security]\nallow_remote_code = true\n");
+    let (_, launcher, _) = fleet_parts(&rig);
+    let dry = LaunchRequest {
+        dry_run: true,
+        ..request("tiny", remote)
+    };
+    assert!(matches!(
+        launcher.launch(&dry).await.unwrap(),
+        LaunchOutcome::DryRun { .. }
+    ));
+}

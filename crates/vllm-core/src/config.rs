@@ -37,6 +37,8 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// The optional Prometheus export listener.
     pub prometheus: PrometheusConfig,
+    /// The optional front door: one OpenAI- and Anthropic-compatible endpoint.
+    pub gateway: GatewayConfig,
     /// Where Crush keeps its sessions.
     pub crush: CrushConfig,
     /// Saved states: retention and export directories.
@@ -60,6 +62,7 @@ impl Default for Config {
             security: SecurityConfig::default(),
             monitor: MonitorConfig::default(),
             prometheus: PrometheusConfig::default(),
+            gateway: GatewayConfig::default(),
             crush: CrushConfig::default(),
             state: StateConfig::default(),
             store: StoreConfig::default(),
@@ -170,6 +173,77 @@ pub struct CatalogEntry {
     /// Default launch arguments (the same names as load-model's parameters).
     #[serde(default)]
     pub args: crate::launch_args::LaunchArgs,
+    /// The front door never swaps it out to make room for another model.
+    #[serde(default)]
+    pub pinned: bool,
+    /// How the front door swaps it out: `gateway.swap` when absent.
+    #[serde(default)]
+    pub swap: Option<SwapMode>,
+}
+
+/// What the front door does with a model it swaps out to make room.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SwapMode {
+    /// Stop its server: memory and a `limits.max_models` place are given back.
+    #[default]
+    Unload,
+    /// Put it to sleep (level 1) when the host has memory for its weights, so swapping
+    /// back is a wake, not a cold start; else unload it.
+    Sleep,
+}
+
+/// The front door (`docs/GATEWAY.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// `host:port` to serve on; none (the default) serves no front door.
+    pub listen: Option<String>,
+    /// The URL clients reach the front door at, for provider blocks (else `http://listen`).
+    pub public_url: Option<String>,
+    /// Environment variable holding the key clients must send (`Authorization: Bearer`
+    /// or `x-api-key`); unset: no key is asked for.
+    pub api_key_env: Option<String>,
+    /// Requests held per model while it starts; beyond them, 429 with `Retry-After`.
+    pub max_queued_requests: u32,
+    /// Seconds a request waits for its model to start before a 503.
+    pub load_timeout_seconds: f64,
+    /// Seconds a model being swapped out may finish its requests before it is stopped.
+    pub drain_timeout_seconds: f64,
+    /// Seconds between SSE comments sent to a streaming request waiting for a start.
+    pub keep_alive_seconds: f64,
+    /// Start on demand a model that is neither launched before nor in the catalog.
+    pub load_unknown: bool,
+    /// What a swapped-out model becomes (a catalog entry's `swap` wins).
+    pub swap: SwapMode,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            listen: None,
+            public_url: None,
+            api_key_env: None,
+            max_queued_requests: 256,
+            load_timeout_seconds: 600.0,
+            drain_timeout_seconds: 30.0,
+            keep_alive_seconds: 5.0,
+            load_unknown: false,
+            swap: SwapMode::Unload,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The URL clients use: `public_url`, else `http://listen`, without a trailing `/`.
+    pub fn url(&self) -> Option<String> {
+        let url = match (&self.public_url, &self.listen) {
+            (Some(u), _) => u.clone(),
+            (None, Some(l)) => format!("http://{l}"),
+            (None, None) => return None,
+        };
+        Some(url.trim_end_matches('/').to_string())
+    }
 }
 
 /// Limits on what the servers may do, all instances together.
@@ -241,6 +315,10 @@ pub struct SecurityConfig {
     pub allowed_models: Vec<String>,
     /// Days audit records are kept.
     pub audit_retention_days: u32,
+    /// Allow `--trust-remote-code` in a launch's `extra_args` (or a catalog entry's):
+    /// it runs Python from the model's repository on this host. Off by default, since
+    /// any MCP call or front-door request may cause a launch.
+    pub allow_remote_code: bool,
 }
 
 impl SecurityConfig {
@@ -266,6 +344,29 @@ impl SecurityConfig {
     }
 }
 
+impl SecurityConfig {
+    /// `Ok` unless `argv` (a launch's `extra_args`) asks for `--trust-remote-code` and
+    /// `allow_remote_code` is off: then `PERMISSION_DENIED` saying how to allow it.
+    pub fn check_remote_code(&self, argv: &[String]) -> crate::Result<()> {
+        let asks = argv
+            .iter()
+            .any(|a| a == TRUST_REMOTE_CODE || a.starts_with("--trust-remote-code="));
+        if !asks || self.allow_remote_code {
+            return Ok(());
+        }
+        Err(Error::PermissionDenied {
+            tool: String::new(),
+            reason: format!(
+                "`{TRUST_REMOTE_CODE}` runs Python from the model's repository on this host; \
+                 it is refused unless security.allow_remote_code = true"
+            ),
+        })
+    }
+}
+
+/// vLLM's flag that runs a model repository's own Python code.
+pub const TRUST_REMOTE_CODE: &str = "--trust-remote-code";
+
 impl Default for SecurityConfig {
     fn default() -> SecurityConfig {
         SecurityConfig {
@@ -274,6 +375,7 @@ impl Default for SecurityConfig {
             deny_tools: Vec::new(),
             allowed_models: vec!["*".into()],
             audit_retention_days: 30,
+            allow_remote_code: false,
         }
     }
 }
@@ -597,6 +699,7 @@ impl Config {
             .and_then(|()| self.validate_endpoints())
             .and_then(|()| self.validate_launcher())
             .and_then(|()| self.validate_catalog())
+            .and_then(|()| self.validate_gateway())
             .and_then(|()| self.validate_monitor())
             .and_then(|()| self.validate_state_and_store())
             .map_err(|(key, message)| Error::Config {
@@ -687,6 +790,31 @@ impl Config {
     }
 
     /// Catalog entries: a source and launch arguments the launcher accepts.
+    fn validate_gateway(&self) -> std::result::Result<(), Bad> {
+        let g = &self.gateway;
+        positive("gateway.load_timeout_seconds", g.load_timeout_seconds)?;
+        positive("gateway.drain_timeout_seconds", g.drain_timeout_seconds)?;
+        positive("gateway.keep_alive_seconds", g.keep_alive_seconds)?;
+        if g.max_queued_requests == 0 {
+            return Err(bad(
+                "gateway.max_queued_requests",
+                "must be at least 1".into(),
+            ));
+        }
+        if let Some(l) = &g.listen
+            && l.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(bad(
+                "gateway.listen",
+                format!("`{l}` is not host:port with an IP address (127.0.0.1:4000)"),
+            ));
+        }
+        if let Some(u) = &g.public_url {
+            validate_base_url(u).map_err(|m| bad("gateway.public_url", m))?;
+        }
+        Ok(())
+    }
+
     fn validate_catalog(&self) -> std::result::Result<(), Bad> {
         for (alias, entry) in &self.catalog {
             if entry.source.is_empty() {
@@ -956,6 +1084,17 @@ mod tests {
             ("[state]\nkeep = 3\n", "keep"),
             ("[store]\nmax_size_mb = 99999999999\n", "store.max_size_mb"),
             ("[store]\nsynchronous = \"extra\"\n", "synchronous"),
+            ("[gateway]\nlisten = \"localhost\"\n", "gateway.listen"),
+            (
+                "[gateway]\nmax_queued_requests = 0\n",
+                "gateway.max_queued_requests",
+            ),
+            (
+                "[gateway]\nload_timeout_seconds = 0\n",
+                "gateway.load_timeout_seconds",
+            ),
+            ("[gateway]\nswap = \"evict\"\n", "swap"),
+            ("[gateway]\npublic_url = \"door\"\n", "gateway.public_url"),
         ];
         for (text, key) in cases {
             let e = Config::from_toml(text, None, &env).unwrap_err();
@@ -1057,6 +1196,24 @@ mod tests {
         for word in ["fatal", "warning", "critical", "line 2"] {
             assert!(m.contains(word), "{word} missing: {m}");
         }
+    }
+
+    #[test]
+    fn the_gateway_is_off_by_default_and_its_url_follows_listen() {
+        let env = env_of(&[]);
+        let c = Config::from_toml("", None, &env).unwrap();
+        assert_eq!((c.gateway.listen.as_deref(), c.gateway.url()), (None, None));
+        assert!(!c.security.allow_remote_code);
+        let text = "[gateway]\nlisten = \"127.0.0.1:4000\"\nswap = \"sleep\"\n\
+                    [catalog.a]\nsource = \"org/a\"\npinned = true\nswap = \"unload\"\n";
+        let c = Config::from_toml(text, None, &env).unwrap();
+        assert_eq!(c.gateway.url().as_deref(), Some("http://127.0.0.1:4000"));
+        assert_eq!(c.gateway.swap, SwapMode::Sleep);
+        assert!(c.catalog["a"].pinned);
+        assert_eq!(c.catalog["a"].swap, Some(SwapMode::Unload));
+        let text = "[gateway]\nlisten = \"0.0.0.0:4000\"\npublic_url = \"https://door.example/\"\n";
+        let c = Config::from_toml(text, None, &env).unwrap();
+        assert_eq!(c.gateway.url().as_deref(), Some("https://door.example"));
     }
 
     #[test]

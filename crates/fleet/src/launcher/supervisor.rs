@@ -254,6 +254,11 @@ impl Launcher {
         Some(c)
     }
 
+    /// The GPUs' figures this launcher places by.
+    pub fn gpus(&self) -> &Gpus {
+        &self.gpus
+    }
+
     /// Resolves a catalog alias: (source, args with the catalog's presets).
     pub fn resolve(&self, req: &LaunchRequest) -> (String, LaunchArgs) {
         match self.config.catalog.get(&req.model_id) {
@@ -277,6 +282,7 @@ impl Launcher {
         let (source, args) = self.resolve(req);
         args.validate()?;
         self.config.security.check_allowed(&req.model_id, &source)?;
+        self.config.security.check_remote_code(&args.extra_args)?;
         if let (Some(max), Some(len)) = (self.config.limits.max_model_len, args.max_model_len)
             && len > max
         {
