@@ -45,6 +45,8 @@ pub fn routes(settings: &Settings) -> Vec<&'static str> {
         "/v1/models",
         "/v1/completions",
         "/v1/chat/completions",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
     ];
     if settings.runtime_lora {
         r.extend(["/v1/load_lora_adapter", "/v1/unload_lora_adapter"]);
@@ -77,6 +79,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/chat/completions",
             post(crate::openai::chat_completions),
+        )
+        .route("/v1/messages", post(crate::messages::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(crate::messages::count_tokens),
         );
     if state.settings.runtime_lora {
         r = r

@@ -1,6 +1,7 @@
 //! What every route handler shares: the server's state, vLLM's JSON replies and error
-//! bodies, request parsing and model resolution. [`crate::api`] routes to handlers here
-//! and in [`crate::openai`]; neither imports the other.
+//! bodies, request parsing and model resolution. [`crate::api`] routes to handlers here,
+//! in [`crate::openai`] and in [`crate::messages`] (which borrows the chat's collection and SSE
+//! helpers from `openai`); none of them imports `api`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -116,15 +117,68 @@ pub fn validation_error(
     input: &str,
     ctx: Option<&str>,
 ) -> Response {
-    let ctx = ctx.map(|c| format!(", 'ctx': {c}")).unwrap_or_default();
-    let message = format!(
-        "1 validation error:\n  {{'type': {}, 'loc': {}, 'msg': {}, 'input': {}{ctx}}}",
-        str_repr(kind),
-        str_repr(loc),
-        str_repr(msg),
-        input
-    );
-    error_response(StatusCode::BAD_REQUEST, &message, "Bad Request", Some(loc))
+    validation_errors(&[FieldError {
+        kind,
+        loc,
+        msg,
+        input: input.to_string(),
+        ctx,
+    }])
+}
+
+/// One entry of a pydantic validation error, as vLLM's handler prints it.
+pub struct FieldError<'a> {
+    /// pydantic's error type (`missing`, `value_error`, `int_parsing`...).
+    pub kind: &'a str,
+    /// The dotted location, `body.max_tokens`.
+    pub loc: &'a str,
+    pub msg: &'a str,
+    /// The offending input, already as Python's repr (see [`py_input`]).
+    pub input: String,
+    /// The `ctx` dict as Python prints it, when pydantic gives one.
+    pub ctx: Option<&'a str>,
+}
+
+/// Every validation error of a request in one body, as vLLM's handler writes it: "N validation
+/// errors:" then one line per error (at most 10), `param` taken from the first error.
+pub fn validation_errors(errors: &[FieldError<'_>]) -> Response {
+    let label = if errors.len() == 1 { "error" } else { "errors" };
+    let mut message = format!("{} validation {label}:", errors.len());
+    for e in errors.iter().take(10) {
+        let ctx = e.ctx.map(|c| format!(", 'ctx': {c}")).unwrap_or_default();
+        message.push_str(&format!(
+            "\n  {{'type': {}, 'loc': {}, 'msg': {}, 'input': {}{ctx}}}",
+            str_repr(e.kind),
+            str_repr(e.loc),
+            str_repr(e.msg),
+            e.input
+        ));
+    }
+    if errors.len() > 10 {
+        message.push_str(&format!("\n  ...and {} more {label}", errors.len() - 10));
+    }
+    let param = errors.first().map(|e| e.loc);
+    error_response(StatusCode::BAD_REQUEST, &message, "Bad Request", param)
+}
+
+/// A request value as vLLM's validation handler echoes it under `input`: containers described
+/// (`'<dict of 2 items>'`), anything else as its Python `str()`, cut at 200 characters.
+pub fn py_input(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let text = match value {
+        Value::Object(m) => format!("<dict of {} items>", m.len()),
+        Value::Array(a) => format!("<list of {} items>", a.len()),
+        Value::String(s) => s.clone(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Null => "None".into(),
+        Value::Number(n) => n.to_string(),
+    };
+    let text = match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}...[truncated]", &text[..cut]),
+        None => text,
+    };
+    str_repr(&text)
 }
 
 /// Parses a JSON request body, answering like vLLM (pydantic) when it is not a JSON object.
@@ -148,7 +202,12 @@ pub fn parse_body(body: &Bytes) -> Result<serde_json::Map<String, serde_json::Va
                 }
                 pos += line.len() + 1;
             }
-            let pos = pos.min(text.len());
+            // Python points at where the missing value should start: the end, for a cut body.
+            let pos = if e.is_eof() {
+                text.len()
+            } else {
+                pos.min(text.len())
+            };
             Err(validation_error(
                 "json_invalid",
                 &format!("body.{pos}"),
@@ -169,21 +228,30 @@ pub fn resolve_model(
     let Some(name) = requested else {
         return Ok((st.served[0].clone(), None));
     };
+    match lookup_model(st, name) {
+        Ok(lora) => Ok((name.to_string(), lora)),
+        Err(message) => Err(error_response(
+            StatusCode::NOT_FOUND,
+            &message,
+            "NotFoundError",
+            Some("model"),
+        )),
+    }
+}
+
+/// Whether `name` is served: `Ok(None)` for a served name, `Ok(Some(adapter))` for a LoRA
+/// adapter, else vLLM's 404 message (each API wraps it in its own error shape).
+pub fn lookup_model(st: &AppState, name: &str) -> Result<Option<String>, String> {
     if st.served.iter().any(|s| s == name) {
-        return Ok((name.to_string(), None));
+        return Ok(None);
     }
     let loras = st.loras.lock().map(|l| l.clone()).unwrap_or_default();
     if loras.iter().any(|l| l.name == name) {
-        return Ok((name.to_string(), Some(name.to_string())));
+        return Ok(Some(name.to_string()));
     }
-    Err(error_response(
-        StatusCode::NOT_FOUND,
-        &format!(
-            "The model `{name}` does not exist. Valid aliases: {}.",
-            st.served.join(", ")
-        ),
-        "NotFoundError",
-        Some("model"),
+    Err(format!(
+        "The model `{name}` does not exist. Valid aliases: {}.",
+        st.served.join(", ")
     ))
 }
 

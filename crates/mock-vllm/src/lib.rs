@@ -1,5 +1,6 @@
-//! mock-vllm: a faithful test double of vLLM 0.32's OpenAI-compatible server and `vllm serve`
-//! command line, checked against the captures in tests/data/vllm-reference.
+//! mock-vllm: a faithful test double of vLLM 0.32's OpenAI-compatible server (with its Anthropic
+//! Messages API, [`messages`]) and `vllm serve` command line, checked against the captures in
+//! tests/data/vllm-reference and tests/data/vllm-messages.
 //!
 //! Two ways to use it:
 //! - the binary, `mock-vllm serve MODEL [flags]`, a process tree like vLLM's (see [`process`]),
@@ -16,6 +17,7 @@ pub mod env;
 pub mod http;
 pub mod json;
 pub mod logging;
+pub mod messages;
 pub mod metrics;
 pub mod model;
 pub mod openai;

@@ -36,7 +36,7 @@ struct Params {
 }
 
 /// What vLLM says when its engine died: as a whole answer, or as a stream's last chunk.
-const ENGINE_DEAD: &str =
+pub(crate) const ENGINE_DEAD: &str =
     "EngineCore encountered an issue. See stack trace (above) for the root cause.";
 
 fn dead_body() -> J {
@@ -159,12 +159,12 @@ fn logprob_of(id: u32) -> f64 {
 
 /// One finished or in-progress choice.
 #[derive(Default, Clone)]
-struct Choice {
-    text: String,
-    ids: Vec<u32>,
-    pieces: Vec<String>,
-    finish: Option<FinishReason>,
-    stop_reason: Option<String>,
+pub(crate) struct Choice {
+    pub(crate) text: String,
+    pub(crate) ids: Vec<u32>,
+    pub(crate) pieces: Vec<String>,
+    pub(crate) finish: Option<FinishReason>,
+    pub(crate) stop_reason: Option<String>,
 }
 
 fn completion_logprobs(pieces: &[String], ids: &[u32], k: u32, offset0: usize) -> J {
@@ -277,7 +277,7 @@ fn submit(
 }
 
 /// Waits for every sequence; None when the engine died meanwhile.
-async fn collect(
+pub(crate) async fn collect(
     st: &AppState,
     mut rx: mpsc::UnboundedReceiver<Event>,
     total: usize,
@@ -319,7 +319,7 @@ async fn collect(
     Some(choices)
 }
 
-fn sse_response(rx: mpsc::Receiver<String>) -> Response {
+pub(crate) fn sse_response(rx: mpsc::Receiver<String>) -> Response {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await

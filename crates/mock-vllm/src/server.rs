@@ -400,6 +400,8 @@ pub fn log_routes(state: &AppState) {
     routes.extend([
         ("/v1/chat/completions", "POST"),
         ("/v1/completions", "POST"),
+        ("/v1/messages", "POST"),
+        ("/v1/messages/count_tokens", "POST"),
     ]);
     for (r, m) in routes {
         logging::api_info("launcher.py:195", &format!("Route: {r}, Methods: {m}"));
