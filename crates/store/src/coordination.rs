@@ -33,6 +33,7 @@ pub mod duties {
     pub const IDLE_REAPER: &str = "idle_reaper";
     pub const AUTOSTART: &str = "autostart";
     pub const LAUNCH_QUEUE: &str = "launch_queue";
+    pub const GATEWAY: &str = "gateway";
 }
 
 /// Who holds a lease: one process (or, in tests, one contender inside it).

@@ -202,6 +202,17 @@ impl VllmClient {
         &self.inner.spec.name
     }
 
+    /// A request to pass a client's call through (the front door): the pooled connection
+    /// and the endpoint's own key, with no time limit (a stream lasts as long as it
+    /// lasts; the caller bounds what it must).
+    pub fn forward(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut rb = self.inner.http.request(method, self.url(path));
+        if let Some(k) = &self.inner.spec.api_key {
+            rb = rb.bearer_auth(k);
+        }
+        rb
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.inner.spec.base_url, path)
     }

@@ -1,0 +1,264 @@
+//! The front door's HTTP surface: the routes, the client's key, reading the request's
+//! `model`, and the answer while a model starts (held, or for a stream, kept alive with
+//! SSE comments until the model's first chunk).
+
+use crate::Gateway;
+use crate::demand::Ready;
+use crate::error::{Dialect, GatewayError};
+use crate::proxy::{Pass, PassError};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Response, StatusCode, Uri, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The largest request body passed on (a long prompt, images inline).
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// The routes passed on by the body's `model`.
+pub const MODEL_ROUTES: [&str; 9] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/score",
+    "/tokenize",
+    "/detokenize",
+];
+
+/// What the gateway reads of a request body.
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: bool,
+}
+
+type Gw = State<Arc<Gateway>>;
+
+/// The front door's router.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let mut r = Router::new();
+    for path in MODEL_ROUTES {
+        r = r.route(path, post(relay));
+    }
+    r.route("/v1/models", get(models))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/", get(index))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(gw)
+}
+
+async fn relay(State(gw): Gw, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
+    let path = uri.path();
+    let dialect = if path.starts_with("/v1/messages") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
+    if let Err(e) = gw.authorize(&headers) {
+        return e.response(dialect);
+    }
+    let (model, stream) = match serde_json::from_slice::<Probe<'_>>(&body) {
+        Ok(Probe {
+            model: Some(m),
+            stream,
+        }) => (m.into_owned(), stream),
+        Ok(Probe { model: None, .. }) => {
+            let e = GatewayError::BadRequest(
+                "the request names no `model`; GET /v1/models lists them".into(),
+            );
+            return e.response(dialect);
+        }
+        Err(e) => {
+            let e = GatewayError::BadRequest(format!("the body is not a JSON request: {e}"));
+            return e.response(dialect);
+        }
+    };
+    let req = Request {
+        model,
+        path: path.to_string(),
+        headers,
+        body,
+        dialect,
+    };
+    let answer: Answer = match gw.route_now(&req.model).await {
+        Ok(Ready::Now(up)) => match gw.pass(&up, req.pass()).await {
+            Ok(r) => return r,
+            Err(PassError::Unreachable(_)) => {
+                gw.routes.forget_owner(&up.owner);
+                gw.clone().waited(req).await
+            }
+            Err(PassError::Failed(e)) => Err((e, req.model)),
+        },
+        Ok(Ready::Later) if stream => return gw.clone().kept_alive(req),
+        Ok(Ready::Later) => gw.clone().waited(req).await,
+        Err(e) => Err((e, req.model)),
+    };
+    answer.unwrap_or_else(|(e, model)| {
+        gw.metrics.answered(&model, e.status().as_u16());
+        e.response(dialect)
+    })
+}
+
+/// A request to pass on, owned (it may wait in a task).
+struct Request {
+    model: String,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+    dialect: Dialect,
+}
+
+impl Request {
+    fn pass(&self) -> Pass<'_> {
+        Pass {
+            model: &self.model,
+            path: &self.path,
+            headers: &self.headers,
+            body: self.body.clone(),
+            dialect: self.dialect,
+        }
+    }
+}
+
+type Answer = Result<Response<Body>, (GatewayError, String)>;
+
+impl Gateway {
+    /// `Ok` when no key is configured or the request carries it.
+    pub fn authorize(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
+        let Some(key) = &self.api_key else {
+            return Ok(());
+        };
+        let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let bearer = value(header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+        let given = [bearer, value(header::HeaderName::from_static("x-api-key"))];
+        if given
+            .iter()
+            .flatten()
+            .any(|g| constant_time_eq(g.as_bytes(), key.as_bytes()))
+        {
+            Ok(())
+        } else {
+            Err(GatewayError::Unauthorized)
+        }
+    }
+
+    /// Waits for the model (starting it if need be), then passes the request on.
+    async fn waited(self: Arc<Self>, req: Request) -> Answer {
+        let up = self
+            .acquire(&req.model)
+            .await
+            .map_err(|e| (e, req.model.clone()))?;
+        match self.pass(&up, req.pass()).await {
+            Ok(r) => Ok(r),
+            Err(PassError::Unreachable(e) | PassError::Failed(e)) => Err((e, req.model)),
+        }
+    }
+
+    /// A stream whose model must start first: answered at once as an event stream that
+    /// carries SSE comments until the model's own events follow (or an error event).
+    fn kept_alive(self: Arc<Self>, req: Request) -> Response<Body> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+        let every = Duration::from_secs_f64(self.config.gateway.keep_alive_seconds);
+        tokio::spawn(async move {
+            let acquire = self.acquire(&req.model);
+            tokio::pin!(acquire);
+            let mut tick = tokio::time::interval(every);
+            let up = loop {
+                tokio::select! {
+                    r = &mut acquire => break r,
+                    _ = tick.tick() => {
+                        if tx.send(Ok(Bytes::from_static(b": waiting for the model to start\n\n"))).await.is_err() {
+                            return; // the client went away: so does its place in the queue
+                        }
+                    }
+                }
+            };
+            let answer = match up {
+                Ok(up) => self.pass(&up, req.pass()).await,
+                Err(e) => Err(PassError::Failed(e)),
+            };
+            let resp = match answer {
+                Ok(r) => r,
+                Err(PassError::Unreachable(e) | PassError::Failed(e)) => {
+                    self.metrics.answered(&req.model, e.status().as_u16());
+                    let _ = tx.send(Ok(Bytes::from(e.sse_event(req.dialect)))).await;
+                    return;
+                }
+            };
+            let ok = resp.status().is_success();
+            let mut body = resp.into_body().into_data_stream();
+            while let Some(chunk) = body.next().await {
+                let chunk = match chunk {
+                    // An error answer (a bad request) arrives as JSON: pass it as one event.
+                    Ok(b) if !ok => Ok(Bytes::from(format!(
+                        "data: {}\n\n",
+                        String::from_utf8_lossy(&b)
+                    ))),
+                    Ok(b) => Ok(b),
+                    Err(e) => Err(std::io::Error::other(e)),
+                };
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let body =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
+            );
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(Body::from_stream(body))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    }
+}
+
+/// Compares without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn models(State(gw): Gw, headers: HeaderMap) -> Response<Body> {
+    if let Err(e) = gw.authorize(&headers) {
+        return e.response(Dialect::OpenAi);
+    }
+    match gw.listing().await {
+        Ok(data) => axum::Json(serde_json::json!({"object": "list", "data": data})).into_response(),
+        Err(e) => {
+            let e = GatewayError::Upstream {
+                model: String::new(),
+                message: e.to_string(),
+            };
+            e.response(Dialect::OpenAi)
+        }
+    }
+}
+
+async fn health() -> Response<Body> {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn metrics(State(gw): Gw) -> Response<Body> {
+    let text = gw.metrics.render(&gw.usage);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
+async fn index() -> &'static str {
+    "vllm-mcp gateway: OpenAI API on /v1 (chat/completions, completions, embeddings, responses, models), \
+     Anthropic's on /v1/messages; /health, /metrics\n"
+}
