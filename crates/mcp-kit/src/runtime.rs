@@ -32,6 +32,22 @@ pub struct Args {
     pub log_json: bool,
     /// Print the effective configuration as TOML and exit.
     pub print_config: bool,
+    /// The service mode asked for (its flag), instead of MCP on stdio.
+    pub mode: Option<&'static str>,
+}
+
+/// A future a service mode runs until it ends or a signal stops it.
+pub type ServiceFuture = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+/// A way a server binary runs as a long-lived service instead of MCP on stdio, chosen
+/// by a flag (the model manager's `--gateway`).
+#[derive(Clone, Copy)]
+pub struct Mode {
+    pub flag: &'static str,
+    /// One line for `--help`.
+    pub help: &'static str,
+    /// The service: runs until it ends, SIGTERM or SIGINT.
+    pub run: fn(Arc<Kit>) -> ServiceFuture,
 }
 
 /// What a command line asks for besides serving.
@@ -48,7 +64,12 @@ pub enum NotServing {
 impl Args {
     /// The usage text of `server`.
     pub fn usage(server: &str) -> String {
-        format!(
+        Args::usage_with(server, &[])
+    }
+
+    /// The usage text of `server` with its service `modes`.
+    pub fn usage_with(server: &str, modes: &[Mode]) -> String {
+        let mut text = format!(
             "An MCP server on stdio ({server}).\n\n\
              Usage: {server} [OPTIONS]\n\n\
              Options:\n\
@@ -60,11 +81,29 @@ impl Args {
              \x20     --print-config   Print the effective configuration as TOML and exit\n\
              \x20 -h, --help           Print help\n\
              \x20 -V, --version        Print version\n"
-        )
+        );
+        for m in modes {
+            text.push_str(&format!("      {:<17}{}\n", m.flag, m.help));
+        }
+        text
     }
 
     /// Parses the arguments after the program name.
     pub fn parse_from<I, T>(server: &str, version: &str, args: I) -> Result<Args, NotServing>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        Args::parse_with(server, version, &[], args)
+    }
+
+    /// Parses the arguments after the program name, `modes`' flags included.
+    pub fn parse_with<I, T>(
+        server: &str,
+        version: &str,
+        modes: &[Mode],
+        args: I,
+    ) -> Result<Args, NotServing>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString>,
@@ -85,7 +124,10 @@ impl Args {
                 "--debug" => out.debug = true,
                 "--log-json" => out.log_json = true,
                 "--print-config" => out.print_config = true,
-                "-h" | "--help" => return Err(NotServing::Help(Args::usage(server))),
+                "-h" | "--help" => return Err(NotServing::Help(Args::usage_with(server, modes))),
+                _ if modes.iter().any(|m| m.flag == text) => {
+                    out.mode = modes.iter().find(|m| m.flag == text).map(|m| m.flag);
+                }
                 "-V" | "--version" => {
                     return Err(NotServing::Version(format!("{server} {version}\n")));
                 }
@@ -178,7 +220,21 @@ where
     S: Service,
     F: FnOnce(Arc<Kit>) -> Result<(S, Toolbox<S>)>,
 {
-    let args = match Args::parse_from(server, version, std::env::args_os().skip(1)) {
+    main_with_modes(server, version, &[], build)
+}
+
+/// [`main`] for a binary that also runs as a service (`modes`) when its flag is given.
+pub fn main_with_modes<S, F>(
+    server: &'static str,
+    version: &'static str,
+    modes: &[Mode],
+    build: F,
+) -> ExitCode
+where
+    S: Service,
+    F: FnOnce(Arc<Kit>) -> Result<(S, Toolbox<S>)>,
+{
+    let args = match Args::parse_with(server, version, modes, std::env::args_os().skip(1)) {
         Ok(a) => a,
         Err(NotServing::Bad(m)) => {
             use std::io::Write;
@@ -214,10 +270,14 @@ where
             }
         }
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let mode = modes.iter().find(|m| Some(m.flag) == args.mode).copied();
+    // A service serves many clients at once: one worker per core. MCP on stdio is one
+    // client: one thread.
+    let rt = match mode {
+        Some(_) => tokio::runtime::Builder::new_multi_thread(),
+        None => tokio::runtime::Builder::new_current_thread(),
+    };
+    let rt = match { rt }.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
@@ -225,7 +285,11 @@ where
         }
     };
     let code = rt.block_on(async move {
-        match serve(server, version, config, build).await {
+        let served = match mode {
+            Some(m) => run_service(server, version, config, m).await,
+            None => serve(server, version, config, build).await,
+        };
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(code = e.code(), "{e}");
@@ -261,6 +325,36 @@ async fn prune_audit_log(kit: Arc<Kit>) {
 
 fn toml_of(config: &Config) -> std::result::Result<String, String> {
     toml::to_string_pretty(config).map_err(|e| format!("cannot print the configuration: {e}"))
+}
+
+/// Runs a service mode until it ends, SIGTERM or SIGINT.
+async fn run_service(
+    server: &'static str,
+    version: &'static str,
+    config: Config,
+    mode: Mode,
+) -> Result<()> {
+    let gpus = vllm_core::gpu::from_env()?;
+    let kit = Arc::new(Kit::new(server, version, config, gpus)?);
+    tracing::info!(server, version, mode = mode.flag, data_dir = %kit.config.data_dir.display(), "serving as a service");
+    tokio::spawn(prune_audit_log(kit.clone()));
+    let signal = |kind| {
+        tokio::signal::unix::signal(kind)
+            .map_err(|e| vllm_core::Error::Internal(format!("cannot watch signals: {e}")))
+    };
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::select! {
+        r = (mode.run)(kit) => r,
+        _ = term.recv() => {
+            tracing::info!("SIGTERM; exiting");
+            Ok(())
+        }
+        _ = int.recv() => {
+            tracing::info!("SIGINT; exiting");
+            Ok(())
+        }
+    }
 }
 
 async fn serve<S, F>(
@@ -359,12 +453,35 @@ mod tests {
                 debug: true,
                 log_json: true,
                 print_config: true,
+                mode: None,
             })
         );
         assert_eq!(
             parse(&["--config=c.toml"]).map(|a| a.config),
             Ok(Some("c.toml".into()))
         );
+    }
+
+    #[test]
+    fn a_service_mode_is_a_flag_of_its_own_server_only() {
+        fn never(_: Arc<Kit>) -> ServiceFuture {
+            Box::pin(async { Ok(()) })
+        }
+        let modes = [Mode {
+            flag: "--gateway",
+            help: "Serve the front door",
+            run: never,
+        }];
+        let a = Args::parse_with("vllm-x", "1.0", &modes, ["--gateway", "--debug"]).unwrap();
+        assert_eq!((a.mode, a.debug), (Some("--gateway"), true));
+        let Err(NotServing::Help(h)) = Args::parse_with("vllm-x", "1.0", &modes, ["-h"]) else {
+            panic!("no help")
+        };
+        assert!(
+            h.contains("--gateway") && h.contains("Serve the front door"),
+            "{h}"
+        );
+        assert!(matches!(parse(&["--gateway"]), Err(NotServing::Bad(_))));
     }
 
     #[test]

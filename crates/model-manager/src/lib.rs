@@ -6,6 +6,7 @@
 //!   two share), [`info`], [`set_config`];
 //! - the runtime tools, on a server [`target`] finds: [`lora`] (load-lora-adapter,
 //!   unload-lora-adapter), [`sleep`] (sleep-model, wake-model), [`chat`];
+//! - [`gateway`]: the front door (`vllm_gateway`), embedded or as `--gateway`;
 //! - [`resources`]: `vllm://model/{id}/config`, `vllm://model/{id}/logs`,
 //!   `vllm://crush/provider-config`.
 //!
@@ -14,6 +15,7 @@
 
 pub mod batch;
 pub mod chat;
+pub mod gateway;
 pub mod info;
 pub mod list;
 pub mod load;
@@ -323,7 +325,7 @@ const DUTY_TTL: Duration = Duration::from_secs(15);
 
 /// Runs the singleton duties this process holds: every instance keeps the leases, one
 /// holds each, and any may take over when the holder dies.
-async fn supervise(launcher: Arc<Launcher>, store: vllm_core::store::Store) {
+pub(crate) async fn supervise(launcher: Arc<Launcher>, store: vllm_core::store::Store) {
     use vllm_core::coordination::{HolderId, LeaseKeeper, duties};
     use vllm_fleet::launcher::supervisor::{Duties, DutyState};
     let holder = HolderId::for_process().clone();
@@ -365,6 +367,10 @@ pub fn build(kit: Arc<Kit>) -> Result<(ModelManager, Toolbox<ModelManager>)> {
         && tokio::runtime::Handle::try_current().is_ok()
     {
         tokio::spawn(supervise(l.clone(), store.clone()));
+        if let Some(listen) = kit.config.gateway.listen.clone() {
+            let (kit, l, store) = (kit.clone(), l.clone(), store.clone());
+            tokio::spawn(gateway::embedded(kit, l, store, listen));
+        }
     }
     let mut t = Toolbox::default();
     vllm_mcp_kit::health::add_health_tool(&mut t);
