@@ -1,0 +1,191 @@
+//! `vllm-model-manager --gateway`, the front door as a service: the official OpenAI and
+//! Anthropic Python clients against it (tests/clients/front_door.py), and its life: a
+//! SIGKILL and a restart adopt the running models instead of launching them again, and
+//! a SIGTERM ends it promptly, leaving them running.
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use vllm_core::store::Store;
+use vllm_mcp_testkit::{ServerRig, free_port, http_status, process_alive};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The venv's python with the official clients (scripts/clients.sh installs them once).
+/// Without it (no registry to install from), the test is skipped, except under CI.
+fn clients_python() -> Option<String> {
+    let out = Command::new("bash")
+        .arg(root().join("scripts/clients.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/clients.sh");
+    if out.status.success() {
+        return Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "scripts/clients.sh failed: the clients' tests cannot be skipped under CI"
+    );
+    eprintln!("skipped: scripts/clients.sh could not install the openai and anthropic clients");
+    None
+}
+
+/// The service on `port`, once it answers /health.
+fn start(rig: &ServerRig, port: u16) -> Child {
+    let mut child = rig
+        .command("vllm-model-manager")
+        .arg("--gateway")
+        .env("VLLM_MCP_TEST_DOOR_KEY", "door-key")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn the gateway");
+    let t = Instant::now();
+    while http_status(port, "/health") != Some(200) {
+        if let Ok(Some(s)) = child.try_wait() {
+            panic!("the gateway exited: {s}");
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the gateway never served /health"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn rig(port: u16) -> ServerRig {
+    ServerRig::new(&format!(
+        "[gateway]\nlisten = \"127.0.0.1:{port}\"\napi_key_env = \"VLLM_MCP_TEST_DOOR_KEY\"\n\
+         [limits]\nmax_models = 1\n\
+         [catalog.tiny]\nsource = \"mock/tiny\"\n[catalog.other]\nsource = \"mock/other\"\n"
+    ))
+}
+
+#[test]
+fn the_official_openai_and_anthropic_clients_use_the_front_door() {
+    let Some(python) = clients_python() else {
+        return;
+    };
+    let port = free_port();
+    let rig = rig(port);
+    let mut door = start(&rig, port);
+    let out = Command::new(python)
+        .arg(root().join("tests/clients/front_door.py"))
+        .args([
+            &format!("http://127.0.0.1:{port}"),
+            "door-key",
+            "tiny",
+            "other",
+        ])
+        .output()
+        .expect("run the clients");
+    let _ = door.kill();
+    let _ = door.wait();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "the clients failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        10,
+        "{stdout}"
+    );
+}
+
+async fn chat(port: u16, model: &str) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .bearer_auth("door-key")
+        .json(&json!({"model": model, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+fn pid_of(rig: &ServerRig, model: &str) -> Option<u32> {
+    let store = Store::open(&rig.store_path()).unwrap();
+    vllm_core::models::get(&store, model)
+        .unwrap()
+        .and_then(|r| r.pid)
+}
+
+#[tokio::test]
+async fn a_killed_gateway_restarts_adopting_its_models_and_a_stopped_one_leaves_them_running() {
+    vllm_core::vllm::install_tls_provider();
+    let port = free_port();
+    let rig = rig(port);
+    let mut door = start(&rig, port);
+    chat(port, "tiny").await;
+    let pid = pid_of(&rig, "tiny").expect("tiny runs");
+    let processes = rig.marked_running("mock/tiny");
+
+    // SIGKILL: the model outlives it, and the next gateway serves it as it is.
+    door.kill().unwrap();
+    door.wait().unwrap();
+    assert!(process_alive(pid), "the model died with the gateway");
+    let mut door = start(&rig, port);
+    chat(port, "tiny").await;
+    assert_eq!(
+        pid_of(&rig, "tiny"),
+        Some(pid),
+        "the model was launched again"
+    );
+    assert_eq!(
+        rig.marked_running("mock/tiny"),
+        processes,
+        "a second server of tiny"
+    );
+
+    // SIGTERM: a prompt, clean exit; the model keeps serving.
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(door.id() as i32, libc::SIGTERM) };
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = door.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "SIGTERM did not end the gateway"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(process_alive(pid), "SIGTERM took the model down");
+    assert_eq!(
+        http_status(port, "/health"),
+        None,
+        "the port is still served"
+    );
+}
+
+#[test]
+fn gateway_without_an_address_is_refused_naming_the_key() {
+    let rig = ServerRig::new("");
+    let out = rig
+        .command("vllm-model-manager")
+        .arg("--gateway")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gateway.listen"), "{err}");
+    let help = rig
+        .command("vllm-model-manager")
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--gateway"));
+}
