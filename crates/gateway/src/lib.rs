@@ -8,6 +8,7 @@
 //! - [`swap`]: making room by the least recently used model, drained first;
 //! - [`proxy`]: passing a request on and its answer back, chunk by chunk;
 //! - [`usage`]: requests in flight and waiting, last use, per model;
+//! - [`shared`]: that use published to the store, for every instance;
 //! - [`listing`]: `GET /v1/models`; [`metrics`]: `GET /metrics`; [`error`]: the answers.
 
 pub mod demand;
@@ -17,6 +18,7 @@ pub mod listing;
 pub mod metrics;
 pub mod proxy;
 pub mod resolve;
+pub mod shared;
 pub mod swap;
 pub mod usage;
 

@@ -87,9 +87,13 @@ async fn serve_while_held(kit: Arc<Kit>, store: Store, gw: Arc<Gateway>, listen:
         let shutdown = async move {
             let _ = lost.wait_for(|h| !*h).await;
         };
+        let holder = kit.holder.as_str().to_string();
+        let publisher = tokio::spawn(gw.clone().publish_use(holder.clone()));
         if let Err(e) = gw.clone().serve(listener, shutdown).await {
             tracing::warn!(error = %e, "the front door stopped");
         }
+        publisher.abort();
+        gw.withdraw_use(holder).await;
         tracing::info!(%listen, "the front door closed (lease lost)");
     }
     keeper.shutdown().await;

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
+use vllm_core::door_use::{self, DoorUse};
 use vllm_core::launch_args::{LaunchArgs, SamplingDefaults};
 use vllm_core::models::{ModelRecord, ModelStatus, RecordedError, display_name};
 use vllm_core::vllm::{ModelCard, VllmClient};
@@ -39,6 +40,8 @@ pub struct InfoAnswer {
     pub server: Option<ServerInfo>,
     /// Why the model is in `error`.
     pub error: Option<RecordedError>,
+    /// Its use through the front door, when one serves and passed it requests.
+    pub front_door: Option<DoorUse>,
 }
 
 /// How the model is (or would be) served.
@@ -134,34 +137,39 @@ async fn get_model_info(s: &ModelManager, p: InfoParams) -> Result<InfoAnswer> {
         .on_store(move |st| models::sampling(st, &id))
         .await?;
     let located = fleet.locate(&p.model_id, &ModelStatus::ALL).await?;
+    let id = p.model_id.clone();
+    let door = fleet
+        .launcher()?
+        .on_store(move |st| door_use::of_model(st, &id))
+        .await?;
+    let mut answer = answer_of(s, &p, located, sampling).await;
+    answer.front_door = door;
+    Ok(answer)
+}
+
+/// get-model-info's answer for a located model.
+async fn answer_of(
+    s: &ModelManager,
+    p: &InfoParams,
+    located: Located,
+    sampling: SamplingDefaults,
+) -> InfoAnswer {
     let origin = located.origin();
     match located {
-        Located::Launched(r) => Ok(info_of_launched(s, r, sampling).await),
+        Located::Launched(r) => info_of_launched(s, r, sampling).await,
         Located::Attached { endpoint, card } => {
             let status = inventory::attached_status(&endpoint).await;
-            Ok(info_of_served(s, &endpoint, card, origin, status, sampling).await)
+            info_of_served(s, &endpoint, card, origin, status, sampling).await
         }
         Located::Adapter { base, client, card } => {
-            Ok(info_of_served(s, &client, card, origin, base.status, sampling).await)
+            info_of_served(s, &client, card, origin, base.status, sampling).await
         }
-        Located::Catalog { source, args } => Ok(info_of_unloaded(
-            s,
-            &p.model_id,
-            source,
-            args,
-            origin,
-            sampling,
-        )),
+        Located::Catalog { source, args } => {
+            info_of_unloaded(s, &p.model_id, source, args, origin, sampling)
+        }
         Located::Cached { source } => {
             let args = LaunchArgs::default();
-            Ok(info_of_unloaded(
-                s,
-                &p.model_id,
-                source,
-                args,
-                origin,
-                sampling,
-            ))
+            info_of_unloaded(s, &p.model_id, source, args, origin, sampling)
         }
     }
 }
@@ -259,6 +267,7 @@ async fn info_of_launched(
             queued: r.status == ModelStatus::Loading && r.pid.is_none(),
         }),
         error: r.error.clone(),
+        front_door: None,
     }
 }
 
@@ -303,6 +312,7 @@ async fn info_of_served(
             queued: false,
         }),
         error: None,
+        front_door: None,
     }
 }
 
@@ -334,6 +344,7 @@ fn info_of_unloaded(
         capabilities: capabilities(supports_function_calling(&args.extra_args)),
         server: None,
         error: None,
+        front_door: None,
     }
 }
 

@@ -148,6 +148,7 @@ impl ModelManager {
             base_url: r.base_url(),
             endpoint: None,
             error: r.error.clone(),
+            front_door: None,
         }
     }
 

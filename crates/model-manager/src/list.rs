@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
+use vllm_core::door_use::{self, DoorUse};
 use vllm_core::launch_args::SamplingDefaults;
 use vllm_core::models::{ModelStatus, RecordedError, display_name};
 use vllm_core::{Result, models};
@@ -56,6 +57,9 @@ pub struct ModelSummary {
     pub endpoint: Option<String>,
     /// Why the model is in `error`.
     pub error: Option<RecordedError>,
+    /// Its use through the front door, when one serves and passed it requests: the
+    /// door's URL, requests in flight and waiting, the last use.
+    pub front_door: Option<DoorUse>,
 }
 
 /// The answer of `list-models`.
@@ -75,11 +79,21 @@ async fn list_models(s: &ModelManager, p: ListParams) -> Result<ListAnswer> {
     let groups = process::groups_recent(process::FIGURES_MAX_AGE);
     let sampling = s.launcher()?.on_store(models::all_sampling).await?;
     let inv = inventory::inventory(&fleet).await?;
+    let mut doors: HashMap<String, DoorUse> = s
+        .launcher()?
+        .on_store(door_use::all)
+        .await?
+        .into_iter()
+        .collect();
     let all: Vec<ModelSummary> = inv
         .entries
         .into_iter()
         .filter(|e| p.status.is_none_or(|st| e.status() == st))
-        .map(|e| summary(s, e, &groups, &sampling))
+        .map(|e| {
+            let mut m = summary(s, e, &groups, &sampling);
+            m.front_door = doors.remove(&m.id);
+            m
+        })
         .collect();
     let Page {
         items,
@@ -115,6 +129,7 @@ fn summary(
         base_url: None,
         endpoint: None,
         error: None,
+        front_door: None,
     };
     match e {
         Entry::Launched(r) => s.summary_of_record(&r, groups, sampling),
@@ -135,6 +150,7 @@ fn summary(
             base_url: Some(endpoint.base_url().to_string()),
             endpoint: Some(endpoint.name().to_string()),
             error: None,
+            front_door: None,
             id: card.id,
         },
         Entry::Catalog {

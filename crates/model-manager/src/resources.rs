@@ -10,6 +10,7 @@ use rmcp::model::{Resource, ResourceTemplate};
 use serde_json::{Value, json};
 use vllm_core::models::ModelStatus;
 use vllm_core::{Error, Result, estimate, models};
+use vllm_fleet::inventory::Entry;
 use vllm_mcp_kit::{ResourceBody, Service};
 
 /// Default and largest `lines` of the logs resource.
@@ -47,7 +48,7 @@ pub async fn list(s: &ModelManager) -> Vec<Resource> {
     let mut out = vec![
         Resource::new(PROVIDER_CONFIG_URI, "crush-provider-config")
             .with_description(
-                "Ready-to-paste Crush provider blocks (openai-compat) for every loaded model.",
+                "Ready-to-paste Crush provider blocks (openai-compat): one for the front door with every model when it is configured, else one per loaded model.",
             )
             .with_mime_type("application/json"),
     ];
@@ -208,8 +209,13 @@ async fn model_logs(s: &ModelManager, id: &str, lines: usize) -> Result<Resource
     })
 }
 
-/// Crush provider blocks, one per served model (each vLLM server has its own base URL).
+/// Crush provider blocks: with a front door, one block pointing at it with every model
+/// it can serve (started on demand); else one per served model (each vLLM server has
+/// its own base URL).
 async fn provider_config(s: &ModelManager) -> Result<Value> {
+    if let Some(url) = s.kit().config.gateway.url() {
+        return gateway_provider(s, url).await;
+    }
     let launcher = s.launcher()?;
     let mut providers = serde_json::Map::new();
     let key = s
@@ -279,6 +285,40 @@ async fn provider_config(s: &ModelManager) -> Result<Value> {
     Ok(json!({ "providers": providers }))
 }
 
+/// The one provider block of a front door: every model of the inventory (launched,
+/// catalog, attached), since the door starts what is not loaded.
+async fn gateway_provider(s: &ModelManager, url: String) -> Result<Value> {
+    let launcher = s.launcher()?;
+    let fleet = s.managed_fleet()?;
+    let inv = vllm_fleet::inventory::inventory(&fleet).await?;
+    let sampling = launcher.on_store(models::all_sampling).await?;
+    let mut entries = Vec::new();
+    for e in &inv.entries {
+        let window = match e {
+            Entry::Launched(r) => launcher.context_window(&r.source, r.args.max_model_len),
+            Entry::Attached { card, .. } => card.max_model_len,
+            Entry::Catalog { context_window, .. } => *context_window,
+            // A cached model starts only with gateway.load_unknown; Crush lists it then.
+            Entry::Cached { context_window, .. } if s.kit().config.gateway.load_unknown => {
+                *context_window
+            }
+            Entry::Cached { .. } => continue,
+        };
+        let defaults = sampling.get(e.id()).cloned().unwrap_or_default();
+        entries.push(model_entry(e.id(), window, &defaults));
+    }
+    let mut block = json!({
+        "type": "openai-compat",
+        "name": "vLLM (vllm-mcp front door)",
+        "base_url": format!("{url}/v1"),
+        "models": entries,
+    });
+    if let Some(v) = &s.kit().config.gateway.api_key_env {
+        block["api_key"] = json!(format!("${v}"));
+    }
+    Ok(json!({ "providers": { "vllm-mcp": block } }))
+}
+
 fn provider_key(id: &str) -> String {
     id.rsplit('/')
         .next()
@@ -301,6 +341,23 @@ fn provider_block(
     window: Option<u64>,
     sampling: &vllm_core::launch_args::SamplingDefaults,
 ) -> Value {
+    let mut block = json!({
+        "type": "openai-compat",
+        "base_url": format!("{base_url}/v1"),
+        "models": [model_entry(id, window, sampling)],
+    });
+    if let Some(k) = api_key {
+        block["api_key"] = json!(k);
+    }
+    block
+}
+
+/// One model of a provider block, with Crush's answer length.
+fn model_entry(
+    id: &str,
+    window: Option<u64>,
+    sampling: &vllm_core::launch_args::SamplingDefaults,
+) -> Value {
     let mut model = json!({
         "id": id,
         "name": format!("{} (vLLM)", vllm_core::models::display_name(id)),
@@ -312,15 +369,7 @@ fn provider_block(
         // Crush's default answer length: a quarter of the window, so prompts keep room.
         model["default_max_tokens"] = json!((w / 4).max(1));
     }
-    let mut block = json!({
-        "type": "openai-compat",
-        "base_url": format!("{base_url}/v1"),
-        "models": [model],
-    });
-    if let Some(k) = api_key {
-        block["api_key"] = json!(k);
-    }
-    block
+    model
 }
 
 #[cfg(test)]

@@ -189,3 +189,84 @@ fn gateway_without_an_address_is_refused_naming_the_key() {
         .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("--gateway"));
 }
+
+#[tokio::test]
+async fn mcp_tools_see_the_requests_running_through_the_door_and_its_provider_block() {
+    vllm_core::vllm::install_tls_provider();
+    let port = free_port();
+    let rig = rig(port).with_launcher_env(&[("MOCK_VLLM_TOKEN_LATENCY_MS", "50")]);
+    let mut door = start(&rig, port);
+    chat(port, "tiny").await;
+    // A stream of 300 tokens at 50 ms (15 s) runs through the door.
+    let stream = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .bearer_auth("door-key")
+        .json(&json!({"model": "tiny", "max_tokens": 300, "stream": true,
+                      "messages": [{"role": "user", "content": "go"}]}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = stream.bytes_stream();
+    use futures_util::StreamExt;
+    body.next().await.unwrap().unwrap();
+
+    let bin = vllm_mcp_testkit::bin("vllm-model-manager");
+    let m = rig
+        .spawn(&bin, &[("VLLM_MCP_TEST_DOOR_KEY", "door-key")])
+        .await;
+    let t = Instant::now();
+    let list = loop {
+        let list = m.call("list-models", json!({})).await;
+        let tiny = list.json["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == "tiny")
+            .cloned();
+        if tiny
+            .as_ref()
+            .is_some_and(|x| x["front_door"]["in_flight"] == 1)
+        {
+            break tiny.unwrap();
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", list.json);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        list["front_door"]["url"],
+        format!("http://127.0.0.1:{port}")
+    );
+    assert!(list["front_door"]["last_used"].is_string(), "{list}");
+    let info = m.call("get-model-info", json!({"model_id": "tiny"})).await;
+    assert_eq!(info.json["front_door"]["in_flight"], 1, "{}", info.json);
+
+    // Crush unloading it meanwhile is told it is busy, and nothing is stopped.
+    let u = m.call("unload-model", json!({"model_id": "tiny"})).await;
+    assert_eq!(u.code(), Some("MODEL_BUSY"), "{}", u.json);
+    assert!(u.json.to_string().contains("front door"), "{}", u.json);
+    assert_eq!(pid_of(&rig, "tiny").map(process_alive), Some(true));
+
+    // One provider block, at the door, with every model it can serve.
+    let text = m.read("vllm://crush/provider-config").await.unwrap();
+    let cfg: Value = serde_json::from_str(&text).unwrap();
+    let block = &cfg["providers"]["vllm-mcp"];
+    assert_eq!(
+        block["base_url"],
+        format!("http://127.0.0.1:{port}/v1"),
+        "{cfg}"
+    );
+    assert_eq!(block["api_key"], "$VLLM_MCP_TEST_DOOR_KEY");
+    let ids: Vec<&str> = block["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["tiny", "other"], "{cfg}");
+    assert_eq!(cfg["providers"].as_object().unwrap().len(), 1);
+
+    drop(body);
+    m.close().await;
+    let _ = door.kill();
+    let _ = door.wait();
+}

@@ -281,6 +281,24 @@ CREATE TABLE rate_slots (
 CREATE INDEX rate_slots_kind_ts ON rate_slots(kind, ts);
 "#,
     },
+    Migration {
+        version: 7,
+        name: "front door use",
+        sql: r#"
+-- What each front door (gateway) passes on, per model, republished while it serves, so
+-- every instance sees requests in flight through any door; see vllm_core::door_use.
+CREATE TABLE door_use (
+    model_id   TEXT NOT NULL,
+    holder     TEXT NOT NULL,
+    url        TEXT NOT NULL,
+    in_flight  INTEGER NOT NULL,
+    waiting    INTEGER NOT NULL,
+    last_used  REAL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (model_id, holder)
+) STRICT;
+"#,
+    },
 ];
 
 /// The schema version this binary writes: the last migration's.

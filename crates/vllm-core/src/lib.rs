@@ -20,6 +20,7 @@
 //! - [`redact`], [`time`]: secrets out of logs, RFC 3339 timestamps.
 
 pub mod config;
+pub mod door_use;
 pub mod error;
 pub mod estimate;
 pub mod gpu;

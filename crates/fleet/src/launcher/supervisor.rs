@@ -825,24 +825,32 @@ impl Launcher {
 
     /// Waits up to `grace` for running requests to finish; `MODEL_BUSY` if they do not.
     async fn wait_idle(&self, record: &ModelRecord, grace: Duration) -> Result<()> {
-        let Some(client) = self.client_for(record) else {
-            return Ok(());
-        };
+        let client = self.client_for(record);
         let started = std::time::Instant::now();
         loop {
-            let running = match client.metrics_text().await {
-                Ok(text) => running_requests(&text),
-                // A server that cannot answer has no requests worth waiting for.
-                Err(_) => return Ok(()),
+            let running = match &client {
+                Some(c) => match c.metrics_text().await {
+                    Ok(text) => running_requests(&text),
+                    // A server that cannot answer has no requests worth waiting for.
+                    Err(_) => return Ok(()),
+                },
+                None => 0,
             };
-            if running == 0 {
+            // Requests a front door passes on, whichever instance serves it.
+            let id = record.model_id.clone();
+            let door = self
+                .on_store(move |s| vllm_core::door_use::of_model(s, &id))
+                .await?
+                .map_or(0, |u| u.in_flight);
+            if running == 0 && door == 0 {
                 return Ok(());
             }
             if started.elapsed() >= grace {
                 return Err(Error::ModelBusy {
                     model: record.model_id.clone(),
                     reason: format!(
-                        "{running} request(s) still running after {:.0} s",
+                        "{} request(s) still running after {:.0} s ({door} through the front door)",
+                        running.max(u64::from(door)),
                         grace.as_secs_f64()
                     ),
                 });
