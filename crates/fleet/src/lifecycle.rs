@@ -97,8 +97,9 @@ impl Located {
 pub struct LoadReport {
     /// What the launcher decided (started, queued, already running, differs, dry run).
     pub outcome: LaunchOutcome,
-    /// After a wait (`wait` > 0 and a launch started): the record as it settled, loaded
-    /// or still loading. A start that failed while waited for is the error instead.
+    /// After a wait (`wait` > 0 and a launch started, or one already loading): the
+    /// record as it settled, loaded or still loading. A start that failed while waited
+    /// for is the error instead.
     pub settled: Option<ModelRecord>,
     /// For a dry run: the model's status now (`unloaded` when never launched).
     pub current: ModelStatus,
@@ -235,26 +236,37 @@ impl<'a> Fleet<'a> {
             | LaunchOutcome::Differs { record, .. }
             | LaunchOutcome::Started { record, .. } => record.status,
         };
-        let mut settled = None;
-        if let LaunchOutcome::Started { record, preflight } = &outcome {
-            let estimated_seconds = preflight.estimated_load_seconds as f64;
-            progress(LoadEvent::Started {
-                record,
-                estimated_seconds,
-            });
-            if !wait.is_zero() {
-                let tick = |waited| {
-                    progress(LoadEvent::Waited {
-                        waited,
-                        estimated_seconds,
-                    })
-                };
-                let r = launcher.wait_settled(&req.model_id, wait, tick).await?;
-                if r.status == ModelStatus::Error {
-                    return Err(load_failure(&r));
-                }
-                settled = Some(r);
+        // A start already under way (by the front door, another session, the queue's
+        // holder) is waited for like one of our own.
+        let estimated_seconds = match &outcome {
+            LaunchOutcome::Started { record, preflight } => {
+                let estimated_seconds = preflight.estimated_load_seconds as f64;
+                progress(LoadEvent::Started {
+                    record,
+                    estimated_seconds,
+                });
+                Some(estimated_seconds)
             }
+            LaunchOutcome::AlreadyRunning { record } if record.status == ModelStatus::Loading => {
+                Some(0.0)
+            }
+            _ => None,
+        };
+        let mut settled = None;
+        if let Some(estimated_seconds) = estimated_seconds
+            && !wait.is_zero()
+        {
+            let tick = |waited| {
+                progress(LoadEvent::Waited {
+                    waited,
+                    estimated_seconds,
+                })
+            };
+            let r = launcher.wait_settled(&req.model_id, wait, tick).await?;
+            if r.status == ModelStatus::Error {
+                return Err(load_failure(&r));
+            }
+            settled = Some(r);
         }
         Ok(LoadReport {
             outcome,

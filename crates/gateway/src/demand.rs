@@ -20,6 +20,9 @@ use vllm_fleet::power::{self, Served};
 /// A start's end, as its waiters see it: `None` while it runs.
 pub type StartState = Option<std::result::Result<(), Arc<vllm_core::Error>>>;
 
+/// How often a start is looked at while a request waits for it.
+pub const SETTLE_POLL: Duration = Duration::from_millis(20);
+
 /// How many times a request resolves again after its model was brought up (another
 /// swap may take it away between the start and the request).
 const RESOLVE_TRIES: usize = 3;
@@ -148,7 +151,10 @@ impl Gateway {
     async fn bring_up(&self, owner: &str, how: BringUp) -> vllm_core::Result<()> {
         let timeout = Duration::from_secs_f64(self.config.gateway.load_timeout_seconds);
         match how {
-            BringUp::Launch(req) => self.launch_making_room(&req).await?,
+            BringUp::Launch(req) => {
+                self.launch_making_room(&req).await?;
+                self.note_in_log(owner).await;
+            }
             BringUp::Wake(r) => {
                 let client = self.launcher.client_for(&r).ok_or_else(|| {
                     vllm_core::Error::Internal(format!("`{owner}` has no server to wake"))
@@ -163,8 +169,46 @@ impl Gateway {
             }
             BringUp::Settle(_) => {}
         }
-        let r = self.launcher.wait_settled(owner, timeout, |_| {}).await?;
-        settled(&r)
+        settled(&self.settle(owner, timeout).await?)
+    }
+
+    /// Waits until `owner` is loaded or failed, or `timeout` passes, looking every
+    /// [`SETTLE_POLL`]: a request waits for the start, so the first look that sees the
+    /// server healthy ends it (the launcher's own wait looks four times a second).
+    async fn settle(&self, owner: &str, timeout: Duration) -> vllm_core::Result<ModelRecord> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let r = self
+                .launcher
+                .get(owner)
+                .await?
+                .ok_or_else(|| vllm_core::Error::ModelNotFound(owner.to_string()))?;
+            if r.status != ModelStatus::Loading || started.elapsed() >= timeout {
+                return Ok(r);
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+        }
+    }
+
+    /// Says in the model's log that the front door started it, for whoever reads the
+    /// log resource while it loads. A log that cannot be written is no failure.
+    async fn note_in_log(&self, owner: &str) {
+        let Ok(Some(r)) = self.launcher.get(owner).await else {
+            return;
+        };
+        let (Some(path), waiting) = (r.log_path, self.usage.get(owner).waiting) else {
+            return;
+        };
+        let line = format!(
+            "---- vllm-mcp front door {}: started on demand for a request ({waiting} waiting)\n",
+            vllm_core::time::now_rfc3339()
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
+            f.write_all(line.as_bytes())
+        })
+        .await;
     }
 
     /// Launches `req`; when the limits or the memory refuse it, swaps a model out and

@@ -192,10 +192,21 @@ fn load_answer(model_id: &str, report: LoadReport, wait: f64) -> LoadAnswer {
             )),
             ..with_preflight(answer_of_record(&record), &preflight)
         },
-        LaunchOutcome::AlreadyRunning { record } => LoadAnswer {
-            already_running: true,
-            note: Some("already running with the same arguments: nothing was launched".into()),
-            ..answer_of_record(&record)
+        LaunchOutcome::AlreadyRunning { record } => match report.settled {
+            // It was loading (the front door or another session started it): waited for.
+            Some(r) => LoadAnswer {
+                already_running: true,
+                note: Some(format!(
+                    "it was already loading (started elsewhere, the front door say): waited until it was {}",
+                    r.status.as_str()
+                )),
+                ..answer_of_record(&r)
+            },
+            None => LoadAnswer {
+                already_running: true,
+                note: Some("already running with the same arguments: nothing was launched".into()),
+                ..answer_of_record(&record)
+            },
         },
         LaunchOutcome::Differs {
             record,

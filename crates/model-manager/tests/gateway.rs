@@ -270,3 +270,81 @@ async fn mcp_tools_see_the_requests_running_through_the_door_and_its_provider_bl
     let _ = door.kill();
     let _ = door.wait();
 }
+
+#[tokio::test]
+async fn a_load_model_during_a_start_the_door_began_waits_for_it_and_the_log_says_who_started_it() {
+    vllm_core::vllm::install_tls_provider();
+    let port = free_port();
+    let rig = rig(port).with_launcher_env(&[("MOCK_VLLM_START_DELAY", "2")]);
+    let mut door = start(&rig, port);
+    let first = tokio::spawn(async move { chat(port, "tiny").await });
+    let bin = vllm_mcp_testkit::bin("vllm-model-manager");
+    let m = rig.spawn(&bin, &[]).await;
+    let t = Instant::now();
+    while pid_of(&rig, "tiny").is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the door did not launch tiny"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let list = m.call("list-models", json!({})).await;
+    let tiny = list.json["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "tiny")
+        .cloned()
+        .unwrap();
+    assert_eq!(tiny["status"], "loading", "{tiny}");
+
+    // load-model asking for progress, as a client other than Crush may.
+    let (load, progress) = load_with_progress(&rig, "tiny").await;
+    assert!(!load.is_error, "{}", load.json);
+    assert_eq!(load.json["status"], "loaded", "{}", load.json);
+    assert_eq!(load.json["already_running"], true, "{}", load.json);
+    assert!(progress > 0, "no progress was reported while it waited");
+    first.await.unwrap();
+    let log = m.read("vllm://model/tiny/logs").await.unwrap();
+    assert!(log.contains("vllm-mcp front door"), "{log}");
+    m.close().await;
+    let _ = door.kill();
+    let _ = door.wait();
+}
+
+/// Calls load-model (waiting) on a fresh model manager with a progress token: the answer
+/// and how many progress notifications came.
+async fn load_with_progress(rig: &ServerRig, model: &str) -> (vllm_mcp_testkit::Answer, usize) {
+    use rmcp::ServiceExt;
+    use rmcp::model::{CallToolRequestParams, NumberOrString, ProgressToken, RequestMetaObject};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Count(Arc<Mutex<usize>>);
+    impl rmcp::ClientHandler for Count {
+        async fn on_progress(
+            &self,
+            _: rmcp::model::ProgressNotificationParam,
+            _: rmcp::service::NotificationContext<rmcp::service::RoleClient>,
+        ) {
+            *self.0.lock().unwrap() += 1;
+        }
+    }
+    let cmd = tokio::process::Command::from(rig.command("vllm-model-manager"));
+    let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = Count::default();
+    let client = seen.clone().serve(transport).await.unwrap();
+    let args = json!({"model_id": model, "wait_seconds": 30});
+    let mut params =
+        CallToolRequestParams::new("load-model").with_arguments(args.as_object().unwrap().clone());
+    params.meta = Some(RequestMetaObject::with_progress_token(ProgressToken(
+        NumberOrString::Number(1),
+    )));
+    let r = client.call_tool(params).await.unwrap();
+    let _ = client.cancel().await;
+    let n = *seen.0.lock().unwrap();
+    (vllm_mcp_testkit::answer_of(r), n)
+}
