@@ -6,6 +6,7 @@
 //! stdio; in-process figures (parse, a metrics window) call vllm-core directly.
 
 pub mod fleet;
+pub mod gateway;
 pub mod inproc;
 pub mod servers;
 pub mod state;
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use table::Row;
 
 /// Every section, in the order they run.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "start",
     "trips",
     "parse",
@@ -23,6 +24,7 @@ pub const SECTIONS: [&str; 7] = [
     "fleet-cpu",
     "fleet-memory",
     "state",
+    "gateway",
 ];
 
 /// What to run and how much.
@@ -38,6 +40,8 @@ pub struct Options {
     pub fleet_seconds: u64,
     /// The Python peer's `vllm-mcp-server` entry point, if installed.
     pub peer: Option<PathBuf>,
+    /// The proxies the front door is compared with, if installed.
+    pub proxies: gateway::Peers,
 }
 
 /// A short description of the machine, for the table's heading.
@@ -102,6 +106,13 @@ pub async fn run(opts: &Options) -> Vec<(String, Vec<Row>)> {
     }
     if wanted("state") {
         out.push(("state".to_string(), state::save_and_load(5).await));
+    }
+    if wanted("gateway") {
+        let calls = opts.calls.min(2000);
+        out.push((
+            "gateway".to_string(),
+            gateway::rows(&opts.proxies, calls).await,
+        ));
     }
     out
 }

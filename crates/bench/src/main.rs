@@ -9,7 +9,7 @@ use vllm_mcp_bench::{Options, SECTIONS, machine, run, table};
 #[command(version)]
 struct Args {
     /// Sections to run, comma-separated (start, trips, parse, window, fleet-cpu,
-    /// fleet-memory, state); all by default.
+    /// fleet-memory, state, gateway); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Cold starts per binary.
@@ -24,6 +24,12 @@ struct Args {
     /// The Python peer's `vllm-mcp-server` entry point (scripts/bench.sh installs it).
     #[arg(long)]
     peer: Option<PathBuf>,
+    /// vLLM's router (`vllm-router` from PyPI), compared with the front door.
+    #[arg(long)]
+    router: Option<PathBuf>,
+    /// LiteLLM's proxy (`litellm` from PyPI), compared with the front door.
+    #[arg(long)]
+    litellm: Option<PathBuf>,
     /// Also write the table to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -45,6 +51,10 @@ async fn main() -> std::process::ExitCode {
         calls: a.calls,
         fleet_seconds: a.fleet_seconds,
         peer: a.peer,
+        proxies: vllm_mcp_bench::gateway::Peers {
+            router: a.router,
+            litellm: a.litellm,
+        },
     };
     let rows = run(&opts).await;
     let text = format!("Machine: {}\n\n{}", machine(), table::markdown(&rows));
