@@ -85,7 +85,8 @@ fn our_door(dir: &Path, mock: &MockVllm) -> Option<Target> {
     let mut text = format!(
         "data_dir = {:?}\n[[endpoints]]\nname = \"bench\"\nbase_url = {:?}\n\
          [gateway]\nlisten = \"127.0.0.1:{port}\"\n\
-         [launcher]\ncommand = [{:?}]\nport_range = [{base}, {}]\n",
+         [launcher]\ncommand = [{:?}]\nport_range = [{base}, {}]\n\
+         [launcher.env]\nMOCK_VLLM_START_DELAY = {START_DELAY:?}\n",
         dir.display().to_string(),
         mock.base_url,
         bin("mock-vllm").display().to_string(),
@@ -126,7 +127,12 @@ fn litellm(entry: &Path, dir: &Path, mock: &MockVllm) -> Option<Target> {
     let mut cmd = Command::new(entry);
     cmd.args(["--config", &config.display().to_string()])
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .env("LITELLM_LOG", "ERROR");
+        .env("LITELLM_LOG", "ERROR")
+        // A loopback benchmark: no master key (LiteLLM refuses to start without one).
+        .env(
+            "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY",
+            "true",
+        );
     spawn("LiteLLM proxy", cmd, port, "/health/liveliness")
 }
 
@@ -234,13 +240,19 @@ fn group_rss_kb(pgid: u32) -> u64 {
 /// Cold starts measured for the start-on-demand figure.
 const START_RUNS: usize = 5;
 
+/// The mock's start-up (port bound, not yet listening), the same both ways.
+const START_DELAY: &str = "0.3";
+
 /// The server's own start (spawn to healthy), and a first request through the door for a
 /// model not loaded (request to answer), `START_RUNS` times each.
 async fn start_on_demand(door: &Target) -> (Samples, Samples) {
     let mut own = Vec::new();
     for i in 0..START_RUNS {
         let t = Instant::now();
-        let m = MockVllm::start(&[&format!("bench/own{i}")], &[]);
+        let m = MockVllm::start(
+            &[&format!("bench/own{i}")],
+            &[("MOCK_VLLM_START_DELAY", START_DELAY)],
+        );
         own.push(t.elapsed());
         drop(m);
     }
