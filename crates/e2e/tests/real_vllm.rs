@@ -768,3 +768,110 @@ fn the_helpers_find_the_bucket_of_a_quantile() {
         ]
     );
 }
+
+/// Runs a phase of tests/clients/real_front_door.py against the door on `port`.
+fn door_phase(python: &str, port: u16, args: &[&str]) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(python)
+        .arg(root.join("tests/clients/real_front_door.py"))
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args(args)
+        .output()
+        .expect("run the OpenAI client");
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    eprint!("{o}");
+    assert!(
+        out.status.success(),
+        "the OpenAI client failed in {args:?}:\n{o}\n{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_front_door_on_real_vllm() {
+    let Some(real) = Real::from_env("the_front_door_on_real_vllm") else {
+        return;
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/clients.sh"))
+        .output()
+        .expect("run scripts/clients.sh");
+    assert!(out.status.success(), "scripts/clients.sh failed");
+    let python = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let _serial = SERIAL.lock().await;
+    let port = vllm_mcp_testkit::free_port();
+    let model = real.model.to_str().unwrap();
+    let entry = |alias: &str| {
+        format!(
+            "[catalog.{alias}]\nsource = {model:?}\n[catalog.{alias}.args]\nmax_model_len = 512\n\
+             dtype = \"float32\"\nenforce_eager = true\n\
+             extra_args = [\"--enable-lora\", \"--max-lora-rank\", \"8\", \"--max-loras\", \"1\"]\n"
+        )
+    };
+    let rig = real.rig(&format!(
+        "[gateway]\nlisten = \"127.0.0.1:{port}\"\n[limits]\nmax_models = 1\n{}{}",
+        entry("tiny"),
+        entry("tiny2")
+    ));
+    let mut door = rig
+        .command("vllm-model-manager")
+        .arg("--gateway")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the door");
+    let t = Instant::now();
+    while vllm_mcp_testkit::http_status(port, "/health") != Some(200) {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the door never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let py = python.clone();
+    let phase = Phase::start("the door: a real start on demand and a stream (OpenAI client)");
+    tokio::task::spawn_blocking(move || door_phase(&py, port, &["start", "tiny"]))
+        .await
+        .unwrap();
+    phase.done();
+
+    let phase = Phase::start("the door: a LoRA adapter by name");
+    let m = rig.spawn(&bin("vllm-model-manager"), &[]).await;
+    let lora = real.lora.to_str().unwrap();
+    ok(m.call(
+        "load-lora-adapter",
+        json!({"model_id": "tiny", "lora_name": "tiny-lora", "lora_path": lora}),
+    )
+    .await);
+    let py = python.clone();
+    tokio::task::spawn_blocking(move || door_phase(&py, port, &["lora", "tiny-lora"]))
+        .await
+        .unwrap();
+    phase.done();
+
+    let phase = Phase::start("the door: a swap between two real models under max_models = 1");
+    tokio::task::spawn_blocking(move || door_phase(&python, port, &["swap", "tiny", "tiny2"]))
+        .await
+        .unwrap();
+    phase.done();
+    let listed = ok(m.call("list-models", json!({})).await);
+    let tiny2 = listed["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "tiny2")
+        .unwrap();
+    assert_eq!(tiny2["status"], "loaded", "{tiny2}");
+    assert_eq!(
+        tiny2["front_door"]["url"],
+        format!("http://127.0.0.1:{port}"),
+        "{tiny2}"
+    );
+    ok(m.call("unload-model", json!({"model_id": "tiny2"})).await);
+    m.close().await;
+    let _ = door.kill();
+    let _ = door.wait();
+    assert_no_process_left(&rig).await;
+}
