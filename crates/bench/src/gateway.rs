@@ -274,6 +274,20 @@ async fn start_on_demand(door: &Target) -> (Samples, Samples) {
     (Samples::new(own), Samples::new(through))
 }
 
+/// Stops the servers the door launched (each in its own process group, so they outlive
+/// the door), by the store's records.
+fn stop_launched(dir: &Path) {
+    let Ok(store) = vllm_core::store::Store::open(&dir.join(vllm_core::store::DB_FILE_NAME)) else {
+        return;
+    };
+    for r in vllm_core::models::list(&store).unwrap_or_default() {
+        if let Some(pid) = r.pid.filter(|_| r.status.is_active()) {
+            // SAFETY: a signal to the group of a server this benchmark had launched.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        }
+    }
+}
+
 /// The section's rows.
 pub async fn rows(peers: &Peers, calls: usize) -> Vec<Row> {
     vllm_core::vllm::install_tls_provider();
@@ -315,6 +329,7 @@ pub async fn rows(peers: &Peers, calls: usize) -> Vec<Row> {
         Some(door) => start_on_demand(door).await,
         None => (Samples::new(vec![]), Samples::new(vec![])),
     };
+    stop_launched(dir.path());
     let figures = Figures {
         names: targets.iter().map(|t| t.name).collect(),
         whole,

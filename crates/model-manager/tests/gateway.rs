@@ -348,3 +348,39 @@ async fn load_with_progress(rig: &ServerRig, model: &str) -> (vllm_mcp_testkit::
     let n = *seen.0.lock().unwrap();
     (vllm_mcp_testkit::answer_of(r), n)
 }
+
+#[tokio::test]
+async fn embedded_one_crush_session_serves_the_door_and_another_takes_it_over() {
+    vllm_core::vllm::install_tls_provider();
+    let port = free_port();
+    let rig = rig(port);
+    let bin = vllm_mcp_testkit::bin("vllm-model-manager");
+    let key = [("VLLM_MCP_TEST_DOOR_KEY", "door-key")];
+    let first = rig.spawn(&bin, &key).await;
+    let wait_served = |what: &'static str| async move {
+        let t = Instant::now();
+        while http_status(port, "/health") != Some(200) {
+            assert!(t.elapsed() < Duration::from_secs(20), "{what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    wait_served("no session serves the door").await;
+    let second = rig.spawn(&bin, &key).await;
+    chat(port, "tiny").await;
+
+    // The serving session ends (Crush closed it): the other one takes the door over.
+    first.close().await;
+    wait_served("the second session did not take the door over").await;
+    let answer = chat(port, "tiny").await;
+    assert_eq!(answer["model"], "tiny");
+    let list = second.call("list-models", json!({})).await;
+    let tiny = list.json["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "tiny")
+        .cloned()
+        .unwrap();
+    assert_eq!(tiny["status"], "loaded", "{tiny}");
+    second.close().await;
+}
