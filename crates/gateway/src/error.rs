@@ -57,9 +57,14 @@ impl GatewayError {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::UnknownModel { .. } => StatusCode::NOT_FOUND,
             GatewayError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::LoadTimeout { .. } | GatewayError::Start { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::Start { source, .. } => match source.code() {
+                // Refusals of the request itself, not failures of the start.
+                "PERMISSION_DENIED" => StatusCode::FORBIDDEN,
+                "INVALID_ARGUMENT" => StatusCode::BAD_REQUEST,
+                "RATE_LIMITED" => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            GatewayError::LoadTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Upstream { .. } => StatusCode::BAD_GATEWAY,
         }
     }
@@ -93,6 +98,12 @@ impl GatewayError {
             GatewayError::BadRequest(_) => ("invalid_request_error", "invalid_request_error"),
             GatewayError::UnknownModel { .. } => ("invalid_request_error", "not_found_error"),
             GatewayError::QueueFull { .. } => ("rate_limit_error", "rate_limit_error"),
+            GatewayError::Start { .. } if self.status() == StatusCode::FORBIDDEN => {
+                ("permission_error", "permission_error")
+            }
+            GatewayError::Start { .. } if self.status() == StatusCode::BAD_REQUEST => {
+                ("invalid_request_error", "invalid_request_error")
+            }
             GatewayError::LoadTimeout { .. } | GatewayError::Start { .. } => {
                 ("service_unavailable", "overloaded_error")
             }

@@ -581,3 +581,82 @@ async fn a_stream_waiting_for_a_start_is_kept_alive_until_the_models_first_chunk
     );
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_slower_than_the_load_timeout_is_a_503_that_says_so_and_keeps_loading() {
+    let rig = ServerRig::new(&format!("{CATALOG}[gateway]\nload_timeout_seconds = 0.5\n"))
+        .with_launcher_env(&[("MOCK_VLLM_START_DELAY", "2")]);
+    let d = door(rig).await;
+    let r = d.post("/v1/chat/completions", chat("tiny", 1, false)).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "load_timeout", "{e}");
+    // The start goes on: a later request is served.
+    let t = Instant::now();
+    while d.status("tiny").await != Some(ModelStatus::Loaded) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the start was abandoned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        d.post("/v1/chat/completions", chat("tiny", 1, false))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_id_starts_on_demand_only_with_load_unknown() {
+    let d = door(ServerRig::new(CATALOG)).await;
+    let r = d
+        .post("/v1/chat/completions", chat("mock/free", 1, false))
+        .await;
+    assert_eq!(r.status(), 404, "an id outside the catalog was started");
+    assert_eq!(d.status("mock/free").await, None);
+
+    let d = door(ServerRig::new("[gateway]\nload_unknown = true\n")).await;
+    let r = d
+        .post("/v1/chat/completions", chat("mock/free", 1, false))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(d.status("mock/free").await, Some(ModelStatus::Loaded));
+    // Still through the allow-list and the launcher's checks: a bad id is the client's.
+    let r = d
+        .post("/v1/chat/completions", chat("../etc", 1, false))
+        .await;
+    assert_eq!(r.status(), 400, "{:?}", r.text().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_code_in_a_catalog_entry_is_refused_at_the_door_unless_allowed() {
+    let remote = "[catalog.remote]\nsource = \"mock/remote\"\n\
+                  [catalog.remote.args]\nextra_args = [\"--trust-remote-code\"]\n";
+    let d = door(ServerRig::new(remote)).await;
+    let r = d
+        .post("/v1/chat/completions", chat("remote", 1, false))
+        .await;
+    assert_eq!(r.status(), 403);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "PERMISSION_DENIED", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("allow_remote_code"),
+        "{e}"
+    );
+    assert_eq!(d.status("remote").await, None, "nothing was launched");
+
+    let d = door(ServerRig::new(&format!(
+        "{remote}[security]\nallow_remote_code = true\n"
+    )))
+    .await;
+    let r = d
+        .post("/v1/chat/completions", chat("remote", 1, false))
+        .await;
+    assert_eq!(r.status(), 200);
+}
