@@ -156,6 +156,7 @@ impl Gateway {
                 self.note_in_log(owner).await;
             }
             BringUp::Wake(r) => {
+                self.room_to_wake(&r).await?;
                 let client = self.launcher.client_for(&r).ok_or_else(|| {
                     vllm_core::Error::Internal(format!("`{owner}` has no server to wake"))
                 })?;
@@ -187,6 +188,43 @@ impl Gateway {
                 return Ok(r);
             }
             tokio::time::sleep(SETTLE_POLL).await;
+        }
+    }
+
+    /// Before a wake: `limits.gpu_memory_budget_mb` must hold the model again (a sleeping
+    /// model counts for none); others are swapped out until it does, while one may go.
+    async fn room_to_wake(&self, r: &ModelRecord) -> vllm_core::Result<()> {
+        let (Some(budget), Some(need)) = (
+            self.config.limits.gpu_memory_budget_mb,
+            r.memory_estimate_mb,
+        ) else {
+            return Ok(());
+        };
+        if r.gpu_ids.is_empty() {
+            return Ok(()); // the budget is GPU memory
+        }
+        loop {
+            let records = self.launcher.list().await?;
+            let awake = records.iter().filter(|o| {
+                o.model_id != r.model_id
+                    && matches!(o.status, ModelStatus::Loaded | ModelStatus::Loading)
+            });
+            let used: u64 = awake.filter_map(|o| o.memory_estimate_mb).sum();
+            if used + need <= budget {
+                return Ok(());
+            }
+            if !self
+                .make_room(&r.model_id, crate::swap::Shortage::Memory)
+                .await?
+            {
+                return Err(vllm_core::Error::LimitExceeded {
+                    limit: "limits.gpu_memory_budget_mb".into(),
+                    message: format!(
+                        "waking `{}` needs {need} MiB; awake models take {used} MiB of the {budget} MiB budget and none may be swapped out",
+                        r.model_id
+                    ),
+                });
+            }
         }
     }
 

@@ -142,7 +142,7 @@ impl Gateway {
             && short == Shortage::Memory
             && r.status == ModelStatus::Loaded
             && power::has_arg(r, "--enable-sleep-mode")
-            && host_holds(r);
+            && self.host_holds(r);
         if can_sleep && let Some(client) = self.launcher.client_for(r) {
             let served = Served {
                 model_id: &r.model_id,
@@ -169,8 +169,17 @@ impl Gateway {
     }
 }
 
-/// Whether the host has memory for `r`'s weights offloaded by a level-1 sleep.
-fn host_holds(r: &ModelRecord) -> bool {
-    let weights = r.memory_estimate_mb.unwrap_or(0);
-    vllm_fleet::launcher::process::available_memory_mb() > weights
+impl Gateway {
+    /// Whether the host has memory for `r`'s weights, which a level-1 sleep moves to CPU
+    /// memory: their size on disk when the model is local, else the whole estimate.
+    fn host_holds(&self, r: &ModelRecord) -> bool {
+        let dir = vllm_core::model_files::resolve_dir(&r.source, self.launcher.hub_cache());
+        let weights_mb = dir
+            .as_deref()
+            .and_then(vllm_core::model_files::weights_bytes)
+            .map(|b| b / (1024 * 1024))
+            .or(r.memory_estimate_mb)
+            .unwrap_or(0);
+        vllm_fleet::launcher::process::available_memory_mb() > weights_mb
+    }
 }

@@ -26,10 +26,14 @@ struct Door {
 }
 
 async fn door(rig: ServerRig) -> Door {
+    door_on(rig, FakeGpus::without_driver()).await
+}
+
+async fn door_on(rig: ServerRig, gpus: FakeGpus) -> Door {
     vllm_core::vllm::install_tls_provider();
     let config = Arc::new(Config::load(Some(&rig.config)).unwrap());
     let store = Store::open(&rig.store_path()).unwrap();
-    let gpus = Arc::new(FakeGpus::without_driver());
+    let gpus = Arc::new(gpus);
     let launcher = Arc::new(Launcher::new(config.clone(), store, gpus));
     let gw = Gateway::new(launcher.clone(), Vec::new(), config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -659,4 +663,113 @@ async fn remote_code_in_a_catalog_entry_is_refused_at_the_door_unless_allowed() 
         .post("/v1/chat/completions", chat("remote", 1, false))
         .await;
     assert_eq!(r.status(), 200);
+}
+
+/// A local model directory: a small Llama's config.json and `gib` GiB of weights (a
+/// sparse file: the estimate reads its size, nothing reads its bytes).
+fn local_model(parent: &std::path::Path, name: &str, gib: u64) -> String {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"architectures":["LlamaForCausalLM"],"max_position_embeddings":2048,"hidden_size":64,
+            "intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+            "head_dim":32,"vocab_size":1024,"torch_dtype":"float16"}"#,
+    )
+    .unwrap();
+    let weights = std::fs::File::create(dir.join("model.safetensors")).unwrap();
+    weights.set_len(gib << 30).unwrap();
+    dir.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_swap_sleep_a_model_swapped_out_for_memory_sleeps_and_a_wake_brings_it_back() {
+    let models = vllm_mcp_testkit::temp_dir();
+    let (a, b) = (
+        local_model(models.path(), "a", 2),
+        local_model(models.path(), "b", 2),
+    );
+    let entry = |alias: &str, source: &str| {
+        format!(
+            "[catalog.{alias}]\nsource = {source:?}\n[catalog.{alias}.args]\nmax_model_len = 512\n\
+             extra_args = [\"--enable-sleep-mode\"]\n"
+        )
+    };
+    let gpu = || FakeGpus::uniform(1, 81_920);
+    // What one of them needs, as the launcher reckons it: the budget holds one, not two.
+    let probe = door_on(ServerRig::new(&entry("a", &a)), gpu()).await;
+    let args = vllm_core::launch_args::LaunchArgs {
+        max_model_len: Some(512),
+        ..Default::default()
+    };
+    let pre = probe
+        .launcher
+        .preflight("a", &a, &args, None)
+        .await
+        .unwrap();
+    let need = pre
+        .check
+        .map(|c| c.required_mb)
+        .or(pre.estimate.total_mb)
+        .unwrap();
+    let rig = ServerRig::new(&format!(
+        "[gateway]\nswap = \"sleep\"\n[limits]\ngpu_memory_budget_mb = {}\n{}{}",
+        need * 3 / 2,
+        entry("a", &a),
+        entry("b", &b)
+    ))
+    .with_launcher_env(&[("VLLM_SERVER_DEV_MODE", "1")]);
+    let d = door_on(rig, gpu()).await;
+
+    assert_eq!(
+        d.post("/v1/chat/completions", chat("a", 1, false))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        d.post("/v1/chat/completions", chat("b", 1, false))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        d.status("a").await,
+        Some(ModelStatus::Sleeping),
+        "a was not put to sleep"
+    );
+    assert_eq!(d.status("b").await, Some(ModelStatus::Loaded));
+    let a_pid = d.launcher.get("a").await.unwrap().unwrap().pid;
+
+    // Back to a: a wake (same process), and b sleeps in its turn.
+    assert_eq!(
+        d.post("/v1/chat/completions", chat("a", 1, false))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(d.status("a").await, Some(ModelStatus::Loaded));
+    assert_eq!(
+        d.launcher.get("a").await.unwrap().unwrap().pid,
+        a_pid,
+        "a was relaunched"
+    );
+    assert_eq!(d.status("b").await, Some(ModelStatus::Sleeping));
+    let m = d
+        .http
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("vllm_gateway_swaps_total{model=\"a\",action=\"sleep\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("vllm_gateway_swaps_total{model=\"b\",action=\"sleep\"} 1"),
+        "{m}"
+    );
 }

@@ -133,6 +133,8 @@ struct Active {
     port: Option<u16>,
     memory_mb: Option<i64>,
     loading: bool,
+    /// Asleep: its weights are off the GPU (level 1) or gone (level 2).
+    sleeping: bool,
     /// `None` for a queued launch (no process yet).
     pid: Option<i64>,
     gpu_ids: Vec<u32>,
@@ -1211,6 +1213,7 @@ fn active_rows(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Active>> {
             port: r.get::<_, Option<i64>>(1)?.map(|p| p as u16),
             memory_mb: r.get(2)?,
             loading: r.get::<_, String>(3)? == ModelStatus::Loading.as_str(),
+            sleeping: r.get::<_, String>(3)? == ModelStatus::Sleeping.as_str(),
             // An unreadable list is an error, never "no GPU" (two loads on one GPU).
             gpu_ids: vllm_core::store::json_column(r, 4)?,
             pid: r.get(5)?,
@@ -1235,7 +1238,13 @@ fn check_limits(cfg: &Config, plan: &Plan, others: &[&Active]) -> Result<()> {
     if let (Some(budget), Some(need)) = (cfg.limits.gpu_memory_budget_mb, plan.memory_mb)
         && !plan.gpu_ids.is_empty()
     {
-        let used: i64 = others.iter().filter_map(|a| a.memory_mb).sum();
+        // A sleeping server gave its GPU memory back (what the front door's sleep swap
+        // relies on); it still holds a place under max_models.
+        let used: i64 = others
+            .iter()
+            .filter(|a| !a.sleeping)
+            .filter_map(|a| a.memory_mb)
+            .sum();
         if used as u64 + need > budget {
             return Err(Error::LimitExceeded {
                 limit: "limits.gpu_memory_budget_mb".into(),
