@@ -9,19 +9,13 @@
 use crate::Gateway;
 use crate::error::{GatewayError, Result};
 use crate::resolve::{BringUp, Route, Upstream};
+use crate::usage::Waiting;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use vllm_core::models::{ModelRecord, ModelStatus};
-use vllm_fleet::launcher::supervisor::LaunchRequest;
-use vllm_fleet::lifecycle::load_failure;
-use vllm_fleet::power::{self, Served};
 
 /// A start's end, as its waiters see it: `None` while it runs.
 pub type StartState = Option<std::result::Result<(), Arc<vllm_core::Error>>>;
-
-/// How often a start is looked at while a request waits for it.
-pub const SETTLE_POLL: Duration = Duration::from_millis(20);
 
 /// How many times a request resolves again after its model was brought up (another
 /// swap may take it away between the start and the request).
@@ -31,8 +25,9 @@ const RESOLVE_TRIES: usize = 3;
 pub enum Ready {
     /// Its server answers now.
     Now(Upstream),
-    /// It must wait: for a start, a wake or a drain.
-    Later,
+    /// It must wait for `owner` (the model whose server serves it): a start, a wake or
+    /// a drain.
+    Later { owner: String },
 }
 
 impl Gateway {
@@ -49,16 +44,44 @@ impl Gateway {
                 Ok(Ready::Now(u))
             }
             Route::Unknown => Err(self.unknown_model(model).await),
-            Route::Ready(_) | Route::BringUp { .. } => Ok(Ready::Later),
+            Route::Ready(u) => Ok(Ready::Later { owner: u.owner }),
+            Route::BringUp { owner, how } => {
+                // A launch the config refuses is refused now, before any answer begins.
+                if let BringUp::Launch(req) = &how {
+                    self.launcher
+                        .validate(req)
+                        .map_err(|e| GatewayError::Start {
+                            model: model.to_string(),
+                            source: Arc::new(e),
+                        })?;
+                }
+                Ok(Ready::Later { owner })
+            }
         }
     }
 
+    /// A place in `owner`'s queue for a request for `model`, or `429 queue_full`.
+    pub fn enqueue(&self, model: &str, owner: &str) -> Result<Waiting> {
+        let max = self.config.gateway.max_queued_requests;
+        self.usage
+            .enqueue(owner, max)
+            .ok_or_else(|| GatewayError::QueueFull {
+                model: model.to_string(),
+                waiting: max,
+            })
+    }
+
     /// The server for `model`, starting, waking or waiting for it as needed: at most
-    /// `gateway.load_timeout_seconds`, holding a place in the model's queue meanwhile.
-    pub async fn acquire(self: &Arc<Self>, model: &str) -> Result<Upstream> {
+    /// `gateway.load_timeout_seconds`, holding a place in the model's queue meanwhile
+    /// (`queued`, when the caller took it already).
+    pub async fn acquire(
+        self: &Arc<Self>,
+        model: &str,
+        queued: Option<Waiting>,
+    ) -> Result<Upstream> {
         let timeout = Duration::from_secs_f64(self.config.gateway.load_timeout_seconds);
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut waiting = None;
+        let mut waiting = queued;
         for _ in 0..RESOLVE_TRIES {
             let (owner, how) = match self.resolve(model).await? {
                 Route::Unknown => return Err(self.unknown_model(model).await),
@@ -70,15 +93,7 @@ impl Gateway {
                 Route::BringUp { owner, how } => (owner, Some(how)),
             };
             if waiting.is_none() {
-                let max = self.config.gateway.max_queued_requests;
-                let queued =
-                    self.usage
-                        .enqueue(&owner, max)
-                        .ok_or_else(|| GatewayError::QueueFull {
-                            model: model.to_string(),
-                            waiting: max,
-                        })?;
-                waiting = Some(queued);
+                waiting = Some(self.enqueue(model, &owner)?);
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let timed_out = || GatewayError::LoadTimeout {
@@ -103,11 +118,18 @@ impl Gateway {
                         )))),
                         Ok(Ok(s)) => s.clone(),
                     };
-                    if let Some(Err(source)) = state {
-                        return Err(GatewayError::Start {
-                            model: model.to_string(),
-                            source,
-                        });
+                    match state {
+                        // The start's own wait ran out (a request that joined it late).
+                        Some(Err(e)) if matches!(*e, vllm_core::Error::BackendTimeout { .. }) => {
+                            return Err(timed_out());
+                        }
+                        Some(Err(source)) => {
+                            return Err(GatewayError::Start {
+                                model: model.to_string(),
+                                source,
+                            });
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -143,128 +165,13 @@ impl Gateway {
                 }
             }
             let _ = tx.send(Some(result.map_err(Arc::new)));
+            // Waiters hold their own receivers: the ended start leaves the table.
+            let mut starts = gw.starts.lock().unwrap_or_else(|e| e.into_inner());
+            if starts.get(&owner).is_some_and(|rx| rx.borrow().is_some()) {
+                starts.remove(&owner);
+            }
         });
         rx
-    }
-
-    /// Brings `owner` up and waits until it serves (or fails).
-    async fn bring_up(&self, owner: &str, how: BringUp) -> vllm_core::Result<()> {
-        let timeout = Duration::from_secs_f64(self.config.gateway.load_timeout_seconds);
-        match how {
-            BringUp::Launch(req) => {
-                self.launch_making_room(&req).await?;
-                self.note_in_log(owner).await;
-            }
-            BringUp::Wake(r) => {
-                self.room_to_wake(&r).await?;
-                let client = self.launcher.client_for(&r).ok_or_else(|| {
-                    vllm_core::Error::Internal(format!("`{owner}` has no server to wake"))
-                })?;
-                let served = Served {
-                    model_id: owner,
-                    client: &client,
-                    record: Some(&r),
-                };
-                power::wake(Some(&self.launcher), served, timeout).await?;
-                return Ok(());
-            }
-            BringUp::Settle(_) => {}
-        }
-        settled(&self.settle(owner, timeout).await?)
-    }
-
-    /// Waits until `owner` is loaded or failed, or `timeout` passes, looking every
-    /// [`SETTLE_POLL`]: a request waits for the start, so the first look that sees the
-    /// server healthy ends it (the launcher's own wait looks four times a second).
-    async fn settle(&self, owner: &str, timeout: Duration) -> vllm_core::Result<ModelRecord> {
-        let started = tokio::time::Instant::now();
-        loop {
-            let r = self
-                .launcher
-                .get(owner)
-                .await?
-                .ok_or_else(|| vllm_core::Error::ModelNotFound(owner.to_string()))?;
-            if r.status != ModelStatus::Loading || started.elapsed() >= timeout {
-                return Ok(r);
-            }
-            tokio::time::sleep(SETTLE_POLL).await;
-        }
-    }
-
-    /// Before a wake: `limits.gpu_memory_budget_mb` must hold the model again (a sleeping
-    /// model counts for none); others are swapped out until it does, while one may go.
-    async fn room_to_wake(&self, r: &ModelRecord) -> vllm_core::Result<()> {
-        let (Some(budget), Some(need)) = (
-            self.config.limits.gpu_memory_budget_mb,
-            r.memory_estimate_mb,
-        ) else {
-            return Ok(());
-        };
-        if r.gpu_ids.is_empty() {
-            return Ok(()); // the budget is GPU memory
-        }
-        loop {
-            let records = self.launcher.list().await?;
-            let awake = records.iter().filter(|o| {
-                o.model_id != r.model_id
-                    && matches!(o.status, ModelStatus::Loaded | ModelStatus::Loading)
-            });
-            let used: u64 = awake.filter_map(|o| o.memory_estimate_mb).sum();
-            if used + need <= budget {
-                return Ok(());
-            }
-            if !self
-                .make_room(&r.model_id, crate::swap::Shortage::Memory)
-                .await?
-            {
-                return Err(vllm_core::Error::LimitExceeded {
-                    limit: "limits.gpu_memory_budget_mb".into(),
-                    message: format!(
-                        "waking `{}` needs {need} MiB; awake models take {used} MiB of the {budget} MiB budget and none may be swapped out",
-                        r.model_id
-                    ),
-                });
-            }
-        }
-    }
-
-    /// Says in the model's log that the front door started it, for whoever reads the
-    /// log resource while it loads. A log that cannot be written is no failure.
-    async fn note_in_log(&self, owner: &str) {
-        let Ok(Some(r)) = self.launcher.get(owner).await else {
-            return;
-        };
-        let (Some(path), waiting) = (r.log_path, self.usage.get(owner).waiting) else {
-            return;
-        };
-        let line = format!(
-            "---- vllm-mcp front door {}: started on demand for a request ({waiting} waiting)\n",
-            vllm_core::time::now_rfc3339()
-        );
-        let _ = tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
-            f.write_all(line.as_bytes())
-        })
-        .await;
-    }
-
-    /// Launches `req`; when the limits or the memory refuse it, swaps a model out and
-    /// tries again, while there is one to swap.
-    async fn launch_making_room(&self, req: &LaunchRequest) -> vllm_core::Result<()> {
-        loop {
-            let fleet = self.fleet();
-            let refusal = match fleet.load(req, Duration::ZERO, |_| {}).await {
-                Ok(_) => return Ok(()),
-                Err(e) => e,
-            };
-            let Some(room) = crate::swap::Shortage::of(&refusal) else {
-                return Err(refusal);
-            };
-            if !self.make_room(&req.model_id, room).await? {
-                return Err(refusal);
-            }
-        }
     }
 
     /// The 404 for a name nothing answers to, naming what is there.
@@ -277,18 +184,5 @@ impl Gateway {
             model: model.to_string(),
             available,
         }
-    }
-}
-
-/// A settled record as the start's result: loaded, or its classified failure.
-fn settled(r: &ModelRecord) -> vllm_core::Result<()> {
-    match r.status {
-        ModelStatus::Loaded => Ok(()),
-        ModelStatus::Error => Err(load_failure(r)),
-        other => Err(vllm_core::Error::Internal(format!(
-            "`{}` is {} instead of loaded",
-            r.model_id,
-            other.as_str()
-        ))),
     }
 }

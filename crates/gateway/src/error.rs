@@ -25,6 +25,9 @@ pub enum GatewayError {
     /// The body is not JSON, or names no model.
     #[error("{0}")]
     BadRequest(String),
+    /// The body is larger than the door takes (bytes).
+    #[error("the request body is larger than {} MiB", .0 / (1024 * 1024))]
+    TooLarge(usize),
     /// Nothing the fleet knows answers to this name.
     #[error("the model `{model}` does not exist; available: {}", .available.join(", "))]
     UnknownModel {
@@ -55,6 +58,7 @@ impl GatewayError {
         match self {
             GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnknownModel { .. } => StatusCode::NOT_FOUND,
             GatewayError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Start { source, .. } => match source.code() {
@@ -74,6 +78,7 @@ impl GatewayError {
         match self {
             GatewayError::Unauthorized => "invalid_api_key",
             GatewayError::BadRequest(_) => "invalid_request",
+            GatewayError::TooLarge(_) => "request_too_large",
             GatewayError::UnknownModel { .. } => "model_not_found",
             GatewayError::QueueFull { .. } => "queue_full",
             GatewayError::LoadTimeout { .. } => "load_timeout",
@@ -96,6 +101,7 @@ impl GatewayError {
         match self {
             GatewayError::Unauthorized => ("invalid_request_error", "authentication_error"),
             GatewayError::BadRequest(_) => ("invalid_request_error", "invalid_request_error"),
+            GatewayError::TooLarge(_) => ("invalid_request_error", "request_too_large"),
             GatewayError::UnknownModel { .. } => ("invalid_request_error", "not_found_error"),
             GatewayError::QueueFull { .. } => ("rate_limit_error", "rate_limit_error"),
             GatewayError::Start { .. } if self.status() == StatusCode::FORBIDDEN => {

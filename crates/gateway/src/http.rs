@@ -6,10 +6,11 @@ use crate::Gateway;
 use crate::demand::Ready;
 use crate::error::{Dialect, GatewayError};
 use crate::proxy::{Pass, PassError};
+use crate::usage::Waiting;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, Response, StatusCode, Uri, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, Response, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use futures_util::StreamExt;
@@ -39,8 +40,9 @@ pub const MODEL_ROUTES: [&str; 9] = [
 struct Probe<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
+    /// `null` is no stream, as vLLM takes it.
     #[serde(default)]
-    stream: bool,
+    stream: Option<bool>,
 }
 
 type Gw = State<Arc<Gateway>>;
@@ -55,60 +57,64 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/", get(index))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(gw)
 }
 
-async fn relay(State(gw): Gw, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
-    let path = uri.path();
+/// A request for a model: the key is checked before its body is read; then it is
+/// passed on, or held while its model starts.
+async fn relay(State(gw): Gw, request: axum::extract::Request) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
     let dialect = if path.starts_with("/v1/messages") {
         Dialect::Anthropic
     } else {
         Dialect::OpenAi
     };
-    if let Err(e) = gw.authorize(&headers) {
+    if let Err(e) = gw.authorize(&parts.headers) {
         return e.response(dialect);
     }
-    let (model, stream) = match serde_json::from_slice::<Probe<'_>>(&body) {
-        Ok(Probe {
-            model: Some(m),
-            stream,
-        }) => (m.into_owned(), stream),
-        Ok(Probe { model: None, .. }) => {
-            let e = GatewayError::BadRequest(
-                "the request names no `model`; GET /v1/models lists them".into(),
-            );
-            return e.response(dialect);
-        }
-        Err(e) => {
-            let e = GatewayError::BadRequest(format!("the body is not a JSON request: {e}"));
-            return e.response(dialect);
-        }
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return GatewayError::TooLarge(MAX_BODY).response(dialect),
+    };
+    let (model, stream) = match probe(&body) {
+        Ok(p) => p,
+        Err(e) => return e.response(dialect),
     };
     let req = Request {
         model,
-        path: path.to_string(),
-        headers,
+        path,
+        headers: parts.headers,
         body,
         dialect,
     };
-    let answer: Answer = match gw.route_now(&req.model).await {
-        Ok(Ready::Now(up)) => match gw.pass(&up, req.pass()).await {
-            Ok(r) => return r,
-            Err(PassError::Unreachable(_)) => {
-                gw.routes.forget_owner(&up.owner);
-                gw.clone().waited(req).await
-            }
-            Err(PassError::Failed(e)) => Err((e, req.model)),
-        },
-        Ok(Ready::Later) if stream => return gw.clone().kept_alive(req),
-        Ok(Ready::Later) => gw.clone().waited(req).await,
-        Err(e) => Err((e, req.model)),
-    };
+    let answer = gw.clone().answer(req, stream).await;
     answer.unwrap_or_else(|(e, model)| {
-        gw.metrics.answered(&model, e.status().as_u16());
+        // A name nothing answers to is no series of its own: clients choose names.
+        let label = if matches!(e, GatewayError::UnknownModel { .. }) {
+            ""
+        } else {
+            &model
+        };
+        gw.metrics.answered(label, e.status().as_u16());
         e.response(dialect)
     })
+}
+
+/// The body's `model` and whether it asks for a stream.
+fn probe(body: &[u8]) -> Result<(String, bool), GatewayError> {
+    match serde_json::from_slice::<Probe<'_>>(body) {
+        Ok(Probe {
+            model: Some(m),
+            stream,
+        }) => Ok((m.into_owned(), stream.unwrap_or(false))),
+        Ok(Probe { model: None, .. }) => Err(GatewayError::BadRequest(
+            "the request names no `model`; GET /v1/models lists them".into(),
+        )),
+        Err(e) => Err(GatewayError::BadRequest(format!(
+            "the body is not a JSON request: {e}"
+        ))),
+    }
 }
 
 /// A request to pass on, owned (it may wait in a task).
@@ -135,6 +141,31 @@ impl Request {
 type Answer = Result<Response<Body>, (GatewayError, String)>;
 
 impl Gateway {
+    /// Passes `req` on now, or once its model serves. A stream that must wait is answered
+    /// at once, kept alive, after its place in the queue is taken (a full queue is a 429,
+    /// not an event in a 200).
+    async fn answer(self: Arc<Self>, req: Request, stream: bool) -> Answer {
+        let owner = match self.route_now(&req.model).await {
+            Ok(Ready::Now(up)) => match self.pass(&up, req.pass()).await {
+                Ok(r) => return Ok(r),
+                Err(PassError::Unreachable(_)) => {
+                    self.routes.forget_owner(&up.owner);
+                    up.owner
+                }
+                Err(PassError::Failed(e)) => return Err((e, req.model)),
+            },
+            Ok(Ready::Later { owner }) => owner,
+            Err(e) => return Err((e, req.model)),
+        };
+        if !stream {
+            return self.waited(req, None).await;
+        }
+        match self.enqueue(&req.model, &owner) {
+            Ok(ticket) => Ok(self.kept_alive(req, ticket)),
+            Err(e) => Err((e, req.model)),
+        }
+    }
+
     /// `Ok` when no key is configured or the request carries it.
     pub fn authorize(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
         let Some(key) = &self.api_key else {
@@ -155,9 +186,9 @@ impl Gateway {
     }
 
     /// Waits for the model (starting it if need be), then passes the request on.
-    async fn waited(self: Arc<Self>, req: Request) -> Answer {
+    async fn waited(self: Arc<Self>, req: Request, ticket: Option<Waiting>) -> Answer {
         let up = self
-            .acquire(&req.model)
+            .acquire(&req.model, ticket)
             .await
             .map_err(|e| (e, req.model.clone()))?;
         match self.pass(&up, req.pass()).await {
@@ -167,12 +198,13 @@ impl Gateway {
     }
 
     /// A stream whose model must start first: answered at once as an event stream that
-    /// carries SSE comments until the model's own events follow (or an error event).
-    fn kept_alive(self: Arc<Self>, req: Request) -> Response<Body> {
+    /// carries SSE comments until the model's own events follow (or an error event). A
+    /// client that goes away ends the wait, and the upstream request with it.
+    fn kept_alive(self: Arc<Self>, req: Request, ticket: Waiting) -> Response<Body> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
         let every = Duration::from_secs_f64(self.config.gateway.keep_alive_seconds);
         tokio::spawn(async move {
-            let acquire = self.acquire(&req.model);
+            let acquire = self.acquire(&req.model, Some(ticket));
             tokio::pin!(acquire);
             let mut tick = tokio::time::interval(every);
             let up = loop {
@@ -189,28 +221,11 @@ impl Gateway {
                 Ok(up) => self.pass(&up, req.pass()).await,
                 Err(e) => Err(PassError::Failed(e)),
             };
-            let resp = match answer {
-                Ok(r) => r,
+            match answer {
+                Ok(resp) => relay_events(resp, &tx, req.dialect).await,
                 Err(PassError::Unreachable(e) | PassError::Failed(e)) => {
                     self.metrics.answered(&req.model, e.status().as_u16());
                     let _ = tx.send(Ok(Bytes::from(e.sse_event(req.dialect)))).await;
-                    return;
-                }
-            };
-            let ok = resp.status().is_success();
-            let mut body = resp.into_body().into_data_stream();
-            while let Some(chunk) = body.next().await {
-                let chunk = match chunk {
-                    // An error answer (a bad request) arrives as JSON: pass it as one event.
-                    Ok(b) if !ok => Ok(Bytes::from(format!(
-                        "data: {}\n\n",
-                        String::from_utf8_lossy(&b)
-                    ))),
-                    Ok(b) => Ok(b),
-                    Err(e) => Err(std::io::Error::other(e)),
-                };
-                if tx.send(chunk).await.is_err() {
-                    return;
                 }
             }
         });
@@ -227,6 +242,40 @@ impl Gateway {
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
     }
 }
+
+/// The model's answer into an event stream already begun: its events as they come, or
+/// an error answer (a bad parameter) whole, as one error event. Stops when the client
+/// goes away, dropping the upstream request.
+async fn relay_events(resp: Response<Body>, tx: &Sender, dialect: Dialect) {
+    let ok = resp.status().is_success();
+    let mut body = resp.into_body().into_data_stream();
+    if !ok {
+        let mut whole = Vec::new();
+        while let Some(Ok(b)) = body.next().await {
+            whole.extend_from_slice(&b);
+        }
+        let text = String::from_utf8_lossy(&whole);
+        let event = match dialect {
+            Dialect::OpenAi => format!("data: {text}\n\n"),
+            Dialect::Anthropic => format!("event: error\ndata: {text}\n\n"),
+        };
+        let _ = tx.send(Ok(Bytes::from(event))).await;
+        return;
+    }
+    loop {
+        let chunk = tokio::select! {
+            c = body.next() => c,
+            _ = tx.closed() => return,
+        };
+        let Some(chunk) = chunk else { return };
+        if tx.send(chunk.map_err(std::io::Error::other)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Where a kept-alive stream's chunks go.
+type Sender = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
 
 /// Compares without stopping at the first difference.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

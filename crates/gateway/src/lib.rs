@@ -5,12 +5,14 @@
 //! - [`http`]: the routes, the client's key, the answer while a model starts;
 //! - [`resolve`]: a model name → the server that answers it, or what must happen first;
 //! - [`demand`]: starts and wakes on demand, one per model, with a bounded queue;
+//! - [`bringup`]: a start that makes room, a wake that makes room, the wait for either;
 //! - [`swap`]: making room by the least recently used model, drained first;
 //! - [`proxy`]: passing a request on and its answer back, chunk by chunk;
 //! - [`usage`]: requests in flight and waiting, last use, per model;
 //! - [`shared`]: that use published to the store, for every instance;
 //! - [`listing`]: `GET /v1/models`; [`metrics`]: `GET /metrics`; [`error`]: the answers.
 
+pub mod bringup;
 pub mod demand;
 pub mod error;
 pub mod http;

@@ -14,16 +14,22 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// Request headers that are the gateway's own business, not the model server's: the
-/// connection's, the client's key (the server gets its own), and the length (the body is
-/// passed as it came).
-const DROPPED_REQUEST: [HeaderName; 6] = [
+/// connection's (hop by hop), the client's key (the server gets its own), and the length
+/// (the body is passed as it came).
+const DROPPED_REQUEST: [HeaderName; 9] = [
     header::HOST,
     header::CONNECTION,
     header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
     header::CONTENT_LENGTH,
     header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
     header::UPGRADE,
 ];
+
+/// Hop-by-hop headers without a constant of their own, and the client's other key header.
+const DROPPED_BY_NAME: [&str; 3] = ["keep-alive", "proxy-connection", "x-api-key"];
 
 /// Answer headers the gateway's own connection sets.
 const DROPPED_RESPONSE: [HeaderName; 3] = [
@@ -52,10 +58,28 @@ pub struct Pass<'a> {
 impl Gateway {
     /// Sends `pass` to `up` and answers with its server's answer as it comes.
     pub async fn pass(&self, up: &Upstream, pass: Pass<'_>) -> Result<Response<Body>, PassError> {
-        let guard = self.usage.begin(&up.owner);
+        let Some(guard) = self.usage.begin(&up.owner) else {
+            // Being swapped out since it was routed: look again (and wait).
+            return Err(PassError::Unreachable(GatewayError::Upstream {
+                model: pass.model.to_string(),
+                message: "it is being swapped out".into(),
+            }));
+        };
         let mut rb = up.client.forward(reqwest::Method::POST, pass.path);
+        // Headers the client's Connection header names are hop by hop too.
+        let named: Vec<String> = pass
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|n| n.trim().to_ascii_lowercase())
+            .collect();
         for (name, value) in pass.headers {
-            if !DROPPED_REQUEST.contains(name) && name != "x-api-key" {
+            let hop = DROPPED_REQUEST.contains(name)
+                || DROPPED_BY_NAME.contains(&name.as_str())
+                || named.iter().any(|n| n == name.as_str());
+            if !hop {
                 rb = rb.header(name, value);
             }
         }

@@ -85,7 +85,10 @@ impl Gateway {
             Ok(l) => l,
             Err(vllm_core::Error::ModelNotFound(_)) => return Ok(self.unknown(model)),
             Err(e @ vllm_core::Error::InvalidArgument { .. }) => {
-                return Err(GatewayError::BadRequest(e.to_string()));
+                return Err(GatewayError::Start {
+                    model: model.into(),
+                    source: std::sync::Arc::new(e),
+                });
             }
             Err(e) => {
                 return Err(GatewayError::Upstream {

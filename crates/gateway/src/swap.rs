@@ -10,6 +10,7 @@ use std::time::Duration;
 use vllm_core::config::SwapMode;
 use vllm_core::error::LoadFailure;
 use vllm_core::models::{ModelRecord, ModelStatus};
+use vllm_fleet::launcher::supervisor::LaunchRequest;
 use vllm_fleet::power::{self, Served, SleepLevel};
 
 /// What a refused start lacks.
@@ -59,12 +60,31 @@ impl Swapped {
 }
 
 impl Gateway {
-    /// Swaps out one model to make room for `for_model`; `false` when none may go.
+    /// Swaps out one model to make room for `for_model`, the least recently used first;
+    /// `false` when none may go. A model whose server still runs requests from clients
+    /// of its own after the drain (`MODEL_BUSY`) is passed over for the next.
     pub async fn make_room(&self, for_model: &str, short: Shortage) -> vllm_core::Result<bool> {
         let _one_at_a_time = self.swap_lock.lock().await;
-        let Some(victim) = self.victim(for_model, short).await? else {
-            return Ok(false);
-        };
+        for victim in self.candidates(for_model, short).await? {
+            match self.swap_one(&victim, for_model, short).await {
+                Ok(()) => return Ok(true),
+                Err(e @ vllm_core::Error::ModelBusy { .. }) => {
+                    tracing::info!(model = %victim.model_id, error = %e, "busy: trying the next model to swap out");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Drains `victim` (new requests wait; those in flight finish, up to the drain
+    /// timeout), then sleeps or unloads it.
+    async fn swap_one(
+        &self,
+        victim: &ModelRecord,
+        for_model: &str,
+        short: Shortage,
+    ) -> vllm_core::Result<()> {
         let id = victim.model_id.clone();
         tracing::info!(model = %id, for_model, "swapping out to make room");
         self.usage.set_draining(&id, true);
@@ -77,19 +97,74 @@ impl Gateway {
         if !drained {
             tracing::warn!(model = %id, seconds = drain.as_secs_f64(), "drain timeout: stopping with requests in flight");
         }
-        let result = self.swap_out(&victim, short, !drained).await;
+        let result = self.swap_out(victim, short, !drained).await;
         self.usage.set_draining(&id, false);
-        let how = result?;
-        self.metrics.swapped(&id, how);
-        Ok(true)
+        self.metrics.swapped(&id, result?);
+        Ok(())
     }
 
-    /// The least recently used model that may be swapped out for `for_model`.
-    async fn victim(
+    /// Whether `req` could fit at all with every model that may go swapped out: a model
+    /// larger than the budget, than a GPU holds at its utilization, or than the GPUs'
+    /// free memory and all that swaps could free, is refused at once rather than after
+    /// emptying the fleet.
+    pub async fn could_fit(
+        &self,
+        req: &LaunchRequest,
+        refusal: &vllm_core::Error,
+    ) -> vllm_core::Result<bool> {
+        if Shortage::of(refusal) != Some(Shortage::Memory) {
+            return Ok(true);
+        }
+        let (source, args) = self.launcher.resolve(req);
+        let pre = self
+            .launcher
+            .preflight(&req.model_id, &source, &args, req.gpu_ids.as_deref())
+            .await?;
+        let need = pre
+            .check
+            .as_ref()
+            .map(|c| c.required_mb)
+            .or(pre.estimate.total_mb);
+        let budget = self.config.limits.gpu_memory_budget_mb;
+        if let (Some(n), Some(b)) = (need, budget)
+            && n > b
+            && !pre.gpu_ids.is_empty()
+        {
+            return Ok(false);
+        }
+        let util = args.gpu_memory_utilization.unwrap_or(0.9);
+        let smallest = self
+            .launcher
+            .gpus()
+            .snapshots()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|g| pre.gpu_ids.contains(&g.index))
+            .filter_map(|g| g.memory_total_mb)
+            .min();
+        if let (Some(per_gpu), Some(total)) = (pre.estimate.per_gpu_mb, smallest)
+            && per_gpu as f64 > total as f64 * util
+        {
+            return Ok(false);
+        }
+        let freeable: u64 = self
+            .candidates(&req.model_id, Shortage::Memory)
+            .await?
+            .iter()
+            .filter_map(|r| r.memory_estimate_mb)
+            .sum();
+        Ok(match &pre.check {
+            Some(c) if !c.fits => c.available_mb + freeable >= c.required_mb,
+            _ => true,
+        })
+    }
+
+    /// The models that may be swapped out for `for_model`, least recently used first.
+    async fn candidates(
         &self,
         for_model: &str,
         short: Shortage,
-    ) -> vllm_core::Result<Option<ModelRecord>> {
+    ) -> vllm_core::Result<Vec<ModelRecord>> {
         let starting: Vec<String> = {
             let starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());
             let running = starts.iter().filter(|(_, rx)| rx.borrow().is_none());
@@ -122,7 +197,7 @@ impl Gateway {
             candidates.push((last, r));
         }
         candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
-        Ok(candidates.into_iter().next().map(|(_, r)| r))
+        Ok(candidates.into_iter().map(|(_, r)| r).collect())
     }
 
     /// Sleeps or unloads `r` as its swap mode and the shortage allow.

@@ -50,17 +50,23 @@ impl Usage {
     }
 
     /// A request for `model` starts: counted until the guard drops (its answer, streamed
-    /// or not, ended or the client went away).
-    pub fn begin(self: &Arc<Self>, model: &str) -> InFlight {
-        self.with(model, |u| {
+    /// or not, ended or the client went away). `None` while the model is being drained:
+    /// the test and the count are one step, so a drain that saw no request in flight
+    /// never has one begin behind it.
+    pub fn begin(self: &Arc<Self>, model: &str) -> Option<InFlight> {
+        let begun = self.with(model, |u| {
+            if u.draining {
+                return false;
+            }
             u.in_flight += 1;
             u.served += 1;
             u.last_used = Some(vllm_core::time::unix_now());
+            true
         });
-        InFlight {
+        begun.then(|| InFlight {
             usage: self.clone(),
             model: model.to_string(),
-        }
+        })
     }
 
     /// A request waits for `model`, unless `max` already do: `None` then.
@@ -143,8 +149,8 @@ mod tests {
     #[test]
     fn requests_are_counted_until_their_guard_drops_and_the_queue_is_bounded() {
         let usage = Arc::new(Usage::default());
-        let a = usage.begin("m");
-        let b = usage.begin("m");
+        let a = usage.begin("m").unwrap();
+        let b = usage.begin("m").unwrap();
         assert_eq!(usage.get("m").in_flight, 2);
         drop(a);
         assert_eq!(usage.get("m").in_flight, 1);
@@ -166,7 +172,7 @@ mod tests {
     #[tokio::test]
     async fn a_drain_waits_for_the_last_request_and_no_longer_than_asked() {
         let usage = Arc::new(Usage::default());
-        let r = usage.begin("m");
+        let r = usage.begin("m").unwrap();
         let idle = |u: &ModelUse| u.in_flight == 0;
         assert!(!usage.wait_until("m", Duration::from_millis(50), idle).await);
         let u2 = usage.clone();

@@ -773,3 +773,118 @@ async fn with_swap_sleep_a_model_swapped_out_for_memory_sleeps_and_a_wake_brings
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_beyond_the_queue_is_a_429_not_an_event_in_a_200() {
+    let rig = ServerRig::new(&format!("{CATALOG}[gateway]\nmax_queued_requests = 1\n"))
+        .with_launcher_env(&[("MOCK_VLLM_START_DELAY", "2")]);
+    let d = Arc::new(door(rig).await);
+    let first = d.post("/v1/chat/completions", chat("tiny", 2, true)).await;
+    assert_eq!(first.status(), 200, "the first waits, kept alive");
+    let second = d.post("/v1/chat/completions", chat("tiny", 2, true)).await;
+    assert_eq!(second.status(), 429);
+    assert!(second.headers().get("retry-after").is_some());
+    let e: Value = second.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "queue_full", "{e}");
+    assert!(
+        first
+            .text()
+            .await
+            .unwrap()
+            .trim_end()
+            .ends_with("data: [DONE]")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_too_large_is_refused_in_the_apis_shape_and_starts_nothing() {
+    let d = door(ServerRig::new(CATALOG)).await;
+    let big = "x".repeat(65 * 1024 * 1024);
+    let body = json!({"model": "tiny", "prompt": big, "max_tokens": 1});
+    let r = d.post("/v1/completions", body).await;
+    assert_eq!(r.status(), 413);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "request_too_large", "{e}");
+    assert_eq!(d.status("tiny").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_through_the_door_count_against_the_gpu_work_rate_limit() {
+    let rig = ServerRig::new(&format!("{CATALOG}[limits]\ngpu_work_per_minute = 1\n"));
+    let d = door(rig).await;
+    assert_eq!(
+        d.post("/v1/chat/completions", chat("tiny", 1, false))
+            .await
+            .status(),
+        200
+    );
+    let r = d
+        .post("/v1/chat/completions", chat("other", 1, false))
+        .await;
+    assert_eq!(r.status(), 429);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "RATE_LIMITED", "{e}");
+    assert_eq!(
+        d.status("other").await,
+        None,
+        "the refused start launched nothing"
+    );
+    // A model that serves is not GPU work to start: still answered.
+    assert_eq!(
+        d.post("/v1/chat/completions", chat("tiny", 1, false))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_could_never_fit_swaps_nothing_out() {
+    let models = vllm_mcp_testkit::temp_dir();
+    let (a, big) = (
+        local_model(models.path(), "a", 2),
+        local_model(models.path(), "big", 120),
+    );
+    let gpu = || FakeGpus::uniform(1, 81_920);
+    let probe = door_on(ServerRig::new(""), gpu()).await;
+    let args = vllm_core::launch_args::LaunchArgs {
+        max_model_len: Some(512),
+        ..Default::default()
+    };
+    let pre = probe
+        .launcher
+        .preflight("a", &a, &args, None)
+        .await
+        .unwrap();
+    let need = pre
+        .check
+        .map(|c| c.required_mb)
+        .or(pre.estimate.total_mb)
+        .unwrap();
+    let entry = |alias: &str, source: &str| {
+        format!(
+            "[catalog.{alias}]\nsource = {source:?}\n[catalog.{alias}.args]\nmax_model_len = 512\n"
+        )
+    };
+    let rig = ServerRig::new(&format!(
+        "[limits]\ngpu_memory_budget_mb = {}\n{}{}",
+        need * 3 / 2,
+        entry("a", &a),
+        entry("big", &big)
+    ));
+    let d = door_on(rig, gpu()).await;
+    assert_eq!(
+        d.post("/v1/chat/completions", chat("a", 1, false))
+            .await
+            .status(),
+        200
+    );
+    let r = d.post("/v1/chat/completions", chat("big", 1, false)).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        d.status("a").await,
+        Some(ModelStatus::Loaded),
+        "a was swapped out for nothing"
+    );
+    assert_eq!(d.status("big").await, None);
+}
