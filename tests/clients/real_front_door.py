@@ -50,6 +50,12 @@ if phase == "start":
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(pieces) >= 4, chunks
     print(f"ok a streamed chat came in {len(chunks)} chunks", flush=True)
+    r = oa.completions.create(model=model, prompt="Once", max_tokens=4, extra_body=extra)
+    assert r.usage.completion_tokens == 4, r
+    print("ok completions", flush=True)
+    r = oa.responses.create(model=model, input="Hello", max_output_tokens=4)
+    assert r.model == model and r.output, r
+    print(f"ok responses ({r.status})", flush=True)
 elif phase == "lora":
     chat(model)
     print(f"ok the adapter {model} answered by name", flush=True)

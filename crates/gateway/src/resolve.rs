@@ -117,10 +117,7 @@ impl Gateway {
                     owner: base.model_id,
                 }),
             },
-            Located::Catalog { .. } => launch(LaunchRequest {
-                model_id: model.to_string(),
-                ..LaunchRequest::default()
-            }),
+            Located::Catalog { .. } => launch(self.first_launch(model)),
             Located::Cached { .. } => return Ok(self.unknown(model)),
         })
     }
@@ -159,10 +156,20 @@ impl Gateway {
         }
         Route::BringUp {
             owner: model.to_string(),
-            how: BringUp::Launch(Box::new(LaunchRequest {
-                model_id: model.to_string(),
-                ..LaunchRequest::default()
-            })),
+            how: BringUp::Launch(Box::new(self.first_launch(model))),
+        }
+    }
+
+    /// The launch of a model never launched before: its catalog presets (the launcher
+    /// adds them) and the door's idle TTL.
+    fn first_launch(&self, model: &str) -> LaunchRequest {
+        let entry = self.config.catalog.get(model);
+        LaunchRequest {
+            model_id: model.to_string(),
+            idle_ttl_seconds: entry
+                .and_then(|e| e.idle_ttl_seconds)
+                .or(self.config.gateway.idle_ttl_seconds),
+            ..LaunchRequest::default()
         }
     }
 }

@@ -44,7 +44,7 @@ async fn door_on(rig: ServerRig, gpus: FakeGpus) -> Door {
         let mut state = DutyState::default();
         let held = Duties {
             queue: true,
-            reaper: false,
+            reaper: true,
             autostart: false,
         };
         loop {
@@ -887,4 +887,47 @@ async fn a_model_that_could_never_fit_swaps_nothing_out() {
         "a was swapped out for nothing"
     );
     assert_eq!(d.status("big").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_the_door_started_stays_while_used_through_it_and_goes_when_idle() {
+    let d = door(ServerRig::new(&format!(
+        "{CATALOG}[gateway]\nidle_ttl_seconds = 1.5\n"
+    )))
+    .await;
+    assert_eq!(
+        d.post("/v1/chat/completions", chat("tiny", 1, false))
+            .await
+            .status(),
+        200
+    );
+    let r = d.launcher.get("tiny").await.unwrap().unwrap();
+    assert_eq!(r.idle_ttl_seconds, Some(1.5));
+    // Four seconds of use through the door, well past the TTL: it stays.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            d.post(
+                "/v1/completions",
+                json!({"model": "tiny", "prompt": "x", "max_tokens": 1})
+            )
+            .await
+            .status(),
+            200
+        );
+        assert_eq!(
+            d.status("tiny").await,
+            Some(ModelStatus::Loaded),
+            "unloaded while in use"
+        );
+    }
+    // Then idle: it goes.
+    let t = Instant::now();
+    while d.status("tiny").await != Some(ModelStatus::Unloaded) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the idle TTL did not unload it"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

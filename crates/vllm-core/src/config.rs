@@ -179,6 +179,10 @@ pub struct CatalogEntry {
     /// How the front door swaps it out: `gateway.swap` when absent.
     #[serde(default)]
     pub swap: Option<SwapMode>,
+    /// When the front door starts it: unloaded after this long without a request
+    /// (`gateway.idle_ttl_seconds` when absent).
+    #[serde(default)]
+    pub idle_ttl_seconds: Option<f64>,
 }
 
 /// What the front door does with a model it swaps out to make room.
@@ -216,6 +220,9 @@ pub struct GatewayConfig {
     pub load_unknown: bool,
     /// What a swapped-out model becomes (a catalog entry's `swap` wins).
     pub swap: SwapMode,
+    /// Models the door starts are unloaded after this long without a request (a
+    /// catalog entry's `idle_ttl_seconds` wins); none: they stay.
+    pub idle_ttl_seconds: Option<f64>,
 }
 
 impl Default for GatewayConfig {
@@ -230,6 +237,7 @@ impl Default for GatewayConfig {
             keep_alive_seconds: 5.0,
             load_unknown: false,
             swap: SwapMode::Unload,
+            idle_ttl_seconds: None,
         }
     }
 }
@@ -795,6 +803,20 @@ impl Config {
         positive("gateway.load_timeout_seconds", g.load_timeout_seconds)?;
         positive("gateway.drain_timeout_seconds", g.drain_timeout_seconds)?;
         positive("gateway.keep_alive_seconds", g.keep_alive_seconds)?;
+        let ttls = std::iter::once(("gateway.idle_ttl_seconds".to_string(), g.idle_ttl_seconds))
+            .chain(self.catalog.iter().map(|(alias, e)| {
+                (
+                    format!("catalog.{alias}.idle_ttl_seconds"),
+                    e.idle_ttl_seconds,
+                )
+            }));
+        for (key, ttl) in ttls {
+            if let Some(t) = ttl
+                && !(t.is_finite() && t >= 1.0)
+            {
+                return Err(bad(&key, format!("{t} must be at least 1 second")));
+            }
+        }
         if g.max_queued_requests == 0 {
             return Err(bad(
                 "gateway.max_queued_requests",
@@ -1095,6 +1117,14 @@ mod tests {
             ),
             ("[gateway]\nswap = \"evict\"\n", "swap"),
             ("[gateway]\npublic_url = \"door\"\n", "gateway.public_url"),
+            (
+                "[gateway]\nidle_ttl_seconds = 0.5\n",
+                "gateway.idle_ttl_seconds",
+            ),
+            (
+                "[catalog.a]\nsource = \"org/a\"\nidle_ttl_seconds = -1\n",
+                "catalog.a.idle_ttl_seconds",
+            ),
         ];
         for (text, key) in cases {
             let e = Config::from_toml(text, None, &env).unwrap_err();
