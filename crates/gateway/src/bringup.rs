@@ -13,7 +13,8 @@ use vllm_fleet::launcher::supervisor::LaunchRequest;
 use vllm_fleet::lifecycle::load_failure;
 use vllm_fleet::power::{self, Served};
 
-/// How often a start is looked at while a request waits for it.
+/// How often a start is looked at while a request waits for it (the launcher's own
+/// wait looks four times a second).
 pub const SETTLE_POLL: Duration = Duration::from_millis(20);
 
 impl Gateway {
@@ -23,7 +24,7 @@ impl Gateway {
         match how {
             BringUp::Launch(req) => {
                 self.until_stopped(owner, timeout).await?;
-                self.take_gpu_work_slot(owner).await?;
+                self.take_gpu_work_slot().await?;
                 self.launch_making_room(&req).await?;
                 self.note_in_log(owner).await;
             }
@@ -43,7 +44,11 @@ impl Gateway {
             }
             BringUp::Settle(_) => {}
         }
-        settled(&self.settle(owner, timeout).await?, timeout)
+        let r = self
+            .launcher
+            .wait_settled_every(owner, timeout, SETTLE_POLL, |_| {})
+            .await?;
+        settled(&r, timeout)
     }
 
     /// Waits while `owner` is being stopped (the idle reaper, an unload): it is launched
@@ -65,47 +70,15 @@ impl Gateway {
     }
 
     /// A slot of `limits.gpu_work_per_minute` for a launch the door causes, shared with
-    /// the MCP tools; `RATE_LIMITED` saying when one frees. A store that cannot count lets
-    /// the launch through, with a warning, as the tools do.
-    async fn take_gpu_work_slot(&self, owner: &str) -> Result<()> {
+    /// the MCP tools; `RATE_LIMITED` saying when one frees.
+    async fn take_gpu_work_slot(&self) -> Result<()> {
         let limit = self.config.limits.gpu_work_per_minute;
         if limit == 0 {
             return Ok(());
         }
-        let now = vllm_core::time::unix_now();
-        let taken = self
-            .launcher
-            .on_store(move |s| Ok(s.take_rate_slot("gpu_work", "front-door", limit, 60.0, now)?))
-            .await;
-        match taken {
-            Ok(None) => Ok(()),
-            Ok(Some(retry_after_s)) => Err(Error::RateLimited {
-                limit: "limits.gpu_work_per_minute".into(),
-                retry_after_s,
-            }),
-            Err(e) => {
-                tracing::warn!(model = owner, error = %e, "cannot count GPU work; the start goes ahead");
-                Ok(())
-            }
-        }
-    }
-
-    /// Waits until `owner` is loaded or failed, or `timeout` passes, looking every
-    /// [`SETTLE_POLL`]: a request waits for the start, so the first look that sees the
-    /// server healthy ends it (the launcher's own wait looks four times a second).
-    async fn settle(&self, owner: &str, timeout: Duration) -> Result<ModelRecord> {
-        let started = tokio::time::Instant::now();
-        loop {
-            let r = self
-                .launcher
-                .get(owner)
-                .await?
-                .ok_or_else(|| Error::ModelNotFound(owner.to_string()))?;
-            if r.status != ModelStatus::Loading || started.elapsed() >= timeout {
-                return Ok(r);
-            }
-            tokio::time::sleep(SETTLE_POLL).await;
-        }
+        self.launcher
+            .on_store(move |s| vllm_core::gpu_work::take_slot(s, "front-door", limit))
+            .await
     }
 
     /// Before a wake: `limits.gpu_memory_budget_mb` must hold the model again (a sleeping

@@ -13,6 +13,7 @@
 //! - [`health`]: the `server-health` tool.
 //! - [`page`]: bounded list answers (limit and cursor).
 //! - [`runtime`]: flags, tracing to stderr, stdio until EOF.
+//! - [`leased`]: a listener served by the holder of a duty's lease (one instance of many).
 
 pub mod audit;
 pub mod context;
@@ -20,6 +21,7 @@ pub mod envelope;
 pub mod framing;
 pub mod gate;
 pub mod health;
+pub mod leased;
 pub mod notify;
 pub mod page;
 pub mod runtime;

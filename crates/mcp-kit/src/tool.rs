@@ -320,16 +320,13 @@ async fn take_gpu_work_slot(kit: &Kit, def: &ToolDef) -> Result<()> {
         return Ok(());
     }
     let tool = def.name;
-    let now = vllm_core::time::unix_now();
     match kit
-        .with_store(move |s| Ok(s.take_rate_slot("gpu_work", tool, limit, 60.0, now)?))
+        .with_store(move |s| vllm_core::gpu_work::take_slot(s, tool, limit))
         .await
     {
-        Ok(None) => Ok(()),
-        Ok(Some(retry_after_s)) => Err(Error::RateLimited {
-            limit: "limits.gpu_work_per_minute".into(),
-            retry_after_s,
-        }),
+        Err(e @ Error::RateLimited { .. }) => Err(e),
+        Ok(()) => Ok(()),
+        // No store to count in: the limit guards the GPUs, not the store.
         Err(e) => {
             tracing::warn!(tool, error = %e, "cannot count GPU work for the rate limit; the call goes ahead");
             Ok(())

@@ -5,21 +5,14 @@
 //! and leaves the models running when it stops.
 
 use std::sync::Arc;
-use std::time::Duration;
 use vllm_core::Error;
-use vllm_core::coordination::{LeaseKeeper, duties};
+use vllm_core::coordination::duties;
 use vllm_core::store::Store;
 use vllm_fleet::launcher::supervisor::Launcher;
 use vllm_gateway::Gateway;
 use vllm_mcp_kit::Kit;
+use vllm_mcp_kit::leased::{self, Listen};
 use vllm_mcp_kit::runtime::{Mode, ServiceFuture};
-
-/// How long the holder's lease lasts without renewal (a dead holder on this host is
-/// replaced at once; elsewhere after this).
-pub const LEASE_TTL: Duration = Duration::from_secs(15);
-
-/// Wait between tries when the address cannot be bound.
-pub const BIND_RETRY: Duration = Duration::from_secs(2);
 
 /// `--gateway`: the front door as a service.
 pub const MODE: Mode = Mode {
@@ -60,41 +53,29 @@ pub async fn embedded(kit: Arc<Kit>, launcher: Arc<Launcher>, store: Store, list
     }
 }
 
-/// Serves `listen` while this process holds the `gateway` lease, for the process's life.
+/// Serves `listen` while this process holds the `gateway` lease, for the process's
+/// life, publishing the door's use to the store while it serves.
 async fn serve_while_held(kit: Arc<Kit>, store: Store, gw: Arc<Gateway>, listen: String) {
-    let keeper = LeaseKeeper::spawn(store, duties::GATEWAY, kit.holder.clone(), LEASE_TTL);
-    let mut held = keeper.subscribe();
-    loop {
-        if held.wait_for(|h| *h).await.is_err() {
-            break;
+    let l = Listen {
+        store,
+        duty: duties::GATEWAY,
+        holder: kit.holder.clone(),
+        address: &listen,
+        what: "the front door (OpenAI and Anthropic APIs)",
+        beyond_loopback: kit.config.gateway.api_key_env.is_none().then_some(
+            "the front door listens beyond loopback without a key: anyone who can reach it can start models",
+        ),
+    };
+    let holder = kit.holder.as_str().to_string();
+    leased::serve_while_held(l, |listener, shutdown| {
+        let (gw, holder) = (gw.clone(), holder.clone());
+        async move {
+            let publisher = tokio::spawn(gw.clone().publish_use(holder.clone()));
+            let served = gw.clone().serve(listener, shutdown).await;
+            publisher.abort();
+            gw.withdraw_use(holder).await;
+            served
         }
-        let listener = match tokio::net::TcpListener::bind(&listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(%listen, error = %e, "the front door could not bind; retrying");
-                tokio::time::sleep(BIND_RETRY).await;
-                continue;
-            }
-        };
-        if let Ok(addr) = listener.local_addr()
-            && !addr.ip().is_loopback()
-            && kit.config.gateway.api_key_env.is_none()
-        {
-            tracing::warn!(%addr, "the front door listens beyond loopback without a key: anyone who can reach it can start models");
-        }
-        tracing::info!(%listen, "serving the front door (OpenAI and Anthropic APIs)");
-        let mut lost = held.clone();
-        let shutdown = async move {
-            let _ = lost.wait_for(|h| !*h).await;
-        };
-        let holder = kit.holder.as_str().to_string();
-        let publisher = tokio::spawn(gw.clone().publish_use(holder.clone()));
-        if let Err(e) = gw.clone().serve(listener, shutdown).await {
-            tracing::warn!(error = %e, "the front door stopped");
-        }
-        publisher.abort();
-        gw.withdraw_use(holder).await;
-        tracing::info!(%listen, "the front door closed (lease lost)");
-    }
-    keeper.shutdown().await;
+    })
+    .await;
 }

@@ -13,18 +13,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
-use std::time::Duration;
-use vllm_core::coordination::{LeaseKeeper, duties};
+use vllm_core::coordination::duties;
 use vllm_core::monitor::export;
 use vllm_core::store::Store;
 use vllm_mcp_kit::Kit;
-
-/// How long a holder's lease lasts without renewal (a dead holder on this host is
-/// replaced at once; elsewhere after this).
-pub const LEASE_TTL: Duration = Duration::from_secs(15);
-
-/// Wait between tries when the address cannot be bound.
-pub const BIND_RETRY: Duration = Duration::from_secs(2);
+use vllm_mcp_kit::leased::{Listen, serve_while_held};
 
 #[derive(Clone)]
 struct Ctx {
@@ -34,50 +27,31 @@ struct Ctx {
 
 /// Serves `listen` while this process holds the listener lease, for the process's life.
 pub async fn run(kit: Arc<Kit>, store: Store, listen: String) {
-    let keeper = LeaseKeeper::spawn(
-        store.clone(),
-        duties::PROMETHEUS_LISTENER,
-        kit.holder.clone(),
-        LEASE_TTL,
-    );
-    let mut held = keeper.subscribe();
-    let ctx = Ctx { kit, store };
-    loop {
-        if held.wait_for(|h| *h).await.is_err() {
-            break;
-        }
-        let listener = match tokio::net::TcpListener::bind(&listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(%listen, error = %e, "the Prometheus listener could not bind; retrying");
-                tokio::time::sleep(BIND_RETRY).await;
-                continue;
-            }
-        };
-        tracing::info!(%listen, "serving Prometheus metrics on /metrics");
-        if let Ok(addr) = listener.local_addr()
-            && !addr.ip().is_loopback()
-        {
-            // Model names, endpoints and load are visible to whoever reaches it.
-            tracing::warn!(%addr, "the Prometheus export listens beyond loopback: anyone who can reach this address can read the fleet's metrics");
-        }
+    let ctx = Ctx {
+        kit: kit.clone(),
+        store: store.clone(),
+    };
+    let l = Listen {
+        store,
+        duty: duties::PROMETHEUS_LISTENER,
+        holder: kit.holder.clone(),
+        address: &listen,
+        what: "Prometheus metrics on /metrics",
+        // Model names, endpoints and load are visible to whoever reaches it.
+        beyond_loopback: Some(
+            "the Prometheus export listens beyond loopback: anyone who can reach this address can read the fleet's metrics",
+        ),
+    };
+    serve_while_held(l, |listener, shutdown| {
         let app = Router::new()
             .route("/metrics", get(metrics))
             .route("/", get(index))
             .with_state(ctx.clone());
-        let mut lost = held.clone();
-        let shutdown = async move {
-            let _ = lost.wait_for(|h| !*h).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::warn!(error = %e, "the Prometheus listener stopped");
-        }
-        tracing::info!(%listen, "Prometheus listener closed (lease lost)");
-    }
-    keeper.shutdown().await;
+            .into_future()
+    })
+    .await;
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {

@@ -24,6 +24,7 @@ pub mod door_use;
 pub mod error;
 pub mod estimate;
 pub mod gpu;
+pub mod gpu_work;
 pub mod launch_args;
 pub mod loadtest;
 pub mod model_files;

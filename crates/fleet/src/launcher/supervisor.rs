@@ -29,6 +29,9 @@ use vllm_core::store::Store;
 use vllm_core::store::rusqlite::OptionalExtension;
 use vllm_core::vllm::{EndpointSpec, Health, VllmClient};
 
+/// How often [`Launcher::wait_settled`] looks at a loading model.
+pub const SETTLE_POLL: Duration = Duration::from_millis(250);
+
 /// What a caller asks of a launch.
 #[derive(Debug, Clone, Default)]
 pub struct LaunchRequest {
@@ -734,11 +737,26 @@ impl Launcher {
     }
 
     /// Waits until the model is loaded or failed, or `timeout` passes; calls `tick` with
-    /// the seconds waited after each look (for progress notifications).
+    /// the seconds waited after each look (for progress notifications). Looks every
+    /// [`SETTLE_POLL`].
     pub async fn wait_settled(
         &self,
         model_id: &str,
         timeout: Duration,
+        tick: impl FnMut(f64),
+    ) -> Result<ModelRecord> {
+        self.wait_settled_every(model_id, timeout, SETTLE_POLL, tick)
+            .await
+    }
+
+    /// [`Launcher::wait_settled`], looking every `poll`: a caller holding requests for
+    /// the model (the front door) looks more often, so the first look that sees the
+    /// server healthy ends their wait.
+    pub async fn wait_settled_every(
+        &self,
+        model_id: &str,
+        timeout: Duration,
+        poll: Duration,
         mut tick: impl FnMut(f64),
     ) -> Result<ModelRecord> {
         let started = std::time::Instant::now();
@@ -751,10 +769,7 @@ impl Launcher {
                 return Ok(r);
             }
             tick(started.elapsed().as_secs_f64());
-            tokio::time::sleep(
-                Duration::from_millis(250).min(timeout.saturating_sub(started.elapsed())),
-            )
-            .await;
+            tokio::time::sleep(poll.min(timeout.saturating_sub(started.elapsed()))).await;
         }
     }
 
