@@ -84,6 +84,30 @@ impl Door {
         self.launcher.get(model).await.unwrap().map(|r| r.status)
     }
 
+    /// The door's own `/metrics`.
+    async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    }
+
+    /// The `/v1/models` entry of `id`.
+    async fn listed(&self, id: &str) -> Value {
+        let models = self.get_json("/v1/models").await;
+        let found = models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id);
+        found
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} is not listed: {models}"))
+    }
+
     /// The model's own server's `/metrics`.
     async fn backend_metrics(&self, model: &str) -> String {
         let r = self.launcher.get(model).await.unwrap().unwrap();
@@ -116,13 +140,7 @@ async fn a_catalog_model_is_listed_then_started_by_its_first_request_and_streams
     let d = door(ServerRig::new(CATALOG)).await;
 
     // Before anything is loaded, every model the door can serve is listed.
-    let models = d.get_json("/v1/models").await;
-    let tiny = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == "tiny");
-    let tiny = tiny.unwrap_or_else(|| panic!("tiny is not listed: {models}"));
+    let tiny = d.listed("tiny").await;
     assert_eq!(tiny["object"], "model");
     assert_eq!(tiny["status"], "unloaded");
     assert_eq!(tiny["origin"], "catalog");
@@ -168,24 +186,12 @@ async fn a_catalog_model_is_listed_then_started_by_its_first_request_and_streams
         )
         .await;
     assert_eq!(r.status(), 200);
-    let models = d.get_json("/v1/models").await;
-    let tiny = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == "tiny")
-        .unwrap();
+    let tiny = d.listed("tiny").await;
     assert_eq!(tiny["status"], "loaded");
     assert_eq!(tiny["origin"], "launched");
     assert!(tiny["last_used"].is_string(), "{tiny}");
 
-    let metrics = d
-        .http
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("vllm_gateway_model_starts_total{model=\"tiny\",result=\"ok\"} 1"),
         "{metrics}"
@@ -299,15 +305,7 @@ async fn a_model_that_fails_to_start_is_a_503_with_the_classified_reason() {
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], "MODEL_LOAD_FAILED", "{e}");
     assert_eq!(e["error"]["reason"], "PORT_IN_USE", "{e}");
-    let m = d
-        .http
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = d.metrics().await;
     assert!(
         m.contains("vllm_gateway_model_starts_total{model=\"tiny\",result=\"failed\"} 1"),
         "{m}"
@@ -347,15 +345,7 @@ async fn under_a_one_model_limit_a_second_model_swaps_the_first_out_but_never_a_
         200
     );
     assert_eq!(d.status("other").await, Some(ModelStatus::Unloaded));
-    let m = d
-        .http
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = d.metrics().await;
     assert!(
         m.contains("vllm_gateway_swaps_total{model=\"other\",action=\"unload\"} 1"),
         "{m}"
@@ -445,13 +435,7 @@ async fn a_client_that_goes_away_mid_stream_aborts_the_request_upstream() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let models = d.get_json("/v1/models").await;
-    let tiny = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == "tiny")
-        .unwrap();
+    let tiny = d.listed("tiny").await;
     assert_eq!(tiny["in_flight"], 0, "{tiny}");
 }
 
@@ -525,15 +509,7 @@ async fn five_hundred_requests_arriving_while_a_model_loads_are_all_answered() {
         [(200, 500)].into(),
         "every request answered with the model's answer"
     );
-    let m = d
-        .http
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = d.metrics().await;
     assert!(
         m.contains("vllm_gateway_model_starts_total{model=\"tiny\",result=\"ok\"} 1"),
         "one start: {m}"
@@ -682,6 +658,25 @@ fn local_model(parent: &std::path::Path, name: &str, gib: u64) -> String {
     dir.display().to_string()
 }
 
+/// What the local model at `source` needs (max_model_len 512) on one fake 80 GiB GPU,
+/// as the launcher reckons it: what a start counts against the budget.
+async fn need_on_one_gpu(source: &str) -> u64 {
+    let probe = door_on(ServerRig::new(""), FakeGpus::uniform(1, 81_920)).await;
+    let args = vllm_core::launch_args::LaunchArgs {
+        max_model_len: Some(512),
+        ..Default::default()
+    };
+    let pre = probe
+        .launcher
+        .preflight("a", source, &args, None)
+        .await
+        .unwrap();
+    pre.check
+        .map(|c| c.required_mb)
+        .or(pre.estimate.total_mb)
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_swap_sleep_a_model_swapped_out_for_memory_sleeps_and_a_wake_brings_it_back() {
     let models = vllm_mcp_testkit::temp_dir();
@@ -696,22 +691,8 @@ async fn with_swap_sleep_a_model_swapped_out_for_memory_sleeps_and_a_wake_brings
         )
     };
     let gpu = || FakeGpus::uniform(1, 81_920);
-    // What one of them needs, as the launcher reckons it: the budget holds one, not two.
-    let probe = door_on(ServerRig::new(&entry("a", &a)), gpu()).await;
-    let args = vllm_core::launch_args::LaunchArgs {
-        max_model_len: Some(512),
-        ..Default::default()
-    };
-    let pre = probe
-        .launcher
-        .preflight("a", &a, &args, None)
-        .await
-        .unwrap();
-    let need = pre
-        .check
-        .map(|c| c.required_mb)
-        .or(pre.estimate.total_mb)
-        .unwrap();
+    // The budget holds one of them, not two.
+    let need = need_on_one_gpu(&a).await;
     let rig = ServerRig::new(&format!(
         "[gateway]\nswap = \"sleep\"\n[limits]\ngpu_memory_budget_mb = {}\n{}{}",
         need * 3 / 2,
@@ -755,15 +736,7 @@ async fn with_swap_sleep_a_model_swapped_out_for_memory_sleeps_and_a_wake_brings
         "a was relaunched"
     );
     assert_eq!(d.status("b").await, Some(ModelStatus::Sleeping));
-    let m = d
-        .http
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = d.metrics().await;
     assert!(
         m.contains("vllm_gateway_swaps_total{model=\"a\",action=\"sleep\"} 1"),
         "{m}"
@@ -846,21 +819,7 @@ async fn a_model_that_could_never_fit_swaps_nothing_out() {
         local_model(models.path(), "big", 120),
     );
     let gpu = || FakeGpus::uniform(1, 81_920);
-    let probe = door_on(ServerRig::new(""), gpu()).await;
-    let args = vllm_core::launch_args::LaunchArgs {
-        max_model_len: Some(512),
-        ..Default::default()
-    };
-    let pre = probe
-        .launcher
-        .preflight("a", &a, &args, None)
-        .await
-        .unwrap();
-    let need = pre
-        .check
-        .map(|c| c.required_mb)
-        .or(pre.estimate.total_mb)
-        .unwrap();
+    let need = need_on_one_gpu(&a).await;
     let entry = |alias: &str, source: &str| {
         format!(
             "[catalog.{alias}]\nsource = {source:?}\n[catalog.{alias}.args]\nmax_model_len = 512\n"

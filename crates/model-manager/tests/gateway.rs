@@ -113,6 +113,19 @@ async fn chat(port: u16, model: &str) -> Value {
     r.json().await.unwrap()
 }
 
+/// list-models' entry of `id`, as an MCP client sees it.
+async fn listed(m: &vllm_mcp_testkit::McpProcess, id: &str) -> Value {
+    let list = m.call("list-models", json!({})).await;
+    let found = list.json["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == id);
+    found
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} is not listed: {}", list.json))
+}
+
 fn pid_of(rig: &ServerRig, model: &str) -> Option<u32> {
     let store = Store::open(&rig.store_path()).unwrap();
     vllm_core::models::get(&store, model)
@@ -216,20 +229,11 @@ async fn mcp_tools_see_the_requests_running_through_the_door_and_its_provider_bl
         .await;
     let t = Instant::now();
     let list = loop {
-        let list = m.call("list-models", json!({})).await;
-        let tiny = list.json["models"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["id"] == "tiny")
-            .cloned();
-        if tiny
-            .as_ref()
-            .is_some_and(|x| x["front_door"]["in_flight"] == 1)
-        {
-            break tiny.unwrap();
+        let tiny = listed(&m, "tiny").await;
+        if tiny["front_door"]["in_flight"] == 1 {
+            break tiny;
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "{}", list.json);
+        assert!(t.elapsed() < Duration::from_secs(5), "{tiny}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(
@@ -288,14 +292,7 @@ async fn a_load_model_during_a_start_the_door_began_waits_for_it_and_the_log_say
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let list = m.call("list-models", json!({})).await;
-    let tiny = list.json["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == "tiny")
-        .cloned()
-        .unwrap();
+    let tiny = listed(&m, "tiny").await;
     assert_eq!(tiny["status"], "loading", "{tiny}");
 
     // load-model asking for progress, as a client other than Crush may.
@@ -373,14 +370,7 @@ async fn embedded_one_crush_session_serves_the_door_and_another_takes_it_over() 
     wait_served("the second session did not take the door over").await;
     let answer = chat(port, "tiny").await;
     assert_eq!(answer["model"], "tiny");
-    let list = second.call("list-models", json!({})).await;
-    let tiny = list.json["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == "tiny")
-        .cloned()
-        .unwrap();
+    let tiny = listed(&second, "tiny").await;
     assert_eq!(tiny["status"], "loaded", "{tiny}");
     second.close().await;
 }
