@@ -32,8 +32,26 @@ fn bare_text(text: String) -> Response {
     Response::new(Body::from(text))
 }
 
+/// What a generating server serves, in the order vLLM logs them.
+pub const GENERATE_ROUTES: [&str; 4] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+];
+
+/// What a pooling server serves instead, in the order vLLM logs them.
+pub const POOLING_ROUTES: [&str; 6] = [
+    "/v1/embeddings",
+    "/score",
+    "/v1/score",
+    "/rerank",
+    "/v1/rerank",
+    "/v2/rerank",
+];
+
 /// The paths served with this configuration.
-pub fn routes(settings: &Settings) -> Vec<&'static str> {
+pub fn routes(settings: &Settings, pooling: bool) -> Vec<&'static str> {
     let mut r = vec![
         "/health",
         "/ping",
@@ -43,11 +61,12 @@ pub fn routes(settings: &Settings) -> Vec<&'static str> {
         "/tokenize",
         "/detokenize",
         "/v1/models",
-        "/v1/completions",
-        "/v1/chat/completions",
-        "/v1/messages",
-        "/v1/messages/count_tokens",
     ];
+    r.extend(if pooling {
+        &POOLING_ROUTES[..]
+    } else {
+        &GENERATE_ROUTES[..]
+    });
     if settings.runtime_lora {
         r.extend(["/v1/load_lora_adapter", "/v1/unload_lora_adapter"]);
     }
@@ -74,17 +93,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
-        .route("/v1/models", get(models))
-        .route("/v1/completions", post(crate::openai::completions))
-        .route(
-            "/v1/chat/completions",
-            post(crate::openai::chat_completions),
-        )
-        .route("/v1/messages", post(crate::messages::messages))
-        .route(
-            "/v1/messages/count_tokens",
-            post(crate::messages::count_tokens),
-        );
+        .route("/v1/models", get(models));
+    r = if state.pooling {
+        use crate::pooling::{embeddings, rerank, score};
+        r.route("/v1/embeddings", post(embeddings))
+            .route("/score", post(score))
+            .route("/v1/score", post(score))
+            .route("/rerank", post(rerank))
+            .route("/v1/rerank", post(rerank))
+            .route("/v2/rerank", post(rerank))
+    } else {
+        r.route("/v1/completions", post(crate::openai::completions))
+            .route(
+                "/v1/chat/completions",
+                post(crate::openai::chat_completions),
+            )
+            .route("/v1/messages", post(crate::messages::messages))
+            .route(
+                "/v1/messages/count_tokens",
+                post(crate::messages::count_tokens),
+            )
+    };
     if state.settings.runtime_lora {
         r = r
             .route("/v1/load_lora_adapter", post(load_lora))
@@ -127,7 +156,7 @@ async fn outer(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| path.clone());
-    let handler = if routes(&st.settings).contains(&path.as_str()) {
+    let handler = if routes(&st.settings, st.pooling).contains(&path.as_str()) {
         path.clone()
     } else {
         "none".to_string()

@@ -46,6 +46,8 @@ const KV_DTYPES: &[&str] = &[
     "fp8_e5m2",
     "fp8_inc",
 ];
+const RUNNERS: &[&str] = &["auto", "draft", "generate", "pooling"];
+const CONVERTS: &[&str] = &["auto", "classify", "embed", "none"];
 const LOG_LEVELS: &[&str] = &["critical", "debug", "error", "info", "trace", "warning"];
 const BACKENDS: &[&str] = &["external_launcher", "mp", "ray", "uni"];
 const LORA_RANKS: &[i64] = &[1, 8, 16, 32, 64, 128, 256, 320, 512];
@@ -153,6 +155,16 @@ const SPECS: &[Spec] = &[
         dest: "model",
         short: None,
         kind: Kind::Str,
+    },
+    Spec {
+        dest: "runner",
+        short: None,
+        kind: Kind::Choice(RUNNERS),
+    },
+    Spec {
+        dest: "convert",
+        short: None,
+        kind: Kind::Choice(CONVERTS),
     },
     Spec {
         dest: "tokenizer",
@@ -301,7 +313,7 @@ fn default_of(dest: &str) -> PyVal {
         "port" => PyVal::Int(8000),
         "uvicorn_log_level" => PyVal::Str("info".into()),
         "model" => PyVal::Str("Qwen/Qwen3-0.6B".into()),
-        "dtype" | "kv_cache_dtype" | "generation_config" | "load_format" => {
+        "dtype" | "kv_cache_dtype" | "generation_config" | "load_format" | "runner" | "convert" => {
             PyVal::Str("auto".into())
         }
         "seed" => PyVal::Int(0),
@@ -345,6 +357,10 @@ pub struct ServeArgs {
     pub api_key: Option<String>,
     pub max_model_len: Option<u64>,
     pub dtype: String,
+    /// `--runner`: `auto` (pooling only for an embedding architecture), `generate`, `pooling`.
+    pub runner: String,
+    /// `--convert`: what a generative architecture is adapted to when pooled (`auto`, `embed`).
+    pub convert: String,
     pub kv_cache_dtype: String,
     pub gpu_memory_utilization: f64,
     pub block_size: Option<u64>,
@@ -719,6 +735,8 @@ fn build(
         api_key: s("api_key"),
         max_model_len: int("max_model_len").map(|v| v.max(1) as u64),
         dtype: s("dtype").unwrap_or_else(|| "auto".into()),
+        runner: s("runner").unwrap_or_else(|| "auto".into()),
+        convert: s("convert").unwrap_or_else(|| "auto".into()),
         kv_cache_dtype: s("kv_cache_dtype").unwrap_or_else(|| "auto".into()),
         gpu_memory_utilization: match get("gpu_memory_utilization") {
             PyVal::Float(f) => f,
@@ -791,6 +809,28 @@ mod tests {
             a.non_default_repr,
             "{'model_tag': '/models/tiny-model', 'host': '127.0.0.1', 'port': 18000, 'model': '/models/tiny-model', 'dtype': 'float32', 'max_model_len': 512, 'served_model_name': ['tiny']}"
         );
+    }
+
+    #[test]
+    fn pooling_runner_like_capture() {
+        // tests/data/vllm-embeddings/start-log.txt, the embedding server's start.
+        let Command::Serve(a) = parse(&argv(
+            "serve MODEL_DIR --served-model-name tiny --max-model-len 512 --dtype float32 --enforce-eager --runner pooling --convert embed --port 18555",
+        )) else {
+            panic!()
+        };
+        assert_eq!(
+            a.non_default_repr,
+            "{'model_tag': 'MODEL_DIR', 'port': 18555, 'model': 'MODEL_DIR', 'runner': 'pooling', 'convert': 'embed', 'dtype': 'float32', 'max_model_len': 512, 'enforce_eager': True, 'served_model_name': ['tiny']}"
+        );
+        assert_eq!(
+            (a.runner.as_str(), a.convert.as_str()),
+            ("pooling", "embed")
+        );
+        let Command::Fail(msg, 2) = parse(&argv("serve /m --runner embed")) else {
+            panic!()
+        };
+        assert!(msg.contains("argument --runner: invalid choice: 'embed' (choose from 'auto', 'draft', 'generate', 'pooling')"));
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub struct AppState {
     pub v1_counter: AtomicU64,
     pub fingerprint: String,
     pub cache_config: Vec<(String, String)>,
+    /// A pooling server (`--runner pooling`, or `auto` on an embedding architecture): it serves
+    /// embeddings, score and rerank ([`crate::pooling`]) and no generation route.
+    pub pooling: bool,
+    /// The length of an embedding (config.json's `hidden_size`).
+    pub hidden_size: u64,
 }
 
 pub fn unix_now() -> f64 {

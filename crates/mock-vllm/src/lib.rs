@@ -21,6 +21,7 @@ pub mod messages;
 pub mod metrics;
 pub mod model;
 pub mod openai;
+pub mod pooling;
 pub mod process;
 pub mod pyrepr;
 pub mod server;

@@ -29,6 +29,8 @@ pub struct ModelInfo {
     /// `model_max_length` of tokenizer_config.json, when present.
     pub tokenizer_max_len: Option<u64>,
     pub architecture: String,
+    /// config.json's `hidden_size`: the length of an embedding (1024 for a hub id, as Qwen3-0.6B).
+    pub hidden_size: u64,
     /// generation_config.json of the model directory, if any.
     pub generation_config: Option<serde_json::Map<String, serde_json::Value>>,
     pub is_hub: bool,
@@ -229,6 +231,10 @@ pub fn resolve(model: &str, settings: &Settings) -> Result<ModelInfo, StartFailu
             derived_key,
             tokenizer_max_len,
             architecture,
+            hidden_size: config
+                .get("hidden_size")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(1024),
             generation_config: read_json(&path.join("generation_config.json")),
             is_hub: false,
         });
@@ -253,6 +259,7 @@ pub fn resolve(model: &str, settings: &Settings) -> Result<ModelInfo, StartFailu
             derived_key: "max_position_embeddings",
             tokenizer_max_len: None,
             architecture: "LlamaForCausalLM".into(),
+            hidden_size: 1024,
             generation_config: None,
             is_hub: true,
         }),

@@ -255,7 +255,10 @@ pub fn build_state(
         crate::tokenizer::fnv(format!("{}|{}", args.model, served[0]).as_bytes()) as u32
     );
     let api_key = args.api_key.clone().or_else(|| settings.api_key.clone());
+    let pooling = is_pooling(&args.runner, &model.architecture);
     Arc::new(AppState {
+        pooling,
+        hidden_size: model.hidden_size,
         default_max_tokens: default_max_tokens(&args, model),
         args,
         settings,
@@ -271,6 +274,16 @@ pub fn build_state(
         fingerprint,
         cache_config,
     })
+}
+
+/// Whether vLLM would run this model with its pooling runner: asked for, or `auto` on an
+/// architecture that does not generate (`BertModel`, `...ForSequenceClassification`).
+fn is_pooling(runner: &str, architecture: &str) -> bool {
+    match runner {
+        "pooling" => true,
+        "auto" => !architecture.ends_with("ForCausalLM") && !architecture.contains("Generation"),
+        _ => false,
+    }
 }
 
 /// How a serving run ended.
@@ -397,12 +410,11 @@ pub fn log_routes(state: &AppState) {
             ("/is_paused", "GET"),
         ]);
     }
-    routes.extend([
-        ("/v1/chat/completions", "POST"),
-        ("/v1/completions", "POST"),
-        ("/v1/messages", "POST"),
-        ("/v1/messages/count_tokens", "POST"),
-    ]);
+    if state.pooling {
+        routes.extend(crate::api::POOLING_ROUTES.iter().map(|r| (*r, "POST")));
+    } else {
+        routes.extend(crate::api::GENERATE_ROUTES.iter().map(|r| (*r, "POST")));
+    }
     for (r, m) in routes {
         logging::api_info("launcher.py:195", &format!("Route: {r}, Methods: {m}"));
     }
