@@ -811,8 +811,13 @@ async fn the_front_door_on_real_vllm() {
              extra_args = [\"--enable-lora\", \"--max-lora-rank\", \"8\", \"--max-loras\", \"1\"]\n"
         )
     };
+    let embed = format!(
+        "[catalog.embed]\nsource = {model:?}\n[catalog.embed.args]\nmax_model_len = 512\n\
+         dtype = \"float32\"\nenforce_eager = true\n\
+         extra_args = [\"--runner\", \"pooling\", \"--convert\", \"embed\"]\n"
+    );
     let rig = real.rig(&format!(
-        "[gateway]\nlisten = \"127.0.0.1:{port}\"\n[limits]\nmax_models = 1\n{}{}",
+        "[gateway]\nlisten = \"127.0.0.1:{port}\"\n[limits]\nmax_models = 1\n{}{}{embed}",
         entry("tiny"),
         entry("tiny2")
     ));
@@ -852,7 +857,8 @@ async fn the_front_door_on_real_vllm() {
     phase.done();
 
     let phase = Phase::start("the door: a swap between two real models under max_models = 1");
-    tokio::task::spawn_blocking(move || door_phase(&python, port, &["swap", "tiny", "tiny2"]))
+    let py = python.clone();
+    tokio::task::spawn_blocking(move || door_phase(&py, port, &["swap", "tiny", "tiny2"]))
         .await
         .unwrap();
     phase.done();
@@ -870,6 +876,13 @@ async fn the_front_door_on_real_vllm() {
         "{tiny2}"
     );
     ok(m.call("unload-model", json!({"model_id": "tiny2"})).await);
+
+    let phase = Phase::start("the door: a pooling model's embeddings, score and rerank");
+    tokio::task::spawn_blocking(move || door_phase(&python, port, &["embed", "embed"]))
+        .await
+        .unwrap();
+    phase.done();
+    ok(m.call("unload-model", json!({"model_id": "embed"})).await);
     m.close().await;
     let _ = door.kill();
     let _ = door.wait();

@@ -23,7 +23,7 @@ use std::time::Duration;
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// The routes passed on by the body's `model`.
-pub const MODEL_ROUTES: [&str; 9] = [
+pub const MODEL_ROUTES: [&str; 13] = [
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
@@ -31,6 +31,10 @@ pub const MODEL_ROUTES: [&str; 9] = [
     "/v1/messages",
     "/v1/messages/count_tokens",
     "/v1/score",
+    "/score",
+    "/v1/rerank",
+    "/rerank",
+    "/v2/rerank",
     "/tokenize",
     "/detokenize",
 ];

@@ -203,6 +203,65 @@ async fn a_catalog_model_is_listed_then_started_by_its_first_request_and_streams
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedding_model_is_started_by_its_first_embeddings_request_and_scores_and_reranks() {
+    let d = door(ServerRig::new(
+        "[catalog.embed]\nsource = \"mock/embed\"\n\
+         [catalog.embed.args]\nextra_args = [\"--runner\", \"pooling\", \"--convert\", \"embed\"]\n",
+    ))
+    .await;
+    assert_eq!(d.listed("embed").await["status"], "unloaded");
+
+    let r = d
+        .post(
+            "/v1/embeddings",
+            json!({"model": "embed", "input": ["red fox", "blue sky"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(d.status("embed").await, Some(ModelStatus::Loaded));
+    assert_eq!(body["model"], "embed", "{body}");
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[1]["index"], 1);
+    assert!(data[0]["embedding"].as_array().unwrap().len() > 1, "{body}");
+    assert_eq!(body["usage"]["prompt_tokens"], 4);
+
+    // Score and rerank go to the same server; the same text scores 1.0, and ranks first.
+    let r = d
+        .post(
+            "/v1/score",
+            json!({"model": "embed", "text_1": "red fox", "text_2": ["red fox", "blue sky"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let score: Value = r.json().await.unwrap();
+    assert_eq!(score["data"][0]["score"], 1.0, "{score}");
+    assert!(score["data"][1]["score"].as_f64().unwrap() < 1.0, "{score}");
+    let r = d
+        .post(
+            "/v1/rerank",
+            json!({"model": "embed", "query": "red fox", "documents": ["blue sky", "red fox"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let ranked: Value = r.json().await.unwrap();
+    assert_eq!(ranked["results"][0]["index"], 1, "{ranked}");
+
+    // vLLM's own answers pass through: a pooling server does not generate.
+    let r = d
+        .post("/v1/chat/completions", chat("embed", 2, false))
+        .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().await.unwrap(), r#"{"detail":"Not Found"}"#);
+    let metrics = d.metrics().await;
+    assert!(
+        metrics.contains("vllm_gateway_requests_total{model=\"embed\",status=\"200\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_model_is_a_404_in_each_apis_shape_naming_what_is_there() {
     let d = door(ServerRig::new(CATALOG)).await;
     let r = d.post("/v1/chat/completions", chat("nope", 4, false)).await;
