@@ -4,6 +4,7 @@
 //! handshake, JSON in the text content. Binaries are found next to the test executable
 //! (`target/<profile>/`), which `cargo test --workspace` builds before any test runs.
 
+pub mod ray;
 pub mod wire;
 
 use rmcp::ServiceExt;
@@ -281,16 +282,20 @@ impl Drop for MockVllm {
 
 /// A plain HTTP/1.1 GET on loopback returning the status code, for readiness checks.
 pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_status_at([127, 0, 0, 1], port, path)
+}
+
+/// [`http_status`] on another loopback address (`127.0.0.3`, a Ray node's).
+pub fn http_status_at(ip: [u8; 4], port: u16, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(
-        &([127, 0, 0, 1], port).into(),
-        Duration::from_millis(200),
-    )
-    .ok()?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_millis(200))
+            .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let host = std::net::Ipv4Addr::from(ip);
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut buf = [0u8; 64];
