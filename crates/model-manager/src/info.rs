@@ -264,7 +264,7 @@ async fn info_of_launched(
                 .as_ref()
                 .map(|p| serde_json::to_value(p).unwrap_or_default()),
             idle_ttl_seconds: r.idle_ttl_seconds,
-            queued: r.status == ModelStatus::Loading && r.pid.is_none(),
+            queued: r.is_queued(),
         }),
         error: r.error.clone(),
         front_door: None,

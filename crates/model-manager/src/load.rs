@@ -388,6 +388,9 @@ pub struct LoadParams {
     /// GPU ids to use (as many as tensor × pipeline parallel size); default: those with
     /// the most free memory.
     pub gpu_ids: Option<Vec<u32>>,
+    /// With `[launcher] backend = "ray"`: the Ray node to run on, by address or node id
+    /// (default: Ray's scheduler chooses).
+    pub node: Option<String>,
     /// Only run the memory check and say what would happen.
     #[serde(default)]
     pub dry_run: bool,
@@ -420,6 +423,7 @@ impl LoadParams {
             enforce_eager: self.enforce_eager,
             enable_prefix_caching: self.enable_prefix_caching,
             extra_args: self.extra_args.clone().unwrap_or_default(),
+            node: self.node.clone(),
         }
     }
 }

@@ -204,7 +204,7 @@ async fn model_logs(s: &ModelManager, id: &str, lines: usize) -> Result<Resource
         .await?
         .ok_or_else(|| Error::ModelNotFound(id.to_string()))?;
     Ok(ResourceBody {
-        text: launcher.log_tail(&r, lines),
+        text: launcher.log_tail(&r, lines).await,
         mime_type: "text/plain",
     })
 }

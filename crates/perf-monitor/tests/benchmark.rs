@@ -74,6 +74,7 @@ impl Rig {
             idle_ttl_seconds: None,
             memory_estimate_mb: None,
             updated_at: now,
+            job: None,
         };
         let store = Store::open(&self.dir.path().join("vllm-mcp.db")).unwrap();
         store.write(|tx| vllm_core::models::put(tx, &rec)).unwrap();

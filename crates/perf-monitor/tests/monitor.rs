@@ -384,6 +384,7 @@ fn record(mock: &MockVllm, model: &str, log: Option<PathBuf>) -> ModelRecord {
         idle_ttl_seconds: None,
         memory_estimate_mb: Some(500),
         updated_at: vllm_core::time::unix_now(),
+        job: None,
     }
 }
 

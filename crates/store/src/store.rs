@@ -299,6 +299,15 @@ CREATE TABLE door_use (
 ) STRICT;
 "#,
     },
+    Migration {
+        version: 8,
+        name: "launches on a Ray cluster",
+        sql: r#"
+-- The Ray job serving a model launched with [launcher] backend = "ray" (JSON: its
+-- submission id and node); NULL for a process group of this host (pid).
+ALTER TABLE models ADD COLUMN job TEXT;
+"#,
+    },
 ];
 
 /// The schema version this binary writes: the last migration's.

@@ -534,6 +534,21 @@ impl ServerRig {
         self
     }
 
+    /// Adds `lines` to the `[launcher]` table (`backend = "ray"`), and `tables` (whole
+    /// TOML tables such as `[launcher.ray]`) at the end of the config.
+    pub fn with_launcher(self, lines: &[&str], tables: &str) -> ServerRig {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let mut text = text.replacen(
+            "[launcher]\n",
+            &format!("[launcher]\n{}\n", lines.join("\n")),
+            1,
+        );
+        text.push_str(tables);
+        text.push('\n');
+        std::fs::write(&self.config, text).expect("write config");
+        self
+    }
+
     /// The store file of the rig's servers.
     pub fn store_path(&self) -> PathBuf {
         self.dir.path().join("vllm-mcp.db")

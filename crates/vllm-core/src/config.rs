@@ -142,6 +142,57 @@ pub struct LauncherConfig {
     pub distributed_executor_backend: Option<String>,
     /// Models (catalog aliases or ids) the lease holder starts when none is running.
     pub autostart: Vec<String>,
+    /// Where launched servers run: `local` (process groups of this host) or `ray`
+    /// (jobs on the Ray cluster of `[launcher.ray]`).
+    pub backend: LauncherBackend,
+    /// The Ray cluster, for `backend = "ray"`.
+    pub ray: Option<RayConfig>,
+}
+
+/// Where the launcher runs `vllm serve`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LauncherBackend {
+    /// A detached process group on the host the manager runs on.
+    #[default]
+    Local,
+    /// A job on a Ray cluster, submitted through its dashboard's Jobs API.
+    Ray,
+}
+
+/// `[launcher.ray]`: the cluster the Ray backend submits to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RayConfig {
+    /// The dashboard's URL, `http://head:8265`.
+    pub address: String,
+    /// Name of the environment variable holding a bearer token for the dashboard.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Headers sent with every request to the dashboard (a proxy's own).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Ray's runtime environment for every job (`env_vars`, `working_dir`), passed as
+    /// given; `[launcher.env]` and the API key are added to its `env_vars`.
+    #[serde(default)]
+    pub runtime_env: Option<serde_json::Value>,
+    /// The address a server binds on its node when Ray chooses the node (a model given
+    /// a `node` binds that node's address).
+    #[serde(default = "RayConfig::default_bind")]
+    pub bind_host: String,
+    /// Seconds one request to the dashboard may take.
+    #[serde(default = "RayConfig::default_timeout")]
+    pub timeout_seconds: f64,
+}
+
+impl RayConfig {
+    fn default_bind() -> String {
+        "0.0.0.0".into()
+    }
+
+    fn default_timeout() -> f64 {
+        10.0
+    }
 }
 
 impl Default for LauncherConfig {
@@ -157,6 +208,8 @@ impl Default for LauncherConfig {
             api_key_env: None,
             distributed_executor_backend: None,
             autostart: Vec::new(),
+            backend: LauncherBackend::Local,
+            ray: None,
         }
     }
 }
@@ -787,6 +840,25 @@ impl Config {
                 "launcher.port_range",
                 format!("[{lo}, {hi}] is not a range of ports"),
             ));
+        }
+        match (self.launcher.backend, &self.launcher.ray) {
+            (LauncherBackend::Ray, None) => {
+                return Err(bad(
+                    "launcher.ray.address",
+                    "backend = \"ray\" needs [launcher.ray] address = \"http://head:8265\"".into(),
+                ));
+            }
+            (_, Some(ray)) => {
+                validate_base_url(&ray.address).map_err(|m| bad("launcher.ray.address", m))?;
+                positive("launcher.ray.timeout_seconds", ray.timeout_seconds)?;
+                if ray.runtime_env.as_ref().is_some_and(|r| !r.is_object()) {
+                    return Err(bad(
+                        "launcher.ray.runtime_env",
+                        "must be a table (env_vars, working_dir...)".into(),
+                    ));
+                }
+            }
+            _ => {}
         }
         if self.limits.list_default == 0 || self.limits.list_default > self.limits.list_max {
             return Err(bad(

@@ -148,6 +148,11 @@ pub enum Error {
     #[error("cannot reach vLLM at {url}: {message}")]
     BackendUnreachable { url: String, message: String },
 
+    /// The launcher's cluster (Ray's dashboard) cannot be reached or did not answer in
+    /// time: nothing can be launched, stopped or observed there until it is back.
+    #[error("the Ray cluster at {address} is unavailable: {message}")]
+    ClusterUnavailable { address: String, message: String },
+
     /// The backend accepted the connection but did not answer in time.
     #[error("vLLM at {url} did not answer within {after:?}")]
     BackendTimeout { url: String, after: Duration },
@@ -237,6 +242,7 @@ impl Error {
             Error::NotManaged(_) => "NOT_MANAGED",
             Error::Unsupported { .. } => "UNSUPPORTED",
             Error::BackendUnreachable { .. } => "BACKEND_UNREACHABLE",
+            Error::ClusterUnavailable { .. } => "BACKEND_UNAVAILABLE",
             Error::BackendTimeout { .. } => "BACKEND_TIMEOUT",
             Error::BackendError { .. } => "BACKEND_ERROR",
             Error::GpuUnavailable(_) => "GPU_UNAVAILABLE",
@@ -297,6 +303,9 @@ impl Error {
             Error::Unsupported { suggestion, .. } => suggestion.clone(),
             Error::BackendUnreachable { .. } => {
                 "Check that the vLLM server is running and the endpoint's base_url in the config is right.".into()
+            }
+            Error::ClusterUnavailable { .. } => {
+                "Check that the Ray cluster's dashboard answers at [launcher.ray] address (ray status on the head node), or set [launcher] backend = \"local\".".into()
             }
             Error::BackendTimeout { .. } => {
                 "The server may be overloaded or still starting: retry later or raise the request timeout in the config.".into()
@@ -362,6 +371,9 @@ impl Error {
             }
             Error::BackendUnreachable { url, .. } => {
                 d.insert("url".into(), json!(url));
+            }
+            Error::ClusterUnavailable { address, .. } => {
+                d.insert("address".into(), json!(address));
             }
             Error::BackendTimeout { url, after } => {
                 d.insert("url".into(), json!(url));

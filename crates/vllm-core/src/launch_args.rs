@@ -46,6 +46,9 @@ pub struct LaunchArgs {
     /// Extra `vllm serve` arguments, one element per argument (never a shell string).
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// With the Ray backend, the node to run on: its address or Ray's node id (without
+    /// it, Ray's scheduler chooses). Not a `vllm serve` argument.
+    pub node: Option<String>,
 }
 
 impl LaunchArgs {
@@ -97,6 +100,18 @@ impl LaunchArgs {
             return Err(Error::invalid(
                 "quantization",
                 format!("`{q}` is not one of {}", QUANTIZATIONS.join(", ")),
+            ));
+        }
+        if let Some(node) = &self.node
+            && (node.is_empty()
+                || node.len() > 128
+                || !node
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '_')))
+        {
+            return Err(Error::invalid(
+                "node",
+                format!("`{node}` is not a node's address or Ray node id"),
             ));
         }
         for (i, a) in self.extra_args.iter().enumerate() {
@@ -151,6 +166,7 @@ impl LaunchArgs {
         if self.extra_args.is_empty() {
             self.extra_args = defaults.extra_args.clone();
         }
+        self.node = self.node.or(defaults.node.clone());
         self
     }
 

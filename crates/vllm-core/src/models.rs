@@ -232,9 +232,28 @@ pub struct ModelRecord {
     pub idle_ttl_seconds: Option<f64>,
     pub memory_estimate_mb: Option<u64>,
     pub updated_at: f64,
+    /// The Ray job serving it, when the launcher's backend is `ray` (`pid` is then empty).
+    #[serde(default)]
+    pub job: Option<RayJob>,
+}
+
+/// A launch placed on a Ray cluster: its job and the node the job runs on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RayJob {
+    /// The job's submission id (ours: `vllm-mcp-<model>-<time>`).
+    pub submission_id: String,
+    /// The node the job was pinned to or placed on, once known (its address).
+    pub node_ip: Option<String>,
+    /// Ray's id of that node.
+    pub node_id: Option<String>,
 }
 
 impl ModelRecord {
+    /// Waiting in the launch queue: loading, with nothing started yet.
+    pub fn is_queued(&self) -> bool {
+        self.status == ModelStatus::Loading && self.pid.is_none() && self.job.is_none()
+    }
+
     /// `http://host:port` of the server, when it has a port.
     pub fn base_url(&self) -> Option<String> {
         let host = if self.host == "0.0.0.0" {
@@ -248,7 +267,7 @@ impl ModelRecord {
 
 const COLUMNS: &str = "model_id, source, status, host, port, pid, start_time, args, argv, env_names, gpu_ids, \
      log_path, launched_at, loaded_at, stopped_at, error, restart_policy, restarts, idle_ttl_seconds, \
-     memory_estimate_mb, updated_at";
+     memory_estimate_mb, updated_at, job";
 
 use crate::store::json_column as json_col;
 
@@ -283,6 +302,7 @@ fn from_row(row: &Row<'_>) -> crate::store::rusqlite::Result<ModelRecord> {
         idle_ttl_seconds: row.get(18)?,
         memory_estimate_mb: row.get::<_, Option<i64>>(19)?.map(|m| m as u64),
         updated_at: row.get(20)?,
+        job: opt_json_col(row, 21)?,
     })
 }
 
@@ -318,7 +338,7 @@ pub fn put(tx: &crate::store::rusqlite::Transaction<'_>, r: &ModelRecord) -> Res
     tx.execute(
         &format!(
             "INSERT OR REPLACE INTO models ({COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
         ),
         params![
             r.model_id,
@@ -342,6 +362,7 @@ pub fn put(tx: &crate::store::rusqlite::Transaction<'_>, r: &ModelRecord) -> Res
             r.idle_ttl_seconds,
             r.memory_estimate_mb.map(|m| m as i64),
             crate::time::unix_now(),
+            r.job.as_ref().map(to_json),
         ],
     )?;
     Ok(())
@@ -373,6 +394,25 @@ pub fn transition(
                 model_id,
                 from.as_str(),
                 pid.map(i64::from)
+            ],
+        )?;
+        Ok(n == 1)
+    })
+}
+
+/// Records where Ray placed a model's job: the node's address becomes the record's host.
+/// Only the same job's record changes (a relaunch meanwhile has a job of its own).
+pub fn set_placement(store: &Store, model_id: &str, host: &str, job: &RayJob) -> Result<bool> {
+    store.write(|tx| {
+        let n = tx.execute(
+            "UPDATE models SET host = ?1, job = ?2, updated_at = ?3
+             WHERE model_id = ?4 AND json_extract(job, '$.submission_id') = ?5",
+            params![
+                host,
+                to_json(job),
+                crate::time::unix_now(),
+                model_id,
+                job.submission_id
             ],
         )?;
         Ok(n == 1)
@@ -525,6 +565,7 @@ mod tests {
             idle_ttl_seconds: None,
             memory_estimate_mb: Some(10),
             updated_at: 0.0,
+            job: None,
         }
     }
 

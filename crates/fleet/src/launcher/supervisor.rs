@@ -10,6 +10,7 @@
 
 use super::classify;
 use super::process::{self, SpawnSpec};
+use super::ray::{JobLook, RayBackend, Submission};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -23,7 +24,8 @@ use vllm_core::gpu::{GpuSnapshot, Gpus};
 use vllm_core::launch_args::{CommandSpec, LaunchArgs, command_line, validate_model_id};
 use vllm_core::model_files::{self, ConfigCache};
 use vllm_core::models::{
-    self, FailureReason, ModelRecord, ModelStatus, RecordedError, RestartMode, RestartPolicy,
+    self, FailureReason, ModelRecord, ModelStatus, RayJob, RecordedError, RestartMode,
+    RestartPolicy,
 };
 use vllm_core::store::Store;
 use vllm_core::store::rusqlite::OptionalExtension;
@@ -114,6 +116,9 @@ pub enum Placed {
     Queued(ModelRecord, usize),
 }
 
+/// What a look at a launch decided: the status to move to, and why when it failed.
+type Observed = (ModelStatus, Option<RecordedError>);
+
 /// What to place: the request and what the preflight decided. Owned, so a placement
 /// can run on the blocking pool.
 struct Plan {
@@ -128,6 +133,23 @@ struct Plan {
     restarts: Option<u32>,
     /// When this launch joined the queue, if it is already queued: its place in line.
     queued_since: Option<f64>,
+    /// With the Ray backend: where it runs and what it reserves.
+    on_ray: OnRay,
+}
+
+/// A launch's place on the Ray cluster (empty with the local backend).
+#[derive(Debug, Clone, Default)]
+struct OnRay {
+    /// The node named by the launch's `node`, resolved to an alive one.
+    node: Option<vllm_ray::Node>,
+    /// GPUs to reserve (none on a CPU-only cluster).
+    gpus: Option<u32>,
+}
+
+/// What a placement started: what to stop when its record cannot be written.
+enum Started {
+    Group(u32),
+    Job(RayJob),
 }
 
 /// An active record, as the placement transaction sees it.
@@ -138,7 +160,7 @@ struct Active {
     loading: bool,
     /// Asleep: its weights are off the GPU (level 1) or gone (level 2).
     sleeping: bool,
-    /// `None` for a queued launch (no process yet).
+    /// `None` for a queued launch (no process or job yet).
     pid: Option<i64>,
     gpu_ids: Vec<u32>,
     /// For a queued launch: when it joined the queue.
@@ -165,6 +187,7 @@ pub struct StopOutcome {
 struct Placer {
     config: Arc<Config>,
     store: Store,
+    ray: Option<RayBackend>,
 }
 
 /// Launches, observes and stops `vllm serve` processes. Cheap to share behind an `Arc`.
@@ -175,18 +198,53 @@ pub struct Launcher {
     configs: ConfigCache,
     /// One pooled client per launched server, by base URL.
     clients: Mutex<HashMap<String, VllmClient>>,
+    /// The Ray cluster of `[launcher] backend = "ray"`, or why it cannot be used.
+    ray: std::result::Result<Option<RayBackend>, String>,
 }
 
 impl Launcher {
     pub fn new(config: Arc<Config>, store: Store, gpus: Gpus) -> Launcher {
         let ttl = Duration::from_secs_f64(config.http.metadata_ttl_seconds.max(1.0));
+        let ray = RayBackend::from_config(&config).map_err(|e| e.to_string());
         Launcher {
             configs: ConfigCache::new(ttl),
             config,
             store,
             gpus,
             clients: Mutex::new(HashMap::new()),
+            ray,
         }
+    }
+
+    /// The Ray backend, when launches go to a Ray cluster.
+    pub fn ray(&self) -> Option<&RayBackend> {
+        self.ray.as_ref().ok().and_then(Option::as_ref)
+    }
+
+    /// Where a launch goes on the Ray cluster: its node resolved, its GPUs counted.
+    async fn on_ray(&self, args: &LaunchArgs) -> Result<OnRay> {
+        let ray = match &self.ray {
+            Ok(Some(ray)) => ray,
+            Ok(None) => return Ok(OnRay::default()),
+            Err(why) => {
+                return Err(Error::ClusterUnavailable {
+                    address: self
+                        .config
+                        .launcher
+                        .ray
+                        .as_ref()
+                        .map(|r| r.address.clone())
+                        .unwrap_or_default(),
+                    message: why.clone(),
+                });
+            }
+        };
+        let node = match &args.node {
+            Some(name) => Some(ray.resolve_node(name).await?),
+            None => None,
+        };
+        let gpus = ray.has_gpus().await?.then(|| args.gpus_needed());
+        Ok(OnRay { node, gpus })
     }
 
     /// Runs store work on the blocking pool: a write may wait for another process's
@@ -207,6 +265,7 @@ impl Launcher {
         let placer = Placer {
             config: self.config.clone(),
             store: self.store.clone(),
+            ray: self.ray().cloned(),
         };
         tokio::task::spawn_blocking(move || placer.place(&plan))
             .await
@@ -296,6 +355,19 @@ impl Launcher {
                 message: format!("max_model_len {len} is above the configured maximum of {max}"),
             });
         }
+        let on_ray = self.config.launcher.backend == vllm_core::config::LauncherBackend::Ray;
+        if args.node.is_some() && !on_ray {
+            return Err(Error::invalid(
+                "node",
+                "a node is for the Ray backend: set [launcher] backend = \"ray\" or leave node out",
+            ));
+        }
+        if req.gpu_ids.is_some() && on_ray {
+            return Err(Error::invalid(
+                "gpu_ids",
+                "with the Ray backend, Ray places GPUs: name a node instead, or leave gpu_ids out",
+            ));
+        }
         if let Some(ids) = &req.gpu_ids {
             if ids.is_empty() {
                 return Err(Error::invalid(
@@ -365,6 +437,16 @@ impl Launcher {
             .unwrap_or_default();
         let estimated_load_seconds = estimate::estimated_load_seconds(est.weights_mb, &past);
         let needed = args.gpus_needed() as usize;
+        if self.ray().is_some() {
+            // The cluster's nodes, not this host's GPUs, hold a Ray launch: Ray's
+            // scheduler places it by the resources the job asks for.
+            return Ok(Preflight {
+                estimate: est,
+                check: None,
+                gpu_ids: Vec::new(),
+                estimated_load_seconds,
+            });
+        }
         let (check, chosen) = match self.gpus.snapshots() {
             Ok(all) if !all.is_empty() => {
                 let chosen = choose_gpus(
@@ -467,8 +549,10 @@ impl Launcher {
                 details,
             });
         }
+        let on_ray = self.on_ray(&args).await?;
         let placed = self
             .place(Plan {
+                on_ray,
                 req: req.clone(),
                 source,
                 args,
@@ -501,8 +585,10 @@ impl Launcher {
         avoid_port: Option<u16>,
         restarts: u32,
     ) -> Result<Placed> {
-        let queued = r.status == ModelStatus::Loading && r.pid.is_none();
+        let queued = r.is_queued();
+        let on_ray = self.on_ray(&r.args).await?;
         self.place(Plan {
+            on_ray,
             req: LaunchRequest::again(r),
             source: r.source.clone(),
             args: r.args.clone(),
@@ -518,56 +604,174 @@ impl Launcher {
     /// Observes a record's real state and writes any transition back. Never fails: an
     /// observation that cannot be made leaves the record as it was.
     pub async fn observe(&self, record: ModelRecord) -> ModelRecord {
-        let Some(pid) = record.pid else { return record };
         if !record.status.is_active() {
             return record;
         }
-        let alive = vllm_core::coordination::process_alive(pid, record.start_time);
-        let next: Option<(ModelStatus, Option<RecordedError>)> = if !alive {
+        let (record, next) = match (record.job.clone(), record.pid) {
+            (Some(job), _) => self.look_at_job(record, job).await,
+            (None, Some(pid)) => {
+                let next = self.look_at_group(&record, pid).await;
+                (record, next)
+            }
+            (None, None) => return record,
+        };
+        match next {
+            Some(next) => self.keep_observation(record, next).await,
+            None => record,
+        }
+    }
+
+    /// A local launch: its process group alive, then its server's health.
+    async fn look_at_group(&self, record: &ModelRecord, pid: u32) -> Option<Observed> {
+        if vllm_core::coordination::process_alive(pid, record.start_time) {
+            return self.look_at_health(record).await;
+        }
+        if record.status == ModelStatus::Stopping {
+            return Some((ModelStatus::Unloaded, None));
+        }
+        // The API server is gone: its engine and worker may linger as orphans
+        // holding memory; they are in its group, so end them. A live process
+        // with the leader's pid in the group means the pid was recycled by an
+        // unrelated group leader, which must never be signalled.
+        if !process::group_members(pid).contains(&pid) {
+            let _ = process::stop_group(pid, Duration::from_secs(2), true).await;
+        }
+        Some((ModelStatus::Error, Some(self.failure_of(record).await)))
+    }
+
+    /// A launch on the Ray cluster: its job's state (and node), then its server's health.
+    /// The record comes back with the node the job landed on, once Ray placed it.
+    async fn look_at_job(
+        &self,
+        record: ModelRecord,
+        job: RayJob,
+    ) -> (ModelRecord, Option<Observed>) {
+        let Some(ray) = self.ray() else {
+            // Launched on Ray by a manager configured otherwise: not ours to judge.
+            return (record, None);
+        };
+        let look = match ray.look(&job).await {
+            Ok(look) => look,
+            Err(e) => {
+                tracing::warn!(model = %record.model_id, error = %e, "cannot look at the model's Ray job");
+                return (record, None);
+            }
+        };
+        let ended = |failure: RecordedError| {
             if record.status == ModelStatus::Stopping {
                 Some((ModelStatus::Unloaded, None))
             } else {
-                // The API server is gone: its engine and worker may linger as orphans
-                // holding memory; they are in its group, so end them. A live process
-                // with the leader's pid in the group means the pid was recycled by an
-                // unrelated group leader, which must never be signalled.
-                if !process::group_members(pid).contains(&pid) {
-                    let _ = process::stop_group(pid, Duration::from_secs(2), true).await;
-                }
-                Some((ModelStatus::Error, Some(self.failure_of(&record))))
-            }
-        } else {
-            match self.client_for(&record) {
-                None => None,
-                Some(client) => match client.health().await {
-                    Ok(Health::Ready) => match client.models_fresh().await {
-                        Ok(cards) if cards.iter().any(|c| c.id == record.model_id) => {
-                            (record.status == ModelStatus::Loading)
-                                .then_some((ModelStatus::Loaded, None))
-                        }
-                        _ => self.maybe_timed_out(&record),
-                    },
-                    Ok(Health::Unhealthy(code)) => {
-                        // vLLM answers 503 once its engine died, then exits 0.
-                        let _ = process::stop_group(pid, Duration::from_secs(2), true).await;
-                        Some((
-                            ModelStatus::Error,
-                            Some(RecordedError {
-                                reason: FailureReason::EngineDied,
-                                message: format!(
-                                    "/health answered {code}: the engine process died; see the log resource"
-                                ),
-                                details: json!({"log_excerpt": self.log_tail(&record, 20)}),
-                            }),
-                        ))
-                    }
-                    Err(_) => self.maybe_timed_out(&record),
-                },
+                Some((ModelStatus::Error, Some(failure)))
             }
         };
-        let Some((to, error)) = next else {
+        match look {
+            JobLook::Gone => {
+                let next = ended(RecordedError {
+                    reason: LoadFailure::ProcessExited.into(),
+                    message: format!(
+                        "the Ray job {} no longer exists on the cluster at {}",
+                        job.submission_id,
+                        ray.address()
+                    ),
+                    details: json!({"job": job.submission_id}),
+                });
+                (record, next)
+            }
+            JobLook::Ended {
+                message, exit_code, ..
+            } => {
+                let failure = ray.failure(&job, &message, exit_code).await;
+                let next = ended(failure);
+                (record, next)
+            }
+            JobLook::Pending => {
+                let next = self.maybe_timed_out(&record).await;
+                (record, next)
+            }
+            JobLook::Running { node_ip } => {
+                let record = self.placed_on(record, &job, node_ip).await;
+                let next = self.look_at_health(&record).await;
+                (record, next)
+            }
+        }
+    }
+
+    /// Records the node a job runs on, and serves from its address, when Ray chose it.
+    async fn placed_on(
+        &self,
+        mut record: ModelRecord,
+        job: &RayJob,
+        node_ip: Option<String>,
+    ) -> ModelRecord {
+        let Some(ip) = node_ip.filter(|ip| job.node_ip.as_ref() != Some(ip)) else {
             return record;
         };
+        let mut placed = job.clone();
+        placed.node_ip = Some(ip.clone());
+        let (id, host, kept) = (record.model_id.clone(), ip.clone(), placed.clone());
+        match self
+            .on_store(move |s| models::set_placement(s, &id, &host, &kept))
+            .await
+        {
+            Ok(_) => {
+                record.host = ip;
+                record.job = Some(placed);
+            }
+            Err(e) => {
+                tracing::warn!(model = %record.model_id, error = %e, "cannot record the job's node")
+            }
+        }
+        record
+    }
+
+    /// A running server: `/health`, then whether `/v1/models` serves the model.
+    async fn look_at_health(&self, record: &ModelRecord) -> Option<Observed> {
+        let client = self.client_for(record)?;
+        match client.health().await {
+            Ok(Health::Ready) => match client.models_fresh().await {
+                Ok(cards) if cards.iter().any(|c| c.id == record.model_id) => {
+                    (record.status == ModelStatus::Loading).then_some((ModelStatus::Loaded, None))
+                }
+                _ => self.maybe_timed_out(record).await,
+            },
+            Ok(Health::Unhealthy(code)) => {
+                // vLLM answers 503 once its engine died, then exits 0.
+                self.end_server(record).await;
+                Some((
+                    ModelStatus::Error,
+                    Some(RecordedError {
+                        reason: FailureReason::EngineDied,
+                        message: format!(
+                            "/health answered {code}: the engine process died; see the log resource"
+                        ),
+                        details: json!({"log_excerpt": self.log_tail(record, 20).await}),
+                    }),
+                ))
+            }
+            Err(_) => self.maybe_timed_out(record).await,
+        }
+    }
+
+    /// Ends a server judged dead or hung: its process group, or its Ray job.
+    async fn end_server(&self, record: &ModelRecord) {
+        match (&record.job, record.pid, self.ray()) {
+            (Some(job), _, Some(ray)) => {
+                if let Err(e) = ray.stop(job, Duration::ZERO).await {
+                    tracing::warn!(model = %record.model_id, error = %e, "cannot stop the Ray job");
+                }
+            }
+            (None, Some(pid), _) => {
+                let _ = process::stop_group(pid, Duration::from_secs(2), true).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes an observed transition (compare-and-set), relaunches after a port
+    /// conflict, and answers the record as it now is.
+    async fn keep_observation(&self, record: ModelRecord, next: Observed) -> ModelRecord {
+        let (to, error) = next;
+        let pid = record.pid;
         let settled = (to == ModelStatus::Error && record.status == ModelStatus::Loading)
             || to == ModelStatus::Loaded;
         let took = vllm_core::time::unix_now() - record.launched_at.unwrap_or_default();
@@ -578,7 +782,7 @@ impl Launcher {
                     // The load-time history is a hint for estimates: not worth failing on.
                     let _ = models::record_load(store, &id, took, to == ModelStatus::Loaded);
                 }
-                models::transition(store, &id, from, Some(pid), to, recorded.as_ref())
+                models::transition(store, &id, from, pid, to, recorded.as_ref())
             })
             .await;
         // A lost race is `false`; a store that cannot be written is an observation
@@ -625,20 +829,12 @@ impl Launcher {
         self.on_store(move |s| models::get(s, &id)).await
     }
 
-    fn maybe_timed_out(
-        &self,
-        record: &ModelRecord,
-    ) -> Option<(ModelStatus, Option<RecordedError>)> {
+    async fn maybe_timed_out(&self, record: &ModelRecord) -> Option<Observed> {
         let age = vllm_core::time::unix_now() - record.launched_at.unwrap_or_default();
         if record.status == ModelStatus::Loading
             && age > self.config.launcher.health_timeout_seconds
         {
-            if let Some(pid) = record.pid {
-                // Stopped synchronously by the next look at the group; a signal now.
-                unsafe {
-                    libc::kill(-(pid as i32), libc::SIGKILL);
-                }
-            }
+            self.end_server(record).await;
             return Some((
                 ModelStatus::Error,
                 Some(RecordedError {
@@ -647,15 +843,15 @@ impl Launcher {
                         "not serving after {age:.0} s (launcher.health_timeout_seconds = {})",
                         self.config.launcher.health_timeout_seconds
                     ),
-                    details: json!({"log_excerpt": self.log_tail(record, 20)}),
+                    details: json!({"log_excerpt": self.log_tail(record, 20).await}),
                 }),
             ));
         }
         None
     }
 
-    fn failure_of(&self, record: &ModelRecord) -> RecordedError {
-        let tail = self.log_tail(record, 200);
+    async fn failure_of(&self, record: &ModelRecord) -> RecordedError {
+        let tail = self.log_tail(record, 200).await;
         // The exit record of this launch only: the log file is reused by relaunches.
         let exit_info = record
             .log_path
@@ -691,8 +887,11 @@ impl Launcher {
         }
     }
 
-    /// The last `lines` of a model's log, secrets redacted.
-    pub fn log_tail(&self, record: &ModelRecord, lines: usize) -> String {
+    /// The last `lines` of a model's log (its Ray job's, on Ray), secrets redacted.
+    pub async fn log_tail(&self, record: &ModelRecord, lines: usize) -> String {
+        if let (Some(job), Some(ray)) = (&record.job, self.ray()) {
+            return vllm_core::redact::redact_text(&ray.log_tail(job, lines).await);
+        }
         record
             .log_path
             .as_deref()
@@ -716,6 +915,10 @@ impl Launcher {
         let records = self.on_store(models::list).await?;
         let looks = records.into_iter().map(|r| async move {
             let settled = matches!(r.status, ModelStatus::Loaded | ModelStatus::Sleeping);
+            if settled && r.job.is_some() {
+                // A server on the cluster: the supervision round looks at its job.
+                return r;
+            }
             match r.pid {
                 Some(pid)
                     if settled && vllm_core::coordination::process_alive(pid, r.start_time) =>
@@ -790,16 +993,22 @@ impl Launcher {
             remaining_pids: Vec::new(),
             seconds: started.elapsed().as_secs_f64(),
         };
-        if record.status == ModelStatus::Loading && record.pid.is_none() {
+        if record.is_queued() {
             // Still waiting in the launch queue: leaving it is the whole unload.
             let (from, to) = (ModelStatus::Loading, ModelStatus::Unloaded);
             self.transition(model_id, from, None, to).await?;
             return Ok(not_running());
         }
-        let Some(pid) = record.pid.filter(|_| record.status.is_active()) else {
+        if !record.status.is_active() {
+            return Ok(not_running());
+        }
+        let grace = Duration::from_secs_f64(self.config.launcher.grace_period_seconds);
+        if let Some(job) = record.job.clone() {
+            return self.stop_job(record, job, force, grace, started).await;
+        }
+        let Some(pid) = record.pid else {
             return Ok(not_running());
         };
-        let grace = Duration::from_secs_f64(self.config.launcher.grace_period_seconds);
         if !force {
             self.wait_idle(&record, grace).await?;
         }
@@ -823,6 +1032,53 @@ impl Launcher {
             memory_freed_mb,
             terminated_gracefully: report.terminated_gracefully,
             remaining_pids: report.remaining,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// [`Launcher::stop`] for a model on the Ray cluster: the job is stopped (Ray signals
+    /// its command, then kills it) and watched until it ended. A job still running after
+    /// the grace period leaves the model `stopping`; the next look that sees the job
+    /// ended moves it on.
+    async fn stop_job(
+        &self,
+        record: ModelRecord,
+        job: RayJob,
+        force: bool,
+        grace: Duration,
+        started: std::time::Instant,
+    ) -> Result<StopOutcome> {
+        let ray = self.ray().ok_or_else(|| Error::ClusterUnavailable {
+            address: String::new(),
+            message: format!(
+                "{} runs as the Ray job {}, and this manager's backend is not ray",
+                record.model_id, job.submission_id
+            ),
+        })?;
+        if !force {
+            self.wait_idle(&record, grace).await?;
+        }
+        let id = record.model_id.as_str();
+        self.transition(id, record.status, None, ModelStatus::Stopping)
+            .await?;
+        let ended = ray
+            .stop(&job, if force { Duration::ZERO } else { grace })
+            .await?;
+        if ended {
+            self.transition(id, ModelStatus::Stopping, None, ModelStatus::Unloaded)
+                .await?;
+        }
+        Ok(StopOutcome {
+            model_id: record.model_id.clone(),
+            was_running: true,
+            // Freed on the node: what the launch was reckoned to take.
+            memory_freed_mb: if ended {
+                record.memory_estimate_mb.unwrap_or(0)
+            } else {
+                0
+            },
+            terminated_gracefully: ended,
+            remaining_pids: Vec::new(),
             seconds: started.elapsed().as_secs_f64(),
         })
     }
@@ -930,10 +1186,7 @@ impl Launcher {
 
     /// Starts queued launches, oldest first, whose GPUs are free of loading models.
     async fn run_queue(&self, records: &[ModelRecord]) -> Result<()> {
-        let mut queued: Vec<&ModelRecord> = records
-            .iter()
-            .filter(|r| r.status == ModelStatus::Loading && r.pid.is_none())
-            .collect();
+        let mut queued: Vec<&ModelRecord> = records.iter().filter(|r| r.is_queued()).collect();
         queued.sort_by(|a, b| a.updated_at.total_cmp(&b.updated_at));
         for r in queued {
             match self.relaunch(r, None, r.restarts).await {
@@ -1058,9 +1311,9 @@ impl Placer {
     fn place(&self, plan: &Plan) -> Result<Placed> {
         let req = &plan.req;
         let sampling = models::sampling(&self.store, &req.model_id)?;
-        // The process is spawned inside the transaction; when the transaction then fails
-        // (a full store), the process must not outlive it unrecorded.
-        let mut spawned_group: Option<u32> = None;
+        // The process is spawned (the job submitted) inside the transaction; when the
+        // transaction then fails (a full store), it must not outlive it unrecorded.
+        let mut started: Option<Started> = None;
         let placed = self.store.write(|tx| {
             let rows = active_rows(tx)?;
             let others: Vec<&Active> = rows.iter().filter(|a| a.model_id != req.model_id).collect();
@@ -1073,18 +1326,37 @@ impl Placer {
                 }
                 return Ok(Placed::Queued(record, ahead));
             }
-            let spawned = self.spawn(plan, &sampling, &others, &mut record)?;
-            spawned_group = Some(spawned);
+            started = Some(self.spawn(plan, &sampling, &others, &mut record)?);
             models::put(tx, &record)?;
             Ok(Placed::Spawned(record))
         });
-        if let (Err(e), Some(pgid)) = (&placed, spawned_group) {
-            tracing::warn!(model = %req.model_id, pgid, error = %e, "the launch was not recorded; stopping the process it started");
-            if let Err(kill) = process::signal_group(pgid, libc::SIGKILL) {
-                tracing::error!(pgid, error = %kill, "cannot stop the unrecorded launch");
-            }
+        if let Err(e) = &placed {
+            self.undo(&req.model_id, started, e);
         }
         placed
+    }
+
+    /// Stops what a placement started when its record could not be written.
+    fn undo(&self, model_id: &str, started: Option<Started>, e: &Error) {
+        match started {
+            None => {}
+            Some(Started::Group(pgid)) => {
+                tracing::warn!(model = %model_id, pgid, error = %e, "the launch was not recorded; stopping the process it started");
+                if let Err(kill) = process::signal_group(pgid, libc::SIGKILL) {
+                    tracing::error!(pgid, error = %kill, "cannot stop the unrecorded launch");
+                }
+            }
+            Some(Started::Job(job)) => {
+                tracing::warn!(model = %model_id, job = %job.submission_id, error = %e, "the launch was not recorded; stopping its Ray job");
+                if let Some(ray) = &self.ray {
+                    let stopped =
+                        tokio::runtime::Handle::current().block_on(ray.stop(&job, Duration::ZERO));
+                    if let Err(stop) = stopped {
+                        tracing::error!(job = %job.submission_id, error = %stop, "cannot stop the unrecorded job");
+                    }
+                }
+            }
+        }
     }
 
     /// The record a placement writes: the sticky port and the restart count of the
@@ -1123,59 +1395,92 @@ impl Placer {
             idle_ttl_seconds: req.idle_ttl_seconds,
             memory_estimate_mb: plan.memory_mb,
             updated_at: vllm_core::time::unix_now(),
+            job: None,
         })
     }
 
-    /// Picks the port (the record's sticky one when free) and spawns `vllm serve`,
-    /// filling the record in; returns the new process group.
+    /// Picks the port (the record's sticky one when free) and spawns `vllm serve` (or
+    /// submits it to the Ray cluster), filling the record in; returns what it started.
     fn spawn(
         &self,
         plan: &Plan,
         sampling: &vllm_core::launch_args::SamplingDefaults,
         others: &[&Active],
         record: &mut ModelRecord,
-    ) -> Result<u32> {
+    ) -> Result<Started> {
         let (cfg, req) = (&self.config, &plan.req);
-        let exclude = others
+        let exclude: std::collections::HashSet<u16> = others
             .iter()
             .filter_map(|a| a.port)
             .chain(plan.avoid_port)
             .collect();
         let preferred = record.port.filter(|p| Some(*p) != plan.avoid_port);
         let [lo, hi] = cfg.launcher.port_range;
-        let port = process::pick_port(&cfg.launcher.host, (lo, hi), preferred, &exclude)
-            .ok_or_else(|| Error::LimitExceeded {
-                limit: "launcher.port_range".into(),
-                message: format!("no free port in {lo}..={hi}"),
-            })?;
+        let host = match &self.ray {
+            Some(ray) => ray.bind_host(plan.on_ray.node.as_ref()),
+            None => cfg.launcher.host.clone(),
+        };
+        let port = match &self.ray {
+            // The node's ports cannot be probed from here: a taken one fails the start
+            // with PORT_IN_USE, and the launch moves on to the next port.
+            Some(_) => preferred
+                .filter(|p| !exclude.contains(p))
+                .or_else(|| (lo..=hi).find(|p| !exclude.contains(p))),
+            None => process::pick_port(&host, (lo, hi), preferred, &exclude),
+        }
+        .ok_or_else(|| Error::LimitExceeded {
+            limit: "launcher.port_range".into(),
+            message: format!("no free port in {lo}..={hi}"),
+        })?;
         let (program, argv) = command_line(&CommandSpec {
             command: &cfg.launcher.command,
             source: &plan.source,
             model_id: &req.model_id,
-            host: &cfg.launcher.host,
+            host: &host,
             port,
             args: &plan.args,
             sampling,
             executor_backend: cfg.launcher.distributed_executor_backend.as_deref(),
         });
         let (env, env_remove) = self.child_env(&plan.gpu_ids);
-        let spawned = process::spawn_detached(&SpawnSpec {
-            program: program.clone(),
-            args: argv.clone(),
-            env: env.clone(),
-            env_remove,
-            log_path: self.log_path(&req.model_id),
-            cwd: None,
-        })?;
+        let started = match &self.ray {
+            Some(ray) => {
+                let launch = json!({"source": plan.source, "args": plan.args});
+                let job = tokio::runtime::Handle::current().block_on(ray.submit(&Submission {
+                    model_id: &req.model_id,
+                    program: &program,
+                    argv: &argv,
+                    env: &env,
+                    node: plan.on_ray.node.as_ref(),
+                    gpus: plan.on_ray.gpus,
+                    launch,
+                }))?;
+                record.host = job.node_ip.clone().unwrap_or_else(|| host.clone());
+                record.log_path = None;
+                record.job = Some(job.clone());
+                Started::Job(job)
+            }
+            None => {
+                let spawned = process::spawn_detached(&SpawnSpec {
+                    program: program.clone(),
+                    args: argv.clone(),
+                    env: env.clone(),
+                    env_remove,
+                    log_path: self.log_path(&req.model_id),
+                    cwd: None,
+                })?;
+                record.pid = Some(spawned.pid);
+                record.start_time = spawned.start_time;
+                Started::Group(spawned.pid)
+            }
+        };
         let mut full = vec![program];
         full.extend(argv);
         record.port = Some(port);
-        record.pid = Some(spawned.pid);
-        record.start_time = spawned.start_time;
         record.argv = vllm_core::redact::redact_args(&full);
         record.env_names = env.iter().map(|(k, _)| k.clone()).collect();
         record.launched_at = Some(record.updated_at);
-        Ok(spawned.pid)
+        Ok(started)
     }
 
     /// The launched server's environment: ours, plus the configured extra variables, the
@@ -1219,7 +1524,8 @@ impl Placer {
 /// The models that hold (or wait for) a slot, GPUs or a port: every active record.
 fn active_rows(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Active>> {
     let mut st = tx.prepare(
-        "SELECT model_id, port, memory_estimate_mb, status, gpu_ids, pid, updated_at FROM models \
+        "SELECT model_id, port, memory_estimate_mb, status, gpu_ids, \
+         CASE WHEN pid IS NOT NULL OR job IS NOT NULL THEN 1 END, updated_at FROM models \
          WHERE status IN ('loading','loaded','stopping','sleeping')",
     )?;
     let rows = st.query_map([], |r| {
