@@ -113,6 +113,33 @@ async fn models_on_a_real_ray_cluster() {
         assert!(j.metadata["vllm_mcp.launch"].contains(&format!("mock/{id}")));
     }
 
+    // A manager with an empty data directory adopts the fleet from Ray, observed.
+    let rig2 = ray_rig(&cluster.dashboard());
+    let l2 = launcher_for(&rig2);
+    let t = Instant::now();
+    let adopted = l2.list().await.unwrap();
+    let took = t.elapsed();
+    for id in ["a", "b", "c"] {
+        let theirs = adopted.iter().find(|r| r.model_id == id).expect(id);
+        let ours = l.get(id).await.unwrap().unwrap();
+        assert_eq!(
+            theirs.status,
+            ModelStatus::Loaded,
+            "{id}: {:?}",
+            theirs.error
+        );
+        assert_eq!((&theirs.host, theirs.port), (&ours.host, ours.port), "{id}");
+        assert_eq!(theirs.job, ours.job, "{id}");
+        assert_eq!(theirs.source, format!("mock/{id}"));
+    }
+    assert!(took < Duration::from_secs(3), "adoption took {took:?}");
+    // An unload there is seen here as an unload, not a failure.
+    assert!(l2.stop("c", false).await.unwrap().terminated_gracefully);
+    assert_eq!(
+        l.get("c").await.unwrap().unwrap().status,
+        ModelStatus::Unloaded
+    );
+
     // The log resource's text comes from the job's log.
     let log = l.log_tail(&settled(&l, "a").await, 50).await;
     assert!(log.contains("mock/a"), "{log}");
@@ -169,7 +196,7 @@ async fn models_on_a_real_ray_cluster() {
         "{message}"
     );
 
-    for id in ["c", "b", "bad"] {
+    for id in ["b", "bad"] {
         let _ = l.stop(id, true).await;
     }
 }

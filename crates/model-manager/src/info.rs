@@ -104,6 +104,11 @@ pub struct ServerInfo {
     pub base_url: Option<String>,
     pub port: Option<u16>,
     pub pid: Option<u32>,
+    /// With the Ray backend: the job serving it and the node it runs on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ray_job: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub gpu_ids: Vec<u32>,
     /// RFC 3339 UTC.
     pub launched_at: Option<String>,
@@ -251,6 +256,8 @@ async fn info_of_launched(
             base_url: r.base_url(),
             port: r.port,
             pid: r.pid.filter(|_| r.status.is_active()),
+            ray_job: r.job.as_ref().map(|j| j.submission_id.clone()),
+            node: r.job.as_ref().and_then(|j| j.node_ip.clone()),
             gpu_ids: r.gpu_ids.clone(),
             launched_at: rfc(r.launched_at),
             loaded_at: rfc(r.loaded_at),
@@ -299,6 +306,8 @@ async fn info_of_served(
             base_url: Some(client.base_url().to_string()),
             port: None,
             pid: None,
+            ray_job: None,
+            node: None,
             gpu_ids: Vec::new(),
             launched_at: None,
             loaded_at: None,

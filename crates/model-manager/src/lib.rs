@@ -139,6 +139,8 @@ impl ModelManager {
                 Some(pid) => {
                     self.memory_of_members(groups.get(&pid).map(Vec::as_slice).unwrap_or(&[]))
                 }
+                // On another node: not measured from here.
+                None if r.job.is_some() && r.status.is_active() => None,
                 None => Some(0),
             },
             context_window: window,
@@ -146,6 +148,7 @@ impl ModelManager {
             tensor_parallel_size: r.args.tensor_parallel_size.unwrap_or(1),
             pipeline_parallel_size: r.args.pipeline_parallel_size.unwrap_or(1),
             base_url: r.base_url(),
+            node: r.job.as_ref().and_then(|j| j.node_ip.clone()),
             endpoint: None,
             error: r.error.clone(),
             front_door: None,

@@ -53,6 +53,9 @@ pub struct ModelSummary {
     pub pipeline_parallel_size: u32,
     /// Where the model is served (OpenAI-compatible API under `/v1`).
     pub base_url: Option<String>,
+    /// With the Ray backend: the address of the cluster node it runs on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// The attached endpoint's name, for `attached` models.
     pub endpoint: Option<String>,
     /// Why the model is in `error`.
@@ -127,6 +130,7 @@ fn summary(
         tensor_parallel_size: tp,
         pipeline_parallel_size: pp,
         base_url: None,
+        node: None,
         endpoint: None,
         error: None,
         front_door: None,
@@ -148,6 +152,7 @@ fn summary(
             tensor_parallel_size: 1,
             pipeline_parallel_size: 1,
             base_url: Some(endpoint.base_url().to_string()),
+            node: None,
             endpoint: Some(endpoint.name().to_string()),
             error: None,
             front_door: None,

@@ -47,6 +47,9 @@ pub struct LoadAnswer {
     pub base_url: Option<String>,
     pub port: Option<u16>,
     pub pid: Option<u32>,
+    /// With the Ray backend: the node it runs on (once Ray placed it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub gpu_ids: Vec<u32>,
     /// The memory check: platform, required_mb, available_mb, fits, notes.
     pub memory_check: Option<Value>,
@@ -282,6 +285,7 @@ fn answer_of_record(r: &ModelRecord) -> LoadAnswer {
         base_url: r.base_url(),
         port: r.port,
         pid: r.pid,
+        node: r.job.as_ref().and_then(|j| j.node_ip.clone()),
         gpu_ids: r.gpu_ids.clone(),
         memory_required_mb: r.memory_estimate_mb,
         log_uri: Some(crate::resources::logs_uri(&r.model_id)),

@@ -400,6 +400,26 @@ pub fn transition(
     })
 }
 
+/// Writes a record found running elsewhere (a Ray job another manager started) unless
+/// this store holds the model as active already; returns whether it was written.
+pub fn adopt(store: &Store, r: &ModelRecord) -> Result<bool> {
+    store.write(|tx| {
+        let active: Option<String> = tx
+            .query_row(
+                "SELECT status FROM models WHERE model_id = ?1 \
+                 AND status IN ('loading','loaded','stopping','sleeping')",
+                [&r.model_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if active.is_some() {
+            return Ok(false);
+        }
+        put(tx, r)?;
+        Ok(true)
+    })
+}
+
 /// Records where Ray placed a model's job: the node's address becomes the record's host.
 /// Only the same job's record changes (a relaunch meanwhile has a job of its own).
 pub fn set_placement(store: &Store, model_id: &str, host: &str, job: &RayJob) -> Result<bool> {

@@ -35,8 +35,8 @@ pub struct RayBackend {
 pub enum JobLook {
     /// Waiting for resources or for its command to start.
     Pending,
-    /// Its command runs on this node.
-    Running { node_ip: Option<String> },
+    /// Its command runs on this node (address, Ray's id), once Ray says which.
+    Running { node: Option<(String, String)> },
     /// It ended: how, in Ray's words, and the command's exit code.
     Ended {
         status: JobStatus,
@@ -45,6 +45,20 @@ pub enum JobLook {
     },
     /// Ray no longer knows the job (the cluster was replaced).
     Gone,
+}
+
+/// A job of ours found running on the cluster: what a manager that did not launch it
+/// needs to take it in.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub model_id: String,
+    /// `{"source", "args", "host", "port"}` as the launching manager wrote it.
+    pub launch: Value,
+    pub job: RayJob,
+    /// The job's command line.
+    pub entrypoint: String,
+    /// When Ray started it (seconds since the epoch).
+    pub started_at: Option<f64>,
 }
 
 /// A launch, as the placement hands it to the cluster.
@@ -173,6 +187,45 @@ impl RayBackend {
         })
     }
 
+    /// Every job of ours that has not ended, with the node each runs on: what a manager
+    /// adopts (`Launcher::adopt`).
+    pub async fn ours(&self) -> Result<Vec<Found>> {
+        let jobs = self.client.jobs().await.map_err(|e| self.unavailable(e))?;
+        let live: Vec<Job> = jobs
+            .into_iter()
+            .filter(|j| j.status.is_some_and(|s| !s.is_terminal()))
+            .filter(|j| j.metadata.contains_key(META_MODEL) && j.submission_id.is_some())
+            .collect();
+        if live.is_empty() {
+            return Ok(Vec::new());
+        }
+        let nodes = self.client.nodes().await.map_err(|e| self.unavailable(e))?;
+        Ok(live
+            .into_iter()
+            .map(|j| {
+                let node = j
+                    .driver_node_id
+                    .as_deref()
+                    .and_then(|id| nodes.iter().find(|n| n.node_id == id));
+                Found {
+                    model_id: j.metadata[META_MODEL].clone(),
+                    launch: j
+                        .metadata
+                        .get(META_LAUNCH)
+                        .and_then(|l| serde_json::from_str(l).ok())
+                        .unwrap_or(Value::Null),
+                    job: RayJob {
+                        submission_id: j.submission_id.clone().unwrap_or_default(),
+                        node_ip: node.map(|n| n.node_ip.clone()),
+                        node_id: node.map(|n| n.node_id.clone()),
+                    },
+                    entrypoint: j.entrypoint.clone().unwrap_or_default(),
+                    started_at: j.start_time.map(|ms| ms as f64 / 1000.0),
+                }
+            })
+            .collect())
+    }
+
     /// What Ray says of the job now, with the node it runs on; an error when the
     /// cluster cannot be asked (the record is then left as it was).
     pub async fn look(&self, job: &RayJob) -> Result<JobLook> {
@@ -184,7 +237,7 @@ impl RayBackend {
         Ok(match found.status {
             None | Some(JobStatus::Pending) => JobLook::Pending,
             Some(JobStatus::Running) => JobLook::Running {
-                node_ip: self.node_ip_of(&found).await,
+                node: self.node_of(&found).await,
             },
             Some(status) => JobLook::Ended {
                 status,
@@ -194,17 +247,14 @@ impl RayBackend {
         })
     }
 
-    /// The address of the node a running job's command is on.
-    async fn node_ip_of(&self, job: &Job) -> Option<String> {
-        if let Some(ip) = job.node_ip() {
-            return Some(ip.to_string());
-        }
+    /// The node (address, Ray's id) a running job's command is on.
+    async fn node_of(&self, job: &Job) -> Option<(String, String)> {
         let id = job.driver_node_id.as_deref()?;
         let nodes = self.client.nodes().await.ok()?;
         nodes
             .into_iter()
             .find(|n| n.node_id == id)
-            .map(|n| n.node_ip)
+            .map(|n| (n.node_ip, n.node_id))
     }
 
     /// Stops the job and waits up to `grace` (plus Ray's own kill delay) for it to end;

@@ -200,7 +200,14 @@ pub struct Launcher {
     clients: Mutex<HashMap<String, VllmClient>>,
     /// The Ray cluster of `[launcher] backend = "ray"`, or why it cannot be used.
     ray: std::result::Result<Option<RayBackend>, String>,
+    /// When the cluster was last asked for models to adopt, and whether it answered.
+    adopted: Mutex<Option<(std::time::Instant, bool)>>,
 }
+
+/// How often lists look for models to adopt on the Ray cluster.
+const ADOPT_EVERY: Duration = Duration::from_secs(1);
+/// How long lists stop asking a cluster that did not answer (its timeout each time).
+const ADOPT_AFTER_FAILURE: Duration = Duration::from_secs(15);
 
 impl Launcher {
     pub fn new(config: Arc<Config>, store: Store, gpus: Gpus) -> Launcher {
@@ -213,6 +220,7 @@ impl Launcher {
             gpus,
             clients: Mutex::new(HashMap::new()),
             ray,
+            adopted: Mutex::new(None),
         }
     }
 
@@ -677,6 +685,11 @@ impl Launcher {
                 });
                 (record, next)
             }
+            // Stopped through Ray (another manager's unload, `ray job stop`): unloaded.
+            JobLook::Ended {
+                status: vllm_ray::JobStatus::Stopped,
+                ..
+            } => (record, Some((ModelStatus::Unloaded, None))),
             JobLook::Ended {
                 message, exit_code, ..
             } => {
@@ -688,8 +701,8 @@ impl Launcher {
                 let next = self.maybe_timed_out(&record).await;
                 (record, next)
             }
-            JobLook::Running { node_ip } => {
-                let record = self.placed_on(record, &job, node_ip).await;
+            JobLook::Running { node } => {
+                let record = self.placed_on(record, &job, node).await;
                 let next = self.look_at_health(&record).await;
                 (record, next)
             }
@@ -701,16 +714,19 @@ impl Launcher {
         &self,
         mut record: ModelRecord,
         job: &RayJob,
-        node_ip: Option<String>,
+        node: Option<(String, String)>,
     ) -> ModelRecord {
-        let Some(ip) = node_ip.filter(|ip| job.node_ip.as_ref() != Some(ip)) else {
+        let Some((ip, id)) = node.filter(|(ip, id)| {
+            job.node_ip.as_ref() != Some(ip) || job.node_id.as_ref() != Some(id)
+        }) else {
             return record;
         };
         let mut placed = job.clone();
         placed.node_ip = Some(ip.clone());
-        let (id, host, kept) = (record.model_id.clone(), ip.clone(), placed.clone());
+        placed.node_id = Some(id);
+        let (model, host, kept) = (record.model_id.clone(), ip.clone(), placed.clone());
         match self
-            .on_store(move |s| models::set_placement(s, &id, &host, &kept))
+            .on_store(move |s| models::set_placement(s, &model, &host, &kept))
             .await
         {
             Ok(_) => {
@@ -900,8 +916,53 @@ impl Launcher {
             .unwrap_or_default()
     }
 
+    /// Takes in the models our managers started on the Ray cluster that this store does
+    /// not hold as active (an empty data directory, another host's manager): their
+    /// records are written from the jobs' metadata, as `loading`, and the next look
+    /// observes their real status. Returns how many were taken in; 0 off Ray.
+    pub async fn adopt(&self) -> Result<usize> {
+        let Some(ray) = self.ray() else {
+            return Ok(0);
+        };
+        let found = ray.ours().await;
+        *self.adopted.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), found.is_ok()));
+        let found = found?;
+        let records: Vec<ModelRecord> = found.into_iter().filter_map(adopted_record).collect();
+        if records.is_empty() {
+            return Ok(0);
+        }
+        self.on_store(move |s| {
+            let mut taken = 0;
+            for r in &records {
+                if models::adopt(s, r)? {
+                    tracing::info!(model = %r.model_id, job = ?r.job, "adopted from the Ray cluster");
+                    taken += 1;
+                }
+            }
+            Ok(taken)
+        })
+        .await
+    }
+
+    /// [`Launcher::adopt`] for a list: at most every [`ADOPT_EVERY`], and not again for
+    /// [`ADOPT_AFTER_FAILURE`] after the cluster did not answer, so that a cluster that
+    /// is down does not slow every list by its timeout.
+    async fn adopt_for_list(&self) {
+        let last = *self.adopted.lock().unwrap_or_else(|e| e.into_inner());
+        let due = match last {
+            None => true,
+            Some((at, true)) => at.elapsed() >= ADOPT_EVERY,
+            Some((at, false)) => at.elapsed() >= ADOPT_AFTER_FAILURE,
+        };
+        if due && let Err(e) = self.adopt().await {
+            tracing::warn!(error = %e, "cannot look for models on the Ray cluster");
+        }
+    }
+
     /// Every record, observed now.
     pub async fn list(&self) -> Result<Vec<ModelRecord>> {
+        self.adopt_for_list().await;
         // Concurrently: each look is two loopback requests.
         let records = self.on_store(models::list).await?;
         Ok(futures_util::future::join_all(records.into_iter().map(|r| self.observe(r))).await)
@@ -912,6 +973,7 @@ impl Launcher {
     /// second); loading ones and dead ones get the full look. For answers that list
     /// many models and must stay fast.
     pub async fn list_quick(&self) -> Result<Vec<ModelRecord>> {
+        self.adopt_for_list().await;
         let records = self.on_store(models::list).await?;
         let looks = records.into_iter().map(|r| async move {
             let settled = matches!(r.status, ModelStatus::Loaded | ModelStatus::Sleeping);
@@ -1137,6 +1199,50 @@ impl Launcher {
         let gpus = self.gpus.snapshots().ok()?;
         Some(vllm_core::gpu::memory_used_by(&gpus, pids).unwrap_or(0))
     }
+}
+
+/// The record of a job found on the cluster, from its metadata; `None` when the
+/// metadata is not ours to read (no launch, a bad model id).
+fn adopted_record(f: super::ray::Found) -> Option<ModelRecord> {
+    validate_model_id("model_id", &f.model_id).ok()?;
+    let launch = &f.launch;
+    let args: LaunchArgs = serde_json::from_value(launch.get("args")?.clone()).ok()?;
+    let now = vllm_core::time::unix_now();
+    Some(ModelRecord {
+        model_id: f.model_id,
+        source: launch.get("source")?.as_str()?.to_string(),
+        status: ModelStatus::Loading,
+        host: f
+            .job
+            .node_ip
+            .clone()
+            .or_else(|| launch.get("host")?.as_str().map(str::to_string))?,
+        port: launch.get("port")?.as_u64().map(|p| p as u16),
+        pid: None,
+        start_time: None,
+        args,
+        argv: vllm_core::redact::redact_args(
+            &f.entrypoint
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+        ),
+        env_names: Vec::new(),
+        gpu_ids: Vec::new(),
+        log_path: None,
+        launched_at: f.started_at.or(Some(now)),
+        loaded_at: None,
+        stopped_at: None,
+        error: None,
+        restart_policy: launch
+            .get("restart_policy")
+            .and_then(|p| serde_json::from_value(p.clone()).ok()),
+        restarts: 0,
+        idle_ttl_seconds: launch.get("idle_ttl_seconds").and_then(Value::as_f64),
+        memory_estimate_mb: None,
+        updated_at: now,
+        job: Some(f.job),
+    })
 }
 
 /// Relaunches after a port conflict before the model is left in `error`.
@@ -1445,7 +1551,10 @@ impl Placer {
         let (env, env_remove) = self.child_env(&plan.gpu_ids);
         let started = match &self.ray {
             Some(ray) => {
-                let launch = json!({"source": plan.source, "args": plan.args});
+                let launch = json!({
+                    "source": plan.source, "args": plan.args, "host": host, "port": port,
+                    "restart_policy": req.restart_policy, "idle_ttl_seconds": req.idle_ttl_seconds,
+                });
                 let job = tokio::runtime::Handle::current().block_on(ray.submit(&Submission {
                     model_id: &req.model_id,
                     program: &program,
