@@ -888,3 +888,49 @@ async fn the_front_door_on_real_vllm() {
     let _ = door.wait();
     assert_no_process_left(&rig).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tiny_model_as_a_ray_job() {
+    use vllm_mcp_testkit::ray::{RayCluster, WORKER_IP};
+    let Some(real) = Real::from_env("the_tiny_model_as_a_ray_job") else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let cluster = RayCluster::start();
+    let rig = real.rig("").with_launcher(
+        &["backend = \"ray\""],
+        &format!("[launcher.ray]\naddress = {:?}", cluster.dashboard()),
+    );
+    let m = rig.spawn(&bin("vllm-model-manager"), &[]).await;
+
+    let phase = Phase::start("a real vLLM as a Ray job on the second node");
+    let mut args = real.load_args("tiny");
+    args["node"] = json!(WORKER_IP);
+    args["wait_seconds"] = json!(START.as_secs());
+    let a = ok(m.call("load-model", args).await);
+    assert_eq!(a["status"], "loaded", "{a}");
+    assert_eq!(a["node"], WORKER_IP);
+    phase.done();
+    let base = a["base_url"].as_str().unwrap().to_string();
+    assert!(base.starts_with(&format!("http://{WORKER_IP}:")), "{base}");
+
+    // It answers from its node, and its log is the job's.
+    let body = json!({"model": "tiny", "prompt": "Hello", "max_tokens": 4, "ignore_eos": true});
+    let r = raw(&http(), "POST", &base, "/v1/completions", Some(&body)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["usage"]["completion_tokens"], 4);
+    let log = m.read("vllm://model/tiny/logs").await.unwrap();
+    assert!(log.contains("non-default args"), "{log}");
+
+    // Unload stops the job; nothing of the server is left on the node.
+    let out = ok(m.call("unload-model", json!({"model_id": "tiny"})).await);
+    assert_eq!(out["status"], "unloaded", "{out}");
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(
+        vllm_mcp_testkit::http_status_at([127, 0, 0, 3], port, "/health"),
+        None
+    );
+    m.close().await;
+    drop(cluster);
+    assert_no_process_left(&rig).await;
+}
