@@ -8,6 +8,7 @@
 pub mod fleet;
 pub mod gateway;
 pub mod inproc;
+pub mod ray;
 pub mod servers;
 pub mod state;
 pub mod table;
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use table::Row;
 
 /// Every section, in the order they run.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "start",
     "trips",
     "parse",
@@ -25,6 +26,7 @@ pub const SECTIONS: [&str; 8] = [
     "fleet-memory",
     "state",
     "gateway",
+    "ray",
 ];
 
 /// What to run and how much.
@@ -113,6 +115,9 @@ pub async fn run(opts: &Options) -> Vec<(String, Vec<Row>)> {
             "gateway".to_string(),
             gateway::rows(&opts.proxies, calls).await,
         ));
+    }
+    if wanted("ray") {
+        out.push(("ray".to_string(), ray::rows(opts.runs).await));
     }
     out
 }

@@ -9,7 +9,7 @@ use vllm_mcp_bench::{Options, SECTIONS, machine, run, table};
 #[command(version)]
 struct Args {
     /// Sections to run, comma-separated (start, trips, parse, window, fleet-cpu,
-    /// fleet-memory, state, gateway); all by default.
+    /// fleet-memory, state, gateway, ray); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Cold starts per binary.
