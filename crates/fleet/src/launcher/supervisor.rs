@@ -251,7 +251,11 @@ impl Launcher {
             Some(name) => Some(ray.resolve_node(name).await?),
             None => None,
         };
-        let gpus = ray.has_gpus().await?.then(|| args.gpus_needed());
+        // With vLLM's own Ray executor, vLLM places its workers across the nodes (a
+        // placement group of its own): the command itself reserves no GPU.
+        let own_executor =
+            self.config.launcher.distributed_executor_backend.as_deref() == Some("ray");
+        let gpus = (!own_executor && ray.has_gpus().await?).then(|| args.gpus_needed());
         Ok(OnRay { node, gpus })
     }
 
