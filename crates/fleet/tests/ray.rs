@@ -11,8 +11,9 @@ use vllm_core::config::Config;
 use vllm_core::gpu::{FakeGpus, Gpus};
 use vllm_core::launch_args::LaunchArgs;
 use vllm_core::models::{FailureReason, ModelRecord, ModelStatus};
+use vllm_core::models::{RestartMode, RestartPolicy};
 use vllm_core::store::Store;
-use vllm_fleet::launcher::supervisor::{LaunchOutcome, LaunchRequest, Launcher};
+use vllm_fleet::launcher::supervisor::{Duties, DutyState, LaunchOutcome, LaunchRequest, Launcher};
 use vllm_mcp_testkit::ray::{HEAD_IP, RayCluster, WORKER_IP};
 use vllm_mcp_testkit::{ServerRig, free_port, http_status_at};
 
@@ -203,7 +204,27 @@ async fn models_on_a_real_ray_cluster() {
     assert_eq!(e.code(), "INVALID_ARGUMENT");
     assert!(e.to_string().contains(WORKER_IP), "{e}");
 
-    // The node under b is lost: b goes to error, and says its node died.
+    // A manager whose jobs ask for a resource only the second node offers, and a model
+    // there that restarts on failure.
+    let rig_w = ServerRig::new("").with_launcher(
+        &["backend = \"ray\""],
+        &format!(
+            "[launcher.ray]\naddress = {:?}\nresources = {{ worker = 0.001 }}",
+            cluster.dashboard()
+        ),
+    );
+    let l_w = launcher_for(&rig_w);
+    let mut r = request("r", "mock/r", None);
+    r.restart_policy = Some(RestartPolicy {
+        mode: RestartMode::OnFailure,
+        max_restarts: 3,
+        backoff_seconds: 0.5,
+    });
+    start(&l_w, &r).await;
+    let before = settled(&l_w, "r").await;
+    assert_eq!(before.host, WORKER_IP, "placed by its resource");
+
+    // The node under b (and r) is lost: b goes to error, and says its node died.
     cluster.kill_node(WORKER_IP);
     let t = Instant::now();
     let b = loop {
@@ -223,6 +244,42 @@ async fn models_on_a_real_ray_cluster() {
         message.contains("node") || message.contains("died"),
         "{message}"
     );
+
+    // The node comes back: r's restart policy places it there again, where it fits.
+    cluster.start_node(WORKER_IP);
+    cluster.wait_alive(&[HEAD_IP, WORKER_IP], Duration::from_secs(60));
+    let (mut state, duties) = (
+        DutyState::default(),
+        Duties {
+            queue: true,
+            ..Duties::default()
+        },
+    );
+    let t = Instant::now();
+    let again = loop {
+        l_w.tick(duties, &mut state).await.unwrap();
+        let now = l_w.get("r").await.unwrap().unwrap();
+        if now.status == ModelStatus::Loaded && now.restarts > 0 {
+            break now;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "r is {:?}: {:?}",
+            now.status,
+            now.error
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(again.host, WORKER_IP);
+    assert_ne!(
+        again.job.as_ref().unwrap().submission_id,
+        before.job.unwrap().submission_id
+    );
+    assert_eq!(
+        http_status_at(ip(WORKER_IP), again.port.unwrap(), "/health"),
+        Some(200)
+    );
+    l_w.stop("r", true).await.unwrap();
 
     for id in ["b", "bad"] {
         let _ = l.stop(id, true).await;

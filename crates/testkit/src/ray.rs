@@ -76,7 +76,9 @@ impl RayCluster {
                 .args(["--dashboard-port", &self.dashboard_port.to_string()])
                 .args(["--ray-client-server-port", &crate::free_port().to_string()]);
         } else {
-            cmd.args(["--address", &format!("{HEAD_IP}:{}", self.gcs_port)]);
+            // A resource only this node offers, for jobs that must land on it.
+            cmd.args(["--address", &format!("{HEAD_IP}:{}", self.gcs_port)])
+                .args(["--resources", r#"{"worker": 1}"#]);
         }
         // Two nodes on one host: each dashboard agent needs a port of its own, or the
         // second reports none and the job logs of its node cannot be read.

@@ -176,6 +176,10 @@ pub struct RayConfig {
     /// given; `[launcher.env]` and the API key are added to its `env_vars`.
     #[serde(default)]
     pub runtime_env: Option<serde_json::Value>,
+    /// Custom resources every job asks for (`{ "gpu-pool" = 0.001 }`): the nodes that
+    /// offer them are where this manager's models run, unless a model names its node.
+    #[serde(default)]
+    pub resources: BTreeMap<String, f64>,
     /// The address a server binds on its node when Ray chooses the node (a model given
     /// a `node` binds that node's address).
     #[serde(default = "RayConfig::default_bind")]

@@ -27,6 +27,7 @@ pub const META_LAUNCH: &str = "vllm_mcp.launch";
 pub struct RayBackend {
     client: RayClient,
     runtime_env: Option<Value>,
+    resources: BTreeMap<String, f64>,
     bind_host: String,
 }
 
@@ -105,6 +106,7 @@ impl RayBackend {
         Ok(Some(RayBackend {
             client,
             runtime_env: ray.runtime_env.clone(),
+            resources: ray.resources.clone(),
             bind_host: ray.bind_host.clone(),
         }))
     }
@@ -173,8 +175,9 @@ impl RayBackend {
             entrypoint_num_gpus: s.gpus.map(f64::from),
             ..Default::default()
         };
-        if let Some(node) = s.node {
-            spec.pin_to_node(&node.node_ip);
+        match s.node {
+            Some(node) => spec.pin_to_node(&node.node_ip),
+            None => spec.entrypoint_resources.extend(self.resources.clone()),
         }
         self.client
             .submit(&spec)
