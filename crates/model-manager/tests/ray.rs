@@ -97,6 +97,40 @@ async fn the_tools_and_the_front_door_on_a_ray_cluster() {
     let far = listed(&m, "far").await;
     assert_eq!(far["node"], WORKER_IP, "{far}");
 
+    // A saved state keeps where each model ran: restored, near goes back to its node.
+    let state = rig.spawn(&bin("vllm-state-persistence"), &[]).await;
+    let saved = ok(state
+        .call(
+            "save-state",
+            json!({"session_id": "ray", "include_conversations": false}),
+        )
+        .await);
+    assert_eq!(saved["models"], 2, "{saved}");
+    ok(m.call("unload-model", json!({"model_id": "near"})).await);
+    let restored = ok(state.call("load-state", json!({"session_id": "ray"})).await);
+    assert_eq!(restored["restored"]["models"], 1, "{restored}");
+    let action = |id: &str| {
+        restored["model_actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["model_id"] == id)
+            .map(|a| a["action"].clone())
+    };
+    assert_eq!(action("near"), Some(json!("launched")), "{restored}");
+    assert_eq!(action("far"), Some(json!("already_running")), "{restored}");
+    let t = Instant::now();
+    let near = loop {
+        let near = listed(&m, "near").await;
+        if near["status"] == "loaded" {
+            break near;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{near}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(near["node"], HEAD_IP, "{near}");
+    state.close().await;
+
     // Unload stops the jobs.
     for id in ["near", "far"] {
         let out = ok(m.call("unload-model", json!({"model_id": id})).await);
