@@ -196,6 +196,20 @@ async fn models_on_a_real_ray_cluster() {
     );
     l_pp.stop("pp", true).await.unwrap();
 
+    // The memory check reads the node's own memory: weights larger than it are refused
+    // before anything is submitted.
+    let models = tempfile::tempdir().unwrap();
+    let big = huge_model(models.path());
+    let e = l
+        .launch(&request("big", &big, Some(WORKER_IP)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "MODEL_LOAD_FAILED", "{e}");
+    let details = e.to_value()["details"].clone();
+    assert_eq!(details["platform"], "cpu", "{details}");
+    assert!(details["available_mb"].as_u64().unwrap() > 0, "{details}");
+    assert!(l.get("big").await.unwrap().is_none(), "nothing submitted");
+
     // A node named that is not in the cluster: refused with the nodes there are.
     let e = l
         .launch(&request("lost", "mock/lost", Some("127.0.0.9")))
@@ -284,6 +298,22 @@ async fn models_on_a_real_ray_cluster() {
     for id in ["b", "bad"] {
         let _ = l.stop(id, true).await;
     }
+}
+
+/// A model directory whose weights (a sparse file) are larger than this machine's memory.
+fn huge_model(parent: &std::path::Path) -> String {
+    let dir = parent.join("huge");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"architectures":["LlamaForCausalLM"],"max_position_embeddings":2048,"hidden_size":64,
+            "intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+            "head_dim":32,"vocab_size":1024,"torch_dtype":"float16"}"#,
+    )
+    .unwrap();
+    let weights = std::fs::File::create(dir.join("model.safetensors")).unwrap();
+    weights.set_len(4096 << 30).unwrap();
+    dir.display().to_string()
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::job::{Job, JobSpec};
-use crate::node::Node;
+use crate::node::{Node, NodeStats};
 
 /// How long a connection may take before the dashboard counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -144,6 +144,12 @@ impl RayClient {
             .get("/api/v0/nodes?limit=10000&detail=1", "the node list")
             .await?;
         crate::node::from_state_api(&v)
+    }
+
+    /// What each node's agent reports now: memory and GPUs (`/nodes?view=summary`).
+    pub async fn node_stats(&self) -> Result<Vec<NodeStats>> {
+        let v: serde_json::Value = self.get("/nodes?view=summary", "the node stats").await?;
+        crate::node::stats_from_summary(&v)
     }
 
     fn url(&self, path: &str) -> String {

@@ -18,4 +18,4 @@ pub mod node;
 pub use client::RayClient;
 pub use error::{Error, Result};
 pub use job::{DriverInfo, Job, JobSpec, JobStatus};
-pub use node::Node;
+pub use node::{Node, NodeGpu, NodeStats};

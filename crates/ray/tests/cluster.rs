@@ -83,6 +83,20 @@ async fn jobs_on_a_real_two_node_cluster() {
     );
     assert!(worker.memory_mb() > 0 && worker.gpus() == 0, "{worker:?}");
 
+    // Each node's agent reports its memory (and GPUs: none here).
+    let stats = ray.node_stats().await.unwrap();
+    for ip in [HEAD_IP, WORKER_IP] {
+        let n = stats.iter().find(|n| n.ip == ip).expect(ip);
+        assert!(
+            n.alive && n.mem_total_mb > 0 && n.mem_available_mb > 0,
+            "{n:?}"
+        );
+        assert!(
+            n.mem_available_mb <= n.mem_total_mb && n.gpus.is_empty(),
+            "{n:?}"
+        );
+    }
+
     // One server placed on each node, reachable on that node's address.
     let (p1, p2) = (free_port(), free_port());
     let a = ray

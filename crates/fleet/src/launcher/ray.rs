@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use vllm_core::config::{Config, LauncherBackend};
 use vllm_core::error::{Error, LoadFailure, Result};
 use vllm_core::models::{FailureReason, RayJob, RecordedError};
-use vllm_ray::{Job, JobSpec, JobStatus, Node, RayClient};
+use vllm_ray::{Job, JobSpec, JobStatus, Node, NodeStats, RayClient};
 
 /// Metadata key naming the model a job serves.
 pub const META_MODEL: &str = "vllm_mcp.model_id";
@@ -140,6 +140,28 @@ impl RayBackend {
                     ),
                 )
             })
+    }
+
+    /// What each alive node's agent reports now (memory, GPUs) that this manager's jobs
+    /// may land on: `node` alone when named, else the nodes offering the configured
+    /// resources.
+    pub async fn candidates(&self, node: Option<&Node>) -> Result<Vec<NodeStats>> {
+        let stats = self
+            .client
+            .node_stats()
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(stats
+            .into_iter()
+            .filter(|n| n.alive)
+            .filter(|n| match node {
+                Some(want) => n.node_id == want.node_id,
+                None => self
+                    .resources
+                    .keys()
+                    .all(|k| n.resources_total.contains_key(k)),
+            })
+            .collect())
     }
 
     /// Whether any alive node has a GPU (on a CPU-only cluster, reserving GPUs would

@@ -449,12 +449,12 @@ impl Launcher {
             .unwrap_or_default();
         let estimated_load_seconds = estimate::estimated_load_seconds(est.weights_mb, &past);
         let needed = args.gpus_needed() as usize;
-        if self.ray().is_some() {
-            // The cluster's nodes, not this host's GPUs, hold a Ray launch: Ray's
-            // scheduler places it by the resources the job asks for.
+        if let Some(ray) = self.ray() {
+            // The cluster's nodes, not this host's GPUs, hold a Ray launch.
+            let check = self.check_on_cluster(ray, &est, args).await?;
             return Ok(Preflight {
                 estimate: est,
-                check: None,
+                check,
                 gpu_ids: Vec::new(),
                 estimated_load_seconds,
             });
@@ -480,20 +480,8 @@ impl Launcher {
                         "gpu_ids were given but no GPU is visible to this process".into(),
                     ));
                 }
-                let kv_gib = self
-                    .config
-                    .launcher
-                    .env
-                    .get("VLLM_CPU_KVCACHE_SPACE")
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .or_else(|| {
-                        std::env::var("VLLM_CPU_KVCACHE_SPACE")
-                            .ok()
-                            .and_then(|v| v.parse().ok())
-                    })
-                    .unwrap_or(4.0);
                 let check = estimate::check_cpu(
-                    kv_gib,
+                    self.cpu_kv_cache_gib(),
                     estimate::CPU_RUNTIME_OVERHEAD_MB,
                     est.weights_mb,
                     process::available_memory_mb(),
@@ -507,6 +495,73 @@ impl Launcher {
             gpu_ids: chosen,
             estimated_load_seconds,
         })
+    }
+
+    /// The KV cache a CPU server takes (`VLLM_CPU_KVCACHE_SPACE`, GiB; vLLM's 4 unset).
+    fn cpu_kv_cache_gib(&self) -> f64 {
+        self.config
+            .launcher
+            .env
+            .get("VLLM_CPU_KVCACHE_SPACE")
+            .and_then(|v| v.parse::<f64>().ok())
+            .or_else(|| {
+                std::env::var("VLLM_CPU_KVCACHE_SPACE")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(4.0)
+    }
+
+    /// The memory check of a Ray launch against the nodes it may land on, by what their
+    /// agents report now: the named node, else the best of those offering the configured
+    /// resources (the one where it fits with the most free memory). GPU nodes are checked
+    /// like local GPUs (the ones with the most free memory), CPU nodes by their available
+    /// memory. `None` when no node can be judged, or with vLLM's own Ray executor (its
+    /// workers spread over the nodes).
+    async fn check_on_cluster(
+        &self,
+        ray: &RayBackend,
+        est: &MemoryEstimate,
+        args: &LaunchArgs,
+    ) -> Result<Option<MemoryCheck>> {
+        if self.config.launcher.distributed_executor_backend.as_deref() == Some("ray") {
+            return Ok(None);
+        }
+        let node = match &args.node {
+            Some(name) => Some(ray.resolve_node(name).await?),
+            None => None,
+        };
+        let needed = args.gpus_needed() as usize;
+        let util = args.gpu_memory_utilization.unwrap_or(0.9);
+        let mut best: Option<MemoryCheck> = None;
+        for n in ray.candidates(node.as_ref()).await? {
+            let mut check = if n.gpus.is_empty() {
+                estimate::check_cpu(
+                    self.cpu_kv_cache_gib(),
+                    estimate::CPU_RUNTIME_OVERHEAD_MB,
+                    est.weights_mb,
+                    n.mem_available_mb,
+                )
+            } else {
+                let mut gpus: Vec<GpuSnapshot> = n.gpus.iter().map(snapshot_of).collect();
+                gpus.sort_by_key(|g| std::cmp::Reverse(g.memory_free_mb));
+                if gpus.len() < needed {
+                    continue;
+                }
+                gpus.truncate(needed);
+                estimate::check_gpus(est, &gpus, util)
+            };
+            check
+                .notes
+                .push(format!("on the Ray node {} ({})", n.ip, n.hostname));
+            if best
+                .as_ref()
+                .is_none_or(|b| (check.fits, check.available_mb) > (b.fits, b.available_mb))
+            {
+                best = Some(check);
+            }
+        }
+        Ok(best)
     }
 
     /// Launches a model (or reports why not). See [`LaunchOutcome`].
@@ -1202,6 +1257,24 @@ impl Launcher {
     fn gpu_used_by(&self, pids: &[u32]) -> Option<u64> {
         let gpus = self.gpus.snapshots().ok()?;
         Some(vllm_core::gpu::memory_used_by(&gpus, pids).unwrap_or(0))
+    }
+}
+
+/// A GPU a Ray node's agent reports, as the memory check reads a local one.
+fn snapshot_of(g: &vllm_ray::NodeGpu) -> GpuSnapshot {
+    GpuSnapshot {
+        index: g.index,
+        name: g.name.clone(),
+        uuid: g.uuid.clone(),
+        memory_total_mb: g.memory_total,
+        memory_used_mb: g.memory_used,
+        memory_free_mb: g
+            .memory_total
+            .zip(g.memory_used)
+            .map(|(t, u)| t.saturating_sub(u)),
+        utilization_gpu: g.utilization_gpu.map(|p| p / 100.0),
+        temperature_c: g.temperature_c,
+        ..GpuSnapshot::default()
     }
 }
 
