@@ -131,6 +131,41 @@ async fn the_tools_and_the_front_door_on_a_ray_cluster() {
     assert_eq!(near["node"], HEAD_IP, "{near}");
     state.close().await;
 
+    // The monitor shows the cluster's nodes, and scrapes the models where they run.
+    let monitor = rig.spawn(&bin("vllm-perf-monitor"), &[]).await;
+    let mem = ok(monitor.call("get-memory-stats", json!({})).await);
+    let nodes: Vec<&str> = mem["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no nodes: {mem}"))
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert!(
+        nodes.contains(&HEAD_IP) && nodes.contains(&WORKER_IP),
+        "{mem}"
+    );
+    assert!(
+        mem["nodes"][0]["memory_total_mb"].as_u64().unwrap() > 0,
+        "{mem}"
+    );
+    let gpu = ok(monitor.call("get-gpu-stats", json!({})).await);
+    assert_eq!(gpu["nodes"].as_array().map(Vec::len), Some(2), "{gpu}");
+    let t = Instant::now();
+    loop {
+        let metrics = ok(monitor
+            .call("get-metrics", json!({"per_model": true}))
+            .await);
+        if metrics.to_string().contains("\"near\"") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "near is not scraped: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    monitor.close().await;
+
     // Unload stops the jobs.
     for id in ["near", "far"] {
         let out = ok(m.call("unload-model", json!({"model_id": id})).await);

@@ -128,15 +128,42 @@ pub struct GpuStats {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct GpuAnswer {
     pub timestamp: String,
+    /// This host's GPUs (NVML).
     pub gpus: Vec<GpuStats>,
+    /// With the Ray backend: every node of the cluster with its GPUs, as its agent reports them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<crate::nodes::NodeFigures>,
+    /// What could not be read (this host's GPUs, the cluster's nodes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// get-gpu-stats.
+/// With the Ray backend, the cluster's nodes come beside this host's GPUs, and a host
+/// without a GPU is a note rather than the answer (its GPUs are on the nodes).
 pub async fn get_gpu_stats(s: &Arc<PerfMonitor>, p: GpuParams) -> Result<GpuAnswer> {
     let kit = s.kit.clone();
-    tokio::task::spawn_blocking(move || compute(&kit, &p))
+    let local = tokio::task::spawn_blocking(move || compute(&kit, &p))
         .await
-        .map_err(|e| Error::Internal(format!("gpu task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("gpu task failed: {e}")))?;
+    let Some(cluster) = crate::nodes::of_cluster(&s.kit).await else {
+        return local;
+    };
+    let mut answer = match local {
+        Ok(a) => a,
+        Err(e @ Error::GpuUnavailable(_)) => GpuAnswer {
+            timestamp: vllm_core::time::now_rfc3339(),
+            gpus: Vec::new(),
+            nodes: Vec::new(),
+            notes: vec![format!("no GPU on this host: {e}")],
+        },
+        Err(e) => return Err(e),
+    };
+    match cluster {
+        Ok(nodes) => answer.nodes = nodes,
+        Err(note) => answer.notes.push(note),
+    }
+    Ok(answer)
 }
 
 /// pid → launched model id, from one scan of the process table.
@@ -190,6 +217,8 @@ fn compute(kit: &Kit, p: &GpuParams) -> Result<GpuAnswer> {
     Ok(GpuAnswer {
         timestamp: vllm_core::time::now_rfc3339(),
         gpus,
+        nodes: Vec::new(),
+        notes: Vec::new(),
     })
 }
 

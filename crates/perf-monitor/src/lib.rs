@@ -24,6 +24,7 @@ pub mod figures;
 pub mod gpu;
 pub mod memory;
 pub mod metrics;
+pub mod nodes;
 pub mod prom_metrics;
 pub mod resources;
 

@@ -89,15 +89,24 @@ pub struct MemoryAnswer {
     pub gpu_memory: Option<GpuMemory>,
     pub system_memory: SystemMemory,
     pub model_memory: Vec<ModelMemory>,
+    /// With the Ray backend: each node's memory and GPUs, as its agent reports them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<crate::nodes::NodeFigures>,
     pub notes: Vec<String>,
 }
 
 /// get-memory-stats.
 pub async fn get_memory_stats(s: &Arc<PerfMonitor>) -> Result<MemoryAnswer> {
     let kit = s.kit.clone();
-    tokio::task::spawn_blocking(move || compute(&kit))
+    let mut answer = tokio::task::spawn_blocking(move || compute(&kit))
         .await
-        .map_err(|e| Error::Internal(format!("memory task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("memory task failed: {e}")))??;
+    match crate::nodes::of_cluster(&s.kit).await {
+        Some(Ok(nodes)) => answer.nodes = nodes,
+        Some(Err(note)) => answer.notes.push(note),
+        None => {}
+    }
+    Ok(answer)
 }
 
 const MIB: u64 = 1 << 20;
@@ -136,6 +145,7 @@ fn compute(kit: &Kit) -> Result<MemoryAnswer> {
             swap_mb: swap_used_mb(),
         },
         model_memory,
+        nodes: Vec::new(),
         notes,
     })
 }

@@ -142,6 +142,16 @@ impl RayBackend {
             })
     }
 
+    /// What every alive node's agent reports now: memory and GPUs (the monitor's view).
+    pub async fn node_stats(&self) -> Result<Vec<NodeStats>> {
+        let stats = self
+            .client
+            .node_stats()
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(stats.into_iter().filter(|n| n.alive).collect())
+    }
+
     /// What each alive node's agent reports now (memory, GPUs) that this manager's jobs
     /// may land on: `node` alone when named, else the nodes offering the configured
     /// resources.
