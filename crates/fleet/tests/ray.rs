@@ -86,6 +86,18 @@ async fn models_on_a_real_ray_cluster() {
         );
     }
     assert!(b.job.is_some());
+    // A chat through each, at its node's address.
+    for id in ["a", "b"] {
+        let r = l.get(id).await.unwrap().unwrap();
+        let client = l.client_for(&r).expect("a client");
+        let reply = client
+            .chat(&serde_json::json!({"model": id, "max_tokens": 3,
+                  "messages": [{"role": "user", "content": "Hi"}]}))
+            .await
+            .unwrap();
+        assert_eq!(reply["model"], id, "{reply}");
+        assert_eq!(reply["usage"]["completion_tokens"], 3, "{reply}");
+    }
 
     // Without a node, Ray's scheduler chooses; the record learns where it landed.
     start(&l, &request("c", "mock/c", None)).await;
@@ -140,6 +152,28 @@ async fn models_on_a_real_ray_cluster() {
         l.get("c").await.unwrap().unwrap().status,
         ModelStatus::Unloaded
     );
+
+    // The idle TTL works as on one host: the reaper unloads a Ray model left unused.
+    let mut idle = request("idle", "mock/idle", Some(HEAD_IP));
+    idle.idle_ttl_seconds = Some(1.0);
+    start(&l, &idle).await;
+    assert_eq!(settled(&l, "idle").await.status, ModelStatus::Loaded);
+    let (mut reaper, duties) = (
+        DutyState::default(),
+        Duties {
+            reaper: true,
+            ..Duties::default()
+        },
+    );
+    let t = Instant::now();
+    while l.get("idle").await.unwrap().unwrap().status != ModelStatus::Unloaded {
+        l.tick(duties, &mut reaper).await.unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "idle was never reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     // The log resource's text comes from the job's log.
     let log = l.log_tail(&settled(&l, "a").await, 50).await;
