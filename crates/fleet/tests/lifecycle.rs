@@ -24,6 +24,27 @@ use vllm_fleet::sampling;
 use vllm_fleet::snapshot::{self, Snapshot};
 use vllm_mcp_testkit::{MockVllm, ServerRig};
 
+/// Where a scenario runs: this host, or the Ray cluster (`[launcher] backend = "ray"`).
+/// Every scenario passes on both: see the `local` module and `on_a_ray_cluster`.
+enum Backend {
+    Local,
+    Ray(String),
+}
+
+impl Backend {
+    /// The rig of a scenario, with `extra` config, on this backend.
+    fn rig(&self, extra: &str) -> ServerRig {
+        let rig = ServerRig::new(extra);
+        match self {
+            Backend::Local => rig,
+            Backend::Ray(address) => rig.with_launcher(
+                &["backend = \"ray\""],
+                &format!("[launcher.ray]\naddress = {address:?}"),
+            ),
+        }
+    }
+}
+
 /// A launcher over the rig's config and store, and clients of the attached endpoints.
 fn fleet_parts(rig: &ServerRig) -> (Arc<Config>, Launcher, Vec<VllmClient>) {
     let config = Arc::new(Config::load(Some(&rig.config)).unwrap());
@@ -40,6 +61,33 @@ fn fleet_parts(rig: &ServerRig) -> (Arc<Config>, Launcher, Vec<VllmClient>) {
         })
         .collect();
     (config, launcher, endpoints)
+}
+
+/// Waits (10 s at most) until no process of the rig is left: at once on this host; on
+/// Ray, the job's command and its supervisor go a moment after the job is reported ended.
+async fn no_launched_process_left(rig: &ServerRig) {
+    let t = std::time::Instant::now();
+    while !rig.marked_pids().is_empty() {
+        let left: Vec<String> = rig
+            .marked_pids()
+            .iter()
+            .map(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " ")
+            })
+            .collect();
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "launched processes left: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What identifies one server of a model: its process group here, its job on Ray.
+fn instance(r: &vllm_core::models::ModelRecord) -> (Option<u32>, Option<String>) {
+    (r.pid, r.job.as_ref().map(|j| j.submission_id.clone()))
 }
 
 fn request(model_id: &str, args: LaunchArgs) -> LaunchRequest {
@@ -61,10 +109,9 @@ fn kind(l: &Located) -> &'static str {
     }
 }
 
-#[tokio::test]
-async fn locate_load_and_unload_in_one_order() {
+async fn locate_load_and_unload_in_one_order(b: &Backend) {
     let attached = MockVllm::start(&["mock/ext", "--served-model-name", "ext"], &[]);
-    let rig = ServerRig::new(&format!(
+    let rig = b.rig(&format!(
         "[[endpoints]]\nname = \"ep\"\nbase_url = {:?}\n\
          [catalog.alias]\nsource = \"mock/alias\"\n[catalog.alias.args]\nmax_model_len = 256\n",
         attached.base_url
@@ -153,12 +200,11 @@ async fn locate_load_and_unload_in_one_order() {
     // An attached model cannot be stopped; without sleep mode it is not ours to unload.
     let e = fleet.unload("ext", false).await.unwrap_err();
     assert_eq!(e.code(), "NOT_MANAGED");
-    assert!(rig.marked_pids().is_empty(), "no launched process is left");
+    no_launched_process_left(&rig).await;
 }
 
-#[tokio::test]
-async fn a_start_that_fails_while_waited_for_is_its_classified_reason() {
-    let rig = ServerRig::new("");
+async fn a_start_that_fails_while_waited_for_is_its_classified_reason(b: &Backend) {
+    let rig = b.rig("");
     let (config, launcher, endpoints) = fleet_parts(&rig);
     let fleet = Fleet {
         launcher: Some(&launcher),
@@ -198,14 +244,14 @@ async fn a_start_that_fails_while_waited_for_is_its_classified_reason() {
 /// Sleep and wake without MCP: the record follows (sleeping, loaded), the memory a sleep
 /// gave back is measured (resident memory on this CPU machine), a second sleep is a no-op,
 /// and a server without the sleep routes is `UNSUPPORTED` in the core's own words.
-#[tokio::test]
-async fn sleep_and_wake_move_the_record_and_measure_what_was_freed() {
+async fn sleep_and_wake_move_the_record_and_measure_what_was_freed(b: &Backend) {
     let plain = MockVllm::start(&["mock/ext", "--served-model-name", "ext"], &[]);
-    let rig = ServerRig::new(&format!(
-        "[[endpoints]]\nname = \"ep\"\nbase_url = {:?}\n",
-        plain.base_url
-    ))
-    .with_launcher_env(&[("VLLM_SERVER_DEV_MODE", "1")]);
+    let rig = b
+        .rig(&format!(
+            "[[endpoints]]\nname = \"ep\"\nbase_url = {:?}\n",
+            plain.base_url
+        ))
+        .with_launcher_env(&[("VLLM_SERVER_DEV_MODE", "1")]);
     let (config, launcher, endpoints) = fleet_parts(&rig);
     let fleet = Fleet {
         launcher: Some(&launcher),
@@ -236,8 +282,14 @@ async fn sleep_and_wake_move_the_record_and_measure_what_was_freed() {
         .await
         .unwrap();
     assert!(!r.already_sleeping);
-    assert_eq!(r.memory_source, Some(MemorySource::Rss));
-    assert!(r.memory_freed_mb.is_some(), "{r:?}");
+    match b {
+        Backend::Local => {
+            assert_eq!(r.memory_source, Some(MemorySource::Rss));
+            assert!(r.memory_freed_mb.is_some(), "{r:?}");
+        }
+        // On another node: nothing of this host to measure, and nothing made up.
+        Backend::Ray(_) => assert_eq!((r.memory_source, r.memory_freed_mb), (None, None)),
+    }
     assert!(r.without_sleep_flag);
     let status = |id: &str| {
         vllm_core::models::get(launcher.store(), id)
@@ -294,10 +346,9 @@ async fn sleep_and_wake_move_the_record_and_measure_what_was_freed() {
 
 /// Sampling defaults without MCP: where they may be set, merged over the stored ones,
 /// kept for the next launch of a running model or applied now by a relaunch.
-#[tokio::test]
-async fn sampling_defaults_are_merged_and_applied_now_only_when_asked() {
+async fn sampling_defaults_are_merged_and_applied_now_only_when_asked(b: &Backend) {
     let attached = MockVllm::start(&["mock/ext", "--served-model-name", "ext"], &[]);
-    let rig = ServerRig::new(&format!(
+    let rig = b.rig(&format!(
         "[[endpoints]]\nname = \"ep\"\nbase_url = {:?}\n",
         attached.base_url
     ));
@@ -340,7 +391,7 @@ async fn sampling_defaults_are_merged_and_applied_now_only_when_asked() {
     assert_eq!(r.status, ModelStatus::Loaded);
 
     let t = sampling::target(&fleet, "tiny").await.unwrap();
-    let pid = t.record.as_ref().unwrap().pid;
+    let before = instance(t.record.as_ref().unwrap());
     let r = sampling::set(&fleet, t, defaults(&[("top_p", 0.9)]), true)
         .await
         .unwrap();
@@ -350,17 +401,16 @@ async fn sampling_defaults_are_merged_and_applied_now_only_when_asked() {
     let now = vllm_core::models::get(launcher.store(), "tiny")
         .unwrap()
         .unwrap();
-    assert_ne!(now.pid, pid, "a new server");
+    assert_ne!(instance(&now), before, "a new server");
     fleet.unload("tiny", false).await.unwrap();
 }
 
 /// The inventory lists each model once, in locate's precedence: a launched model hides an
 /// attached endpoint's model of the same id and a catalog alias of it; an endpoint that
 /// does not answer is named, not fatal.
-#[tokio::test]
-async fn the_inventory_lists_each_model_once_in_locates_order() {
+async fn the_inventory_lists_each_model_once_in_locates_order(b: &Backend) {
     let attached = MockVllm::start(&["mock/tiny", "--served-model-name", "tiny", "ext"], &[]);
-    let rig = ServerRig::new(&format!(
+    let rig = b.rig(&format!(
         "[[endpoints]]\nname = \"ep\"\nbase_url = {:?}\n\
          [[endpoints]]\nname = \"gone\"\nbase_url = \"http://127.0.0.1:9\"\n\
          [catalog.tiny]\nsource = \"mock/tiny\"\n[catalog.alias]\nsource = \"mock/alias\"\n\
@@ -432,14 +482,13 @@ async fn the_inventory_lists_each_model_once_in_locates_order() {
 /// LoRA adapters without MCP: loaded, loaded again from the same path (nothing done), a
 /// taken name, unloaded, a base model refused as an adapter, and a server without runtime
 /// updates refused by reason rather than by message.
-#[tokio::test]
-async fn adapters_load_unload_and_say_why_a_server_refuses() {
+async fn adapters_load_unload_and_say_why_a_server_refuses(b: &Backend) {
     let lora = MockVllm::start(
         &["mock/tiny", "--served-model-name", "tiny", "--enable-lora"],
         &[("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True")],
     );
     let plain = MockVllm::start(&["mock/other", "--served-model-name", "other"], &[]);
-    let rig = ServerRig::new(&format!(
+    let rig = b.rig(&format!(
         "[[endpoints]]\nname = \"lora\"\nbase_url = {:?}\n\
          [[endpoints]]\nname = \"plain\"\nbase_url = {:?}\n",
         lora.base_url, plain.base_url
@@ -508,13 +557,12 @@ async fn adapters_load_unload_and_say_why_a_server_refuses() {
 
 /// A chat without MCP: the reply and its usage read back, the sampling sent as given, and
 /// a sleeping server answered at once without a request.
-#[tokio::test]
-async fn a_chat_replies_and_a_sleeping_server_is_not_asked() {
+async fn a_chat_replies_and_a_sleeping_server_is_not_asked(b: &Backend) {
     let mock = MockVllm::start(
         &["mock/tiny", "--served-model-name", "tiny"],
         &[("VLLM_SERVER_DEV_MODE", "1")],
     );
-    let rig = ServerRig::new(&format!(
+    let rig = b.rig(&format!(
         "[[endpoints]]\nname = \"ep\"\nbase_url = {:?}\n",
         mock.base_url
     ));
@@ -579,9 +627,8 @@ fn actions(report: &restore::RestoreReport) -> Vec<(String, Action)> {
     pairs.collect()
 }
 
-#[tokio::test]
-async fn a_restore_is_checked_whole_then_launches_leaves_or_reports_drift() {
-    let rig = ServerRig::new("");
+async fn a_restore_is_checked_whole_then_launches_leaves_or_reports_drift(b: &Backend) {
+    let rig = b.rig("");
     let (_config, launcher, _) = fleet_parts(&rig);
     let short = LaunchArgs {
         max_model_len: Some(128),
@@ -635,12 +682,11 @@ async fn a_restore_is_checked_whole_then_launches_leaves_or_reports_drift() {
     for id in ["a", "b"] {
         launcher.stop(id, true).await.unwrap();
     }
-    assert!(rig.marked_pids().is_empty(), "no launched process is left");
+    no_launched_process_left(&rig).await;
 }
 
-#[tokio::test]
-async fn a_snapshot_is_written_whole_and_opens_to_what_was_saved() {
-    let rig = ServerRig::new("");
+async fn a_snapshot_is_written_whole_and_opens_to_what_was_saved(b: &Backend) {
+    let rig = b.rig("");
     let (_config, launcher, _) = fleet_parts(&rig);
     launcher
         .launch(&request("a", LaunchArgs::default()))
@@ -697,9 +743,8 @@ async fn a_snapshot_is_written_whole_and_opens_to_what_was_saved() {
 /// The rule for blocking work: a launch whose store transaction waits for another
 /// process's write lock (and then forks `vllm serve`) waits on the blocking pool, so the
 /// runtime's one thread here keeps running other tasks meanwhile.
-#[tokio::test]
-async fn a_launch_waiting_for_the_store_does_not_hold_the_runtime() {
-    let rig = ServerRig::new("");
+async fn a_launch_waiting_for_the_store_does_not_hold_the_runtime(b: &Backend) {
+    let rig = b.rig("");
     let (_config, launcher, _) = fleet_parts(&rig);
     let path = rig.store_path();
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
@@ -736,9 +781,10 @@ async fn a_launch_waiting_for_the_store_does_not_hold_the_runtime() {
     launcher.stop("a", true).await.unwrap();
 }
 
-#[tokio::test]
-async fn remote_code_is_refused_for_a_load_a_catalog_entry_and_a_restore_unless_allowed() {
-    let rig = ServerRig::new(
+async fn remote_code_is_refused_for_a_load_a_catalog_entry_and_a_restore_unless_allowed(
+    b: &Backend,
+) {
+    let rig = b.rig(
         "[catalog.remote]\nsource = \"mock/remote\"\n\
          [catalog.remote.args]\nextra_args = [\"--trust-remote-code\"]\n",
     );
@@ -773,7 +819,7 @@ async fn remote_code_is_refused_for_a_load_a_catalog_entry_and_a_restore_unless_
     );
 
     // Allowed: the same launch passes the check (a dry run, so nothing starts).
-    let rig = ServerRig::new("[security]\nallow_remote_code = true\n");
+    let rig = b.rig("[security]\nallow_remote_code = true\n");
     let (_, launcher, _) = fleet_parts(&rig);
     let dry = LaunchRequest {
         dry_run: true,
@@ -783,4 +829,100 @@ async fn remote_code_is_refused_for_a_load_a_catalog_entry_and_a_restore_unless_
         launcher.launch(&dry).await.unwrap(),
         LaunchOutcome::DryRun { .. }
     ));
+}
+
+/// Each scenario on this host.
+mod local {
+    use super::Backend;
+
+    #[tokio::test]
+    async fn locate_load_and_unload_in_one_order() {
+        super::locate_load_and_unload_in_one_order(&Backend::Local).await;
+    }
+
+    #[tokio::test]
+    async fn a_start_that_fails_while_waited_for_is_its_classified_reason() {
+        super::a_start_that_fails_while_waited_for_is_its_classified_reason(&Backend::Local).await;
+    }
+
+    #[tokio::test]
+    async fn sleep_and_wake_move_the_record_and_measure_what_was_freed() {
+        super::sleep_and_wake_move_the_record_and_measure_what_was_freed(&Backend::Local).await;
+    }
+
+    #[tokio::test]
+    async fn sampling_defaults_are_merged_and_applied_now_only_when_asked() {
+        super::sampling_defaults_are_merged_and_applied_now_only_when_asked(&Backend::Local).await;
+    }
+
+    #[tokio::test]
+    async fn the_inventory_lists_each_model_once_in_locates_order() {
+        super::the_inventory_lists_each_model_once_in_locates_order(&Backend::Local).await;
+    }
+
+    #[tokio::test]
+    async fn adapters_load_unload_and_say_why_a_server_refuses() {
+        super::adapters_load_unload_and_say_why_a_server_refuses(&Backend::Local).await;
+    }
+
+    #[tokio::test]
+    async fn a_chat_replies_and_a_sleeping_server_is_not_asked() {
+        super::a_chat_replies_and_a_sleeping_server_is_not_asked(&Backend::Local).await;
+    }
+
+    #[tokio::test]
+    async fn a_restore_is_checked_whole_then_launches_leaves_or_reports_drift() {
+        super::a_restore_is_checked_whole_then_launches_leaves_or_reports_drift(&Backend::Local)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_written_whole_and_opens_to_what_was_saved() {
+        super::a_snapshot_is_written_whole_and_opens_to_what_was_saved(&Backend::Local).await;
+    }
+
+    #[tokio::test]
+    async fn a_launch_waiting_for_the_store_does_not_hold_the_runtime() {
+        super::a_launch_waiting_for_the_store_does_not_hold_the_runtime(&Backend::Local).await;
+    }
+
+    #[tokio::test]
+    async fn remote_code_is_refused_for_a_load_a_catalog_entry_and_a_restore_unless_allowed() {
+        super::remote_code_is_refused_for_a_load_a_catalog_entry_and_a_restore_unless_allowed(
+            &Backend::Local,
+        )
+        .await;
+    }
+}
+
+/// Every scenario again, with the launcher's Ray backend on a real two-node cluster of
+/// this machine: one cluster, the scenarios one after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_ray_cluster() {
+    let cluster = vllm_mcp_testkit::ray::RayCluster::start();
+    let b = Backend::Ray(cluster.dashboard());
+    eprintln!("on Ray: locate_load_and_unload_in_one_order");
+    locate_load_and_unload_in_one_order(&b).await;
+    eprintln!("on Ray: a_start_that_fails_while_waited_for_is_its_classified_reason");
+    a_start_that_fails_while_waited_for_is_its_classified_reason(&b).await;
+    eprintln!("on Ray: sleep_and_wake_move_the_record_and_measure_what_was_freed");
+    sleep_and_wake_move_the_record_and_measure_what_was_freed(&b).await;
+    eprintln!("on Ray: sampling_defaults_are_merged_and_applied_now_only_when_asked");
+    sampling_defaults_are_merged_and_applied_now_only_when_asked(&b).await;
+    eprintln!("on Ray: the_inventory_lists_each_model_once_in_locates_order");
+    the_inventory_lists_each_model_once_in_locates_order(&b).await;
+    eprintln!("on Ray: adapters_load_unload_and_say_why_a_server_refuses");
+    adapters_load_unload_and_say_why_a_server_refuses(&b).await;
+    eprintln!("on Ray: a_chat_replies_and_a_sleeping_server_is_not_asked");
+    a_chat_replies_and_a_sleeping_server_is_not_asked(&b).await;
+    eprintln!("on Ray: a_restore_is_checked_whole_then_launches_leaves_or_reports_drift");
+    a_restore_is_checked_whole_then_launches_leaves_or_reports_drift(&b).await;
+    eprintln!("on Ray: a_snapshot_is_written_whole_and_opens_to_what_was_saved");
+    a_snapshot_is_written_whole_and_opens_to_what_was_saved(&b).await;
+    eprintln!("on Ray: a_launch_waiting_for_the_store_does_not_hold_the_runtime");
+    a_launch_waiting_for_the_store_does_not_hold_the_runtime(&b).await;
+    eprintln!(
+        "on Ray: remote_code_is_refused_for_a_load_a_catalog_entry_and_a_restore_unless_allowed"
+    );
+    remote_code_is_refused_for_a_load_a_catalog_entry_and_a_restore_unless_allowed(&b).await;
 }

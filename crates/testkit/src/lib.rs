@@ -521,15 +521,18 @@ impl ServerRig {
 
     /// Sets `[launcher.env]` entries (replacing ones already there).
     pub fn with_launcher_env(self, pairs: &[(&str, &str)]) -> ServerRig {
-        let mut text: String = std::fs::read_to_string(&self.config)
+        let text: String = std::fs::read_to_string(&self.config)
             .expect("read config")
             .lines()
             .filter(|l| !pairs.iter().any(|(k, _)| l.starts_with(&format!("{k} ="))))
             .map(|l| format!("{l}\n"))
             .collect();
-        for (k, v) in pairs {
-            text.push_str(&format!("{k} = {v:?}\n"));
-        }
+        // Into the [launcher.env] table, wherever later tables were added after it.
+        let added: String = pairs
+            .iter()
+            .map(|(k, v)| format!("{k} = {v:?}\n"))
+            .collect();
+        let text = text.replacen("[launcher.env]\n", &format!("[launcher.env]\n{added}"), 1);
         std::fs::write(&self.config, text).expect("write config");
         self
     }
