@@ -1183,6 +1183,16 @@ mod tests {
             ("[store]\nmax_size_mb = 99999999999\n", "store.max_size_mb"),
             ("[store]\nsynchronous = \"extra\"\n", "synchronous"),
             ("[gateway]\nlisten = \"localhost\"\n", "gateway.listen"),
+            ("[launcher]\nbackend = \"ray\"\n", "launcher.ray.address"),
+            (
+                "[launcher]\nbackend = \"ray\"\n[launcher.ray]\naddress = \"head:8265\"\n",
+                "launcher.ray.address",
+            ),
+            (
+                "[launcher.ray]\naddress = \"http://h:8265\"\nruntime_env = 3\n",
+                "launcher.ray.runtime_env",
+            ),
+            ("[launcher]\nbackend = \"k8s\"\n", "backend"),
             (
                 "[gateway]\nmax_queued_requests = 0\n",
                 "gateway.max_queued_requests",
