@@ -379,21 +379,61 @@ pub fn transition(
     to: ModelStatus,
     error: Option<&RecordedError>,
 ) -> Result<bool> {
+    transition_of(store, model_id, from, Instance::Group(pid), to, error)
+}
+
+/// The server a transition is about: the process group observed (`None` for a launch
+/// with none yet), or the Ray job.
+#[derive(Debug, Clone, Copy)]
+pub enum Instance<'a> {
+    Group(Option<u32>),
+    Job(&'a str),
+}
+
+impl Instance<'_> {
+    /// The instance of a record: its job on Ray, else its process group.
+    pub fn of(r: &ModelRecord) -> Instance<'_> {
+        match &r.job {
+            Some(job) => Instance::Job(&job.submission_id),
+            None => Instance::Group(r.pid),
+        }
+    }
+}
+
+/// [`transition`] for either kind of server: a late look at an old Ray job cannot write
+/// over the status of the job a relaunch started since.
+pub fn transition_of(
+    store: &Store,
+    model_id: &str,
+    from: ModelStatus,
+    instance: Instance<'_>,
+    to: ModelStatus,
+    error: Option<&RecordedError>,
+) -> Result<bool> {
     let now = crate::time::unix_now();
+    let (same, key): (&str, crate::store::rusqlite::types::Value) = match instance {
+        Instance::Group(pid) => ("pid IS ?6", pid.map(i64::from).into()),
+        Instance::Job(id) => (
+            "json_extract(job, '$.submission_id') IS ?6",
+            id.to_string().into(),
+        ),
+    };
     store.write(|tx| {
         let n = tx.execute(
-            "UPDATE models SET status = ?1, updated_at = ?2,
+            &format!(
+                "UPDATE models SET status = ?1, updated_at = ?2,
                  error = CASE WHEN ?3 IS NULL THEN (CASE WHEN ?1 = 'error' THEN error ELSE NULL END) ELSE ?3 END,
                  loaded_at = CASE WHEN ?1 = 'loaded' THEN ?2 ELSE loaded_at END,
                  stopped_at = CASE WHEN ?1 IN ('unloaded', 'error') THEN ?2 ELSE stopped_at END
-             WHERE model_id = ?4 AND status = ?5 AND pid IS ?6",
+                 WHERE model_id = ?4 AND status = ?5 AND {same}"
+            ),
             params![
                 to.as_str(),
                 now,
                 error.map(to_json),
                 model_id,
                 from.as_str(),
-                pid.map(i64::from)
+                key
             ],
         )?;
         Ok(n == 1)
@@ -637,6 +677,20 @@ mod tests {
         let now = get(&store, "tiny").unwrap().unwrap();
         assert_eq!(now.status, ModelStatus::Loaded);
         assert!(now.loaded_at.is_some());
+
+        // On Ray the job is the instance: a look at an older job changes nothing.
+        let mut j = record("ray", ModelStatus::Loading, None, 8101);
+        j.job = Some(RayJob {
+            submission_id: "vllm-mcp-ray-2".into(),
+            node_ip: None,
+            node_id: None,
+        });
+        store.write(|tx| put(tx, &j)).unwrap();
+        let (loading, error) = (ModelStatus::Loading, ModelStatus::Error);
+        let old = Instance::Job("vllm-mcp-ray-1");
+        assert!(!transition_of(&store, "ray", loading, old, error, None).unwrap());
+        let current = Instance::of(&j);
+        assert!(transition_of(&store, "ray", loading, current, error, None).unwrap());
 
         let err = RecordedError {
             reason: FailureReason::EngineDied,

@@ -846,6 +846,7 @@ impl Launcher {
     /// conflict, and answers the record as it now is.
     async fn keep_observation(&self, record: ModelRecord, next: Observed) -> ModelRecord {
         let (to, error) = next;
+        let job = record.job.as_ref().map(|j| j.submission_id.clone());
         let pid = record.pid;
         let settled = (to == ModelStatus::Error && record.status == ModelStatus::Loading)
             || to == ModelStatus::Loaded;
@@ -857,7 +858,11 @@ impl Launcher {
                     // The load-time history is a hint for estimates: not worth failing on.
                     let _ = models::record_load(store, &id, took, to == ModelStatus::Loaded);
                 }
-                models::transition(store, &id, from, pid, to, recorded.as_ref())
+                let instance = match &job {
+                    Some(job) => models::Instance::Job(job),
+                    None => models::Instance::Group(pid),
+                };
+                models::transition_of(store, &id, from, instance, to, recorded.as_ref())
             })
             .await;
         // A lost race is `false`; a store that cannot be written is an observation
