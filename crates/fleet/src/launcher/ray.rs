@@ -121,11 +121,17 @@ impl RayBackend {
         node.map_or_else(|| self.bind_host.clone(), |n| n.node_ip.clone())
     }
 
-    /// The alive node named by `name` (its address or Ray's node id).
-    pub async fn resolve_node(&self, name: &str) -> Result<Node> {
+    /// Where a launch goes, from one look at the node list: the alive node named by
+    /// `name` (its address or Ray's node id), and whether any alive node has a GPU (on a
+    /// CPU-only cluster, reserving GPUs would leave a job pending for ever).
+    pub async fn placement(&self, name: Option<&str>) -> Result<(Option<Node>, bool)> {
         let nodes = self.client.nodes().await.map_err(|e| self.unavailable(e))?;
         let alive: Vec<&Node> = nodes.iter().filter(|n| n.is_alive()).collect();
-        alive
+        let has_gpus = alive.iter().any(|n| n.gpus() > 0);
+        let Some(name) = name else {
+            return Ok((None, has_gpus));
+        };
+        let node = alive
             .iter()
             .find(|n| n.node_ip == name || n.node_id == name)
             .map(|n| (*n).clone())
@@ -139,7 +145,8 @@ impl RayBackend {
                         known.join(", ")
                     ),
                 )
-            })
+            })?;
+        Ok((Some(node), has_gpus))
     }
 
     /// What every alive node's agent reports now: memory and GPUs (the monitor's view).
@@ -153,32 +160,21 @@ impl RayBackend {
     }
 
     /// What each alive node's agent reports now (memory, GPUs) that this manager's jobs
-    /// may land on: `node` alone when named, else the nodes offering the configured
-    /// resources.
-    pub async fn candidates(&self, node: Option<&Node>) -> Result<Vec<NodeStats>> {
-        let stats = self
-            .client
+    /// may land on: the node named (by address or Ray's id) alone, else the nodes
+    /// offering the configured resources.
+    pub async fn candidates(&self, node: Option<&str>) -> Result<Vec<NodeStats>> {
+        Ok(self
             .node_stats()
-            .await
-            .map_err(|e| self.unavailable(e))?;
-        Ok(stats
+            .await?
             .into_iter()
-            .filter(|n| n.alive)
             .filter(|n| match node {
-                Some(want) => n.node_id == want.node_id,
+                Some(name) => n.ip == name || n.node_id == name,
                 None => self
                     .resources
                     .keys()
                     .all(|k| n.resources_total.contains_key(k)),
             })
             .collect())
-    }
-
-    /// Whether any alive node has a GPU (on a CPU-only cluster, reserving GPUs would
-    /// leave a job pending for ever).
-    pub async fn has_gpus(&self) -> Result<bool> {
-        let nodes = self.client.nodes().await.map_err(|e| self.unavailable(e))?;
-        Ok(nodes.iter().any(|n| n.is_alive() && n.gpus() > 0))
     }
 
     /// Submits the launch as a job; returns it with its node when pinned.
@@ -312,10 +308,7 @@ impl RayBackend {
     /// The last `lines` of the job's log (its command's output), as Ray keeps it.
     pub async fn log_tail(&self, job: &RayJob, lines: usize) -> String {
         match self.client.logs(&job.submission_id).await {
-            Ok(text) => {
-                let all: Vec<&str> = text.lines().collect();
-                all[all.len().saturating_sub(lines)..].join("\n")
-            }
+            Ok(text) => last_lines(&text, lines),
             Err(e) => format!("(the job's log cannot be read: {e})"),
         }
     }
@@ -339,7 +332,7 @@ impl RayBackend {
                 "job": job.submission_id,
                 "node": job.node_ip,
                 "exit_code": exit,
-                "log_excerpt": tail.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"),
+                "log_excerpt": last_lines(&tail, 20),
             }),
         }
     }
@@ -355,6 +348,12 @@ impl RayBackend {
             },
         }
     }
+}
+
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(n)..].join("\n")
 }
 
 /// The job's shell command: the argument vector, each argument quoted, run with `exec` so

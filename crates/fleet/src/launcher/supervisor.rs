@@ -236,27 +236,31 @@ impl Launcher {
             Ok(None) => return Ok(OnRay::default()),
             Err(why) => {
                 return Err(Error::ClusterUnavailable {
-                    address: self
-                        .config
-                        .launcher
-                        .ray
-                        .as_ref()
-                        .map(|r| r.address.clone())
-                        .unwrap_or_default(),
+                    address: self.ray_address(),
                     message: why.clone(),
                 });
             }
         };
-        let node = match &args.node {
-            Some(name) => Some(ray.resolve_node(name).await?),
-            None => None,
-        };
+        let (node, has_gpus) = ray.placement(args.node.as_deref()).await?;
         // With vLLM's own Ray executor, vLLM places its workers across the nodes (a
         // placement group of its own): the command itself reserves no GPU.
-        let own_executor =
-            self.config.launcher.distributed_executor_backend.as_deref() == Some("ray");
-        let gpus = (!own_executor && ray.has_gpus().await?).then(|| args.gpus_needed());
+        let gpus = (!self.own_ray_executor() && has_gpus).then(|| args.gpus_needed());
         Ok(OnRay { node, gpus })
+    }
+
+    /// The configured Ray dashboard's address (empty without `[launcher.ray]`).
+    fn ray_address(&self) -> String {
+        self.config
+            .launcher
+            .ray
+            .as_ref()
+            .map(|r| r.address.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether vLLM's own Ray executor places a model's workers (multi-node TP/PP).
+    fn own_ray_executor(&self) -> bool {
+        self.config.launcher.distributed_executor_backend.as_deref() == Some("ray")
     }
 
     /// Runs store work on the blocking pool: a write may wait for another process's
@@ -524,17 +528,13 @@ impl Launcher {
         est: &MemoryEstimate,
         args: &LaunchArgs,
     ) -> Result<Option<MemoryCheck>> {
-        if self.config.launcher.distributed_executor_backend.as_deref() == Some("ray") {
+        if self.own_ray_executor() {
             return Ok(None);
         }
-        let node = match &args.node {
-            Some(name) => Some(ray.resolve_node(name).await?),
-            None => None,
-        };
         let needed = args.gpus_needed() as usize;
         let util = args.gpu_memory_utilization.unwrap_or(0.9);
         let mut best: Option<MemoryCheck> = None;
-        for n in ray.candidates(node.as_ref()).await? {
+        for n in ray.candidates(args.node.as_deref()).await? {
             let mut check = if n.gpus.is_empty() {
                 estimate::check_cpu(
                     self.cpu_kv_cache_gib(),
@@ -1175,7 +1175,7 @@ impl Launcher {
         started: std::time::Instant,
     ) -> Result<StopOutcome> {
         let ray = self.ray().ok_or_else(|| Error::ClusterUnavailable {
-            address: String::new(),
+            address: self.ray_address(),
             message: format!(
                 "{} runs as the Ray job {}, and this manager's backend is not ray",
                 record.model_id, job.submission_id
