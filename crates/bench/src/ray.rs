@@ -30,10 +30,7 @@ fn ray_rig(address: &str) -> ServerRig {
     // The mock starts at once: what is measured is the backend's own cost.
     ServerRig::new("\n[limits]\nmax_models = 64\n")
         .with_launcher_env(&[("MOCK_VLLM_START_DELAY", "0")])
-        .with_launcher(
-            &["backend = \"ray\""],
-            &format!("[launcher.ray]\naddress = {address:?}"),
-        )
+        .on_ray(address, "")
 }
 
 /// Seconds from `launch` to `loaded`, `runs` times, each model stopped after.

@@ -897,10 +897,7 @@ async fn the_tiny_model_as_a_ray_job() {
     };
     let _serial = SERIAL.lock().await;
     let cluster = RayCluster::start();
-    let rig = real.rig("").with_launcher(
-        &["backend = \"ray\""],
-        &format!("[launcher.ray]\naddress = {:?}", cluster.dashboard()),
-    );
+    let rig = real.rig("").on_ray(&cluster.dashboard(), "");
     let m = rig.spawn(&bin("vllm-model-manager"), &[]).await;
 
     let phase = Phase::start("a real vLLM as a Ray job on the second node");

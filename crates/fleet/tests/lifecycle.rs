@@ -37,10 +37,7 @@ impl Backend {
         let rig = ServerRig::new(extra);
         match self {
             Backend::Local => rig,
-            Backend::Ray(address) => rig.with_launcher(
-                &["backend = \"ray\""],
-                &format!("[launcher.ray]\naddress = {address:?}"),
-            ),
+            Backend::Ray(address) => rig.on_ray(address, ""),
         }
     }
 }

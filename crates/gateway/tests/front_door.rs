@@ -700,23 +700,6 @@ async fn remote_code_in_a_catalog_entry_is_refused_at_the_door_unless_allowed() 
     assert_eq!(r.status(), 200);
 }
 
-/// A local model directory: a small Llama's config.json and `gib` GiB of weights (a
-/// sparse file: the estimate reads its size, nothing reads its bytes).
-fn local_model(parent: &std::path::Path, name: &str, gib: u64) -> String {
-    let dir = parent.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("config.json"),
-        r#"{"architectures":["LlamaForCausalLM"],"max_position_embeddings":2048,"hidden_size":64,
-            "intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
-            "head_dim":32,"vocab_size":1024,"torch_dtype":"float16"}"#,
-    )
-    .unwrap();
-    let weights = std::fs::File::create(dir.join("model.safetensors")).unwrap();
-    weights.set_len(gib << 30).unwrap();
-    dir.display().to_string()
-}
-
 /// What the local model at `source` needs (max_model_len 512) on one fake 80 GiB GPU,
 /// as the launcher reckons it: what a start counts against the budget.
 async fn need_on_one_gpu(source: &str) -> u64 {
@@ -740,8 +723,8 @@ async fn need_on_one_gpu(source: &str) -> u64 {
 async fn with_swap_sleep_a_model_swapped_out_for_memory_sleeps_and_a_wake_brings_it_back() {
     let models = vllm_mcp_testkit::temp_dir();
     let (a, b) = (
-        local_model(models.path(), "a", 2),
-        local_model(models.path(), "b", 2),
+        vllm_mcp_testkit::model_dir(models.path(), "a", 2),
+        vllm_mcp_testkit::model_dir(models.path(), "b", 2),
     );
     let entry = |alias: &str, source: &str| {
         format!(
@@ -874,8 +857,8 @@ async fn starts_through_the_door_count_against_the_gpu_work_rate_limit() {
 async fn a_model_that_could_never_fit_swaps_nothing_out() {
     let models = vllm_mcp_testkit::temp_dir();
     let (a, big) = (
-        local_model(models.path(), "a", 2),
-        local_model(models.path(), "big", 120),
+        vllm_mcp_testkit::model_dir(models.path(), "a", 2),
+        vllm_mcp_testkit::model_dir(models.path(), "big", 120),
     );
     let gpu = || FakeGpus::uniform(1, 81_920);
     let need = need_on_one_gpu(&a).await;

@@ -34,10 +34,7 @@ async fn the_tools_and_the_front_door_on_a_ray_cluster() {
         "[gateway]\nlisten = \"127.0.0.1:{door}\"\n\
          [catalog.far]\nsource = \"mock/far\"\n[catalog.far.args]\nnode = \"{WORKER_IP}\"\n"
     ))
-    .with_launcher(
-        &["backend = \"ray\""],
-        &format!("[launcher.ray]\naddress = {:?}", cluster.dashboard()),
-    );
+    .on_ray(&cluster.dashboard(), "");
     let m = rig.spawn(&bin("vllm-model-manager"), &[]).await;
 
     // load-model with a node: served from that node, and said so everywhere.

@@ -304,6 +304,23 @@ pub fn http_status_at(ip: [u8; 4], port: u16, path: &str) -> Option<u16> {
     head.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// A local model directory `parent/name`: a small Llama's config.json and `gib` GiB of
+/// weights (a sparse file: the memory estimate reads its size, nothing reads its bytes).
+pub fn model_dir(parent: &Path, name: &str, gib: u64) -> String {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).expect("model dir");
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"architectures":["LlamaForCausalLM"],"max_position_embeddings":2048,"hidden_size":64,
+            "intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+            "head_dim":32,"vocab_size":1024,"torch_dtype":"float16"}"#,
+    )
+    .expect("config.json");
+    let weights = std::fs::File::create(dir.join("model.safetensors")).expect("weights");
+    weights.set_len(gib << 30).expect("sparse weights");
+    dir.display().to_string()
+}
+
 /// A fresh temporary directory for a server's data.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -550,6 +567,15 @@ impl ServerRig {
         text.push('\n');
         std::fs::write(&self.config, text).expect("write config");
         self
+    }
+
+    /// The rig with the launcher's Ray backend on the cluster whose dashboard is
+    /// `address`; `ray_extra` adds lines to `[launcher.ray]` (`resources = ...`).
+    pub fn on_ray(self, address: &str, ray_extra: &str) -> ServerRig {
+        self.with_launcher(
+            &["backend = \"ray\""],
+            &format!("[launcher.ray]\naddress = {address:?}\n{ray_extra}"),
+        )
     }
 
     /// The store file of the rig's servers.
