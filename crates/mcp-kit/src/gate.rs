@@ -5,60 +5,27 @@
 //! approves each call there; `max_tier = "read"` makes the servers read-only for setups
 //! where calls are auto-approved.
 
+use vllm_core::Result;
 use vllm_core::config::{SecurityConfig, Tier};
-use vllm_core::{Error, Result};
 
-/// Decides whether a call may go ahead.
+/// Decides whether a call may go ahead: [`SecurityConfig::check_call`], the rule every
+/// front end (these servers, the front door's page) shares.
 #[derive(Debug, Clone)]
 pub struct Gate {
-    max_tier: Tier,
-    allow: Vec<String>,
-    deny: Vec<String>,
+    security: SecurityConfig,
 }
 
 impl Gate {
     /// The gate the config describes.
     pub fn new(sec: &SecurityConfig) -> Gate {
         Gate {
-            max_tier: sec.max_tier,
-            allow: sec.allow_tools.clone(),
-            deny: sec.deny_tools.clone(),
+            security: sec.clone(),
         }
     }
 
     /// `Ok` when `tool` at `tier` is allowed; `PERMISSION_DENIED` saying why otherwise.
-    /// Tool names in the lists may be bare (`load-model`) or as Crush shows them
-    /// (`mcp_vllm-model-manager_load-model`).
     pub fn check(&self, tool: &str, tier: Tier) -> Result<()> {
-        let named = |list: &[String]| {
-            list.iter().any(|t| {
-                t == tool
-                    || t.strip_prefix("mcp_")
-                        .and_then(|r| r.rsplit_once('_'))
-                        .map(|(_, n)| n)
-                        == Some(tool)
-            })
-        };
-        let deny = |reason: String| {
-            Err(Error::PermissionDenied {
-                tool: tool.to_string(),
-                reason,
-            })
-        };
-        if named(&self.deny) {
-            return deny("the tool is in security.deny_tools".into());
-        }
-        if !self.allow.is_empty() && !named(&self.allow) {
-            return deny("the tool is not in security.allow_tools".into());
-        }
-        if tier > self.max_tier {
-            return deny(format!(
-                "this call is tier `{}` and security.max_tier is `{}`",
-                tier.as_str(),
-                self.max_tier.as_str()
-            ));
-        }
-        Ok(())
+        self.security.check_call(tool, tier)
     }
 }
 

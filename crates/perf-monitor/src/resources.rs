@@ -9,12 +9,12 @@
 //! sampler's lease holder after each round) keeps in the store.
 
 use crate::PerfMonitor;
-use crate::figures::{retention_seconds, rfc3339_ms, round2};
+use crate::figures::retention_seconds;
 use crate::metrics::{self, DurationArg, MetricsParams};
 use rmcp::model::{Resource, ResourceTemplate};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
-use vllm_core::monitor::alerts::{self, Alert, AlertState};
+use vllm_core::monitor::alerts::{self, Alert};
 use vllm_core::{Error, Result};
 use vllm_mcp_kit::ResourceBody;
 
@@ -110,61 +110,20 @@ fn to_body<T: serde::Serialize>(v: T) -> Result<ResourceBody> {
 
 /// An alert as the resources show it.
 pub fn alert_json(a: &Alert) -> Value {
-    json!({
-        "rule": a.rule,
-        "severity": a.severity,
-        "state": a.state,
-        "target": a.target,
-        "since": rfc3339_ms(a.since()),
-        "pending_since": rfc3339_ms(a.pending_since),
-        "fired_at": a.fired_at.map(rfc3339_ms),
-        "resolved_at": a.resolved_at.map(rfc3339_ms),
-        "value": a.value.map(round2),
-        "threshold": a.threshold,
-        "summary": a.summary,
-        "last_evaluated": rfc3339_ms(a.last_evaluated),
-    })
+    alerts::to_json(a)
 }
 
-/// The active alerts (firing) and the pending ones, as the evaluator left them in the
-/// store, with the rules in force.
+/// The active alerts (firing) and the pending ones, with the rules in force.
 pub async fn alerts(s: &Arc<PerfMonitor>) -> Result<Value> {
-    let all = s.kit.with_store(alerts::active).await?;
-    let (firing, pending): (Vec<&Alert>, Vec<&Alert>) =
-        all.iter().partition(|a| a.state == AlertState::Firing);
-    let rules: Vec<Value> = s
-        .kit
-        .config
-        .alert_rules()
-        .into_iter()
-        .map(|r| {
-            json!({
-                "rule": r.name,
-                "enabled": r.enabled,
-                "threshold": r.threshold,
-                "for_seconds": r.for_seconds,
-                "window_seconds": r.window_seconds,
-                "severity": r.severity,
-            })
-        })
-        .collect();
-    Ok(json!({
-        "timestamp": vllm_core::time::now_rfc3339(),
-        "alerts": firing.into_iter().map(alert_json).collect::<Vec<_>>(),
-        "pending": pending.into_iter().map(alert_json).collect::<Vec<_>>(),
-        "rules": rules,
-    }))
+    let config = s.kit.config.clone();
+    s.kit
+        .with_store(move |st| alerts::active_json(st, &config))
+        .await
 }
 
 /// Resolved alerts, newest first, at most [`HISTORY_LIMIT`].
 pub async fn alert_history(s: &Arc<PerfMonitor>) -> Result<Value> {
-    let h = s
-        .kit
-        .with_store(|st| alerts::history(st, HISTORY_LIMIT))
-        .await?;
-    Ok(json!({
-        "timestamp": vllm_core::time::now_rfc3339(),
-        "limit": HISTORY_LIMIT,
-        "alerts": h.iter().map(alert_json).collect::<Vec<_>>(),
-    }))
+    s.kit
+        .with_store(|st| alerts::history_json(st, HISTORY_LIMIT))
+        .await
 }

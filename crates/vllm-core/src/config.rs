@@ -387,6 +387,43 @@ pub struct SecurityConfig {
 }
 
 impl SecurityConfig {
+    /// `Ok` when a call of `tool` at `tier` is allowed: not in `deny_tools`, in
+    /// `allow_tools` when that is not empty, and at most `max_tier`; `PERMISSION_DENIED`
+    /// saying why otherwise. Names in the lists may be bare (`load-model`) or as Crush
+    /// shows them (`mcp_vllm-model-manager_load-model`). Every front end asks this before
+    /// any side effect: the MCP servers' gate and the front door's page.
+    pub fn check_call(&self, tool: &str, tier: Tier) -> crate::Result<()> {
+        let named = |list: &[String]| {
+            list.iter().any(|t| {
+                t == tool
+                    || t.strip_prefix("mcp_")
+                        .and_then(|r| r.rsplit_once('_'))
+                        .map(|(_, n)| n)
+                        == Some(tool)
+            })
+        };
+        let deny = |reason: String| {
+            Err(Error::PermissionDenied {
+                tool: tool.to_string(),
+                reason,
+            })
+        };
+        if named(&self.deny_tools) {
+            return deny("the tool is in security.deny_tools".into());
+        }
+        if !self.allow_tools.is_empty() && !named(&self.allow_tools) {
+            return deny("the tool is not in security.allow_tools".into());
+        }
+        if tier > self.max_tier {
+            return deny(format!(
+                "this call is tier `{}` and security.max_tier is `{}`",
+                tier.as_str(),
+                self.max_tier.as_str()
+            ));
+        }
+        Ok(())
+    }
+
     /// `Ok` when `name` or `source` (a model id and what it loads, or an adapter's name
     /// and path) matches one of `allowed_models`; `PERMISSION_DENIED` naming the patterns
     /// otherwise. The core does not know which front-end call asked: the error's `tool`

@@ -4,6 +4,9 @@
 //!
 //! A door republishes its figures while it serves; rows older than [`FRESH_SECONDS`]
 //! belong to a door that stopped or died and are ignored.
+//!
+//! The models pinned at run time (the page's pin button) are kept here too: a pinned
+//! model is never swapped out to make room, as a catalog entry with `pinned = true`.
 
 use crate::error::Result;
 use crate::store::Store;
@@ -99,6 +102,31 @@ pub fn of_model(store: &Store, model_id: &str) -> Result<Option<DoorUse>> {
         .map(|(_, u)| u))
 }
 
+/// The store's `meta` key holding the models pinned at run time, a JSON array.
+const PINS_KEY: &str = "gateway.pins";
+
+/// The models pinned at run time, sorted.
+pub fn pins(store: &Store) -> Result<Vec<String>> {
+    let text = store.meta_get(PINS_KEY)?;
+    // A value that does not decode pins nothing (it is rewritten at the next pin).
+    Ok(text
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default())
+}
+
+/// Pins `model_id` (or unpins it); returns the pins after.
+pub fn set_pinned(store: &Store, model_id: &str, pinned: bool) -> Result<Vec<String>> {
+    let mut all = pins(store)?;
+    all.retain(|m| m != model_id);
+    if pinned {
+        all.push(model_id.to_string());
+        all.sort();
+    }
+    let text = serde_json::to_string(&all).map_err(|e| crate::Error::Internal(e.to_string()))?;
+    store.meta_set(PINS_KEY, &text)?;
+    Ok(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +167,20 @@ mod tests {
             })
             .unwrap();
         assert!(all(&store).unwrap().is_empty());
+    }
+
+    #[test]
+    fn pins_are_kept_sorted_once_each_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).unwrap();
+        assert!(pins(&store).unwrap().is_empty());
+        set_pinned(&store, "b", true).unwrap();
+        set_pinned(&store, "a", true).unwrap();
+        assert_eq!(set_pinned(&store, "b", true).unwrap(), ["a", "b"]);
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(set_pinned(&store, "a", false).unwrap(), ["b"]);
+        assert_eq!(pins(&store).unwrap(), ["b"]);
     }
 }

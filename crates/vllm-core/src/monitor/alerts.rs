@@ -636,6 +636,62 @@ fn parse_alert(text: &str) -> Option<Alert> {
     })
 }
 
+/// An alert as the `vllm://alerts/*` resources (and the front door's page) show it.
+pub fn to_json(a: &Alert) -> Value {
+    let round2 = |v: f64| (v * 100.0).round() / 100.0;
+    json!({
+        "rule": a.rule,
+        "severity": a.severity,
+        "state": a.state,
+        "target": a.target,
+        "since": rfc3339_ms(a.since()),
+        "pending_since": rfc3339_ms(a.pending_since),
+        "fired_at": a.fired_at.map(rfc3339_ms),
+        "resolved_at": a.resolved_at.map(rfc3339_ms),
+        "value": a.value.map(round2),
+        "threshold": a.threshold,
+        "summary": a.summary,
+        "last_evaluated": rfc3339_ms(a.last_evaluated),
+    })
+}
+
+/// `vllm://alerts/active`: the firing alerts, the pending ones, and the rules in force.
+pub fn active_json(store: &Store, config: &Config) -> Result<Value> {
+    let all = active(store)?;
+    let (firing, pending): (Vec<&Alert>, Vec<&Alert>) =
+        all.iter().partition(|a| a.state == AlertState::Firing);
+    let rules: Vec<Value> = config
+        .alert_rules()
+        .into_iter()
+        .map(|r| {
+            json!({
+                "rule": r.name,
+                "enabled": r.enabled,
+                "threshold": r.threshold,
+                "for_seconds": r.for_seconds,
+                "window_seconds": r.window_seconds,
+                "severity": r.severity,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "timestamp": crate::time::now_rfc3339(),
+        "alerts": firing.into_iter().map(to_json).collect::<Vec<_>>(),
+        "pending": pending.into_iter().map(to_json).collect::<Vec<_>>(),
+        "rules": rules,
+    }))
+}
+
+/// `vllm://alerts/history`: resolved alerts, newest first, at most `limit`.
+pub fn history_json(store: &Store, limit: usize) -> Result<Value> {
+    let h = history(store, limit)?;
+    Ok(json!({
+        "timestamp": crate::time::now_rfc3339(),
+        "limit": limit,
+        "alerts": h.iter().map(to_json).collect::<Vec<_>>(),
+    }))
+}
+
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339_ms(t: f64) -> String {
     let secs = t.floor();

@@ -157,6 +157,18 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<(i64, Sample)> {
 /// order, with the detail blob read only for the rows the window arithmetic needs it
 /// from ([`window::detail_rows`]).
 pub fn read_window(store: &Store, since: f64, until: f64) -> Result<Vec<Vec<Sample>>> {
+    read_window_picking(store, since, until, window::detail_rows)
+}
+
+/// Every sample with `since <= ts <= until`, grouped by series as [`read_window`] does,
+/// with the detail blob of the rows `pick` names (indices into one series in time order,
+/// failed samples included): a chart needs more of them than a window's figures.
+pub fn read_window_picking(
+    store: &Store,
+    since: f64,
+    until: f64,
+    pick: impl Fn(&[&Sample]) -> Vec<usize>,
+) -> Result<Vec<Vec<Sample>>> {
     store.read(|c| {
         // In time order along the ts index (no sort), grouped into series here.
         let mut st = c.prepare_cached(&format!(
@@ -183,7 +195,7 @@ pub fn read_window(store: &Store, since: f64, until: f64) -> Result<Vec<Vec<Samp
         let mut wanted: Vec<i64> = Vec::new();
         for ser in &series {
             let plain: Vec<&Sample> = ser.iter().map(|(_, s)| s).collect();
-            wanted.extend(window::detail_rows(&plain).into_iter().map(|i| ser[i].0));
+            wanted.extend(pick(&plain).into_iter().map(|i| ser[i].0));
         }
         let mut details = read_details(c, &wanted)?;
         Ok(series

@@ -11,6 +11,7 @@
 //! - [`figures`]: [`Figures`], a window's figures whichever source computed them.
 //! - [`window`]: figures over a window of the stored samples (rates, request counts,
 //!   latency quantiles, gauge means, time series), counter resets included.
+//! - [`charts`]: per model and per GPU series on one time axis, binned for the page.
 //! - [`duration`]: `90s`, `5m`, `1h30m`, `1d` or plain seconds, bounded by the retention.
 //! - [`export`]: the monitor's own metrics in Prometheus text format (the listener's body).
 //! - [`promql`]: `source = "prometheus"`, the same [`Figures`] read from a Prometheus server.
@@ -21,6 +22,7 @@
 //! instance, even one started a second ago) computes its answers from the store.
 
 pub mod alerts;
+pub mod charts;
 pub mod duration;
 pub mod export;
 pub mod figures;
