@@ -71,7 +71,7 @@ impl Gateway {
 
     /// A slot of `limits.gpu_work_per_minute` for a launch the door causes, shared with
     /// the MCP tools; `RATE_LIMITED` saying when one frees.
-    async fn take_gpu_work_slot(&self) -> Result<()> {
+    pub(crate) async fn take_gpu_work_slot(&self) -> Result<()> {
         let limit = self.config.limits.gpu_work_per_minute;
         if limit == 0 {
             return Ok(());

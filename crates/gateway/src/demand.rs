@@ -141,7 +141,11 @@ impl Gateway {
     }
 
     /// The running start of `owner`, or a new one.
-    fn start(self: &Arc<Self>, owner: &str, how: BringUp) -> watch::Receiver<StartState> {
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        owner: &str,
+        how: BringUp,
+    ) -> watch::Receiver<StartState> {
         let mut starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(rx) = starts.get(owner)
             && rx.borrow().is_none()

@@ -57,11 +57,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     for path in MODEL_ROUTES {
         r = r.route(path, post(relay));
     }
-    r.route("/v1/models", get(models))
+    r = r
+        .route("/v1/models", get(models))
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/", get(index))
-        .with_state(gw)
+        .route("/metrics", get(metrics));
+    crate::ui::routes(r).with_state(gw)
 }
 
 /// A request for a model: the key is checked before its body is read; then it is
@@ -309,9 +309,4 @@ async fn health() -> Response<Body> {
 async fn metrics(State(gw): Gw) -> Response<Body> {
     let text = gw.metrics.render(&gw.usage);
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
-}
-
-async fn index() -> &'static str {
-    "vllm-mcp gateway: OpenAI API on /v1 (chat/completions, completions, embeddings, responses, models), \
-     Anthropic's on /v1/messages; /health, /metrics\n"
 }

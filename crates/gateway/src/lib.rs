@@ -10,7 +10,8 @@
 //! - [`proxy`]: passing a request on and its answer back, chunk by chunk;
 //! - [`usage`]: requests in flight and waiting, last use, per model;
 //! - [`shared`]: that use published to the store, for every instance;
-//! - [`listing`]: `GET /v1/models`; [`metrics`]: `GET /metrics`; [`error`]: the answers.
+//! - [`listing`]: `GET /v1/models`; [`metrics`]: `GET /metrics`; [`error`]: the answers;
+//! - [`ui`]: the fleet's page (`GET /`, `/ui`) and the JSON API behind it (`/ui/api`).
 
 pub mod bringup;
 pub mod demand;
@@ -22,6 +23,7 @@ pub mod proxy;
 pub mod resolve;
 pub mod shared;
 pub mod swap;
+pub mod ui;
 pub mod usage;
 
 use std::collections::HashMap;
@@ -50,6 +52,8 @@ pub struct Gateway {
     starts: Mutex<HashMap<String, watch::Receiver<demand::StartState>>>,
     /// One swap at a time: two starts must not each swap the other out.
     swap_lock: tokio::sync::Mutex<()>,
+    /// What the page keeps between its requests.
+    page: ui::view::PageCache,
 }
 
 impl Gateway {
@@ -82,6 +86,7 @@ impl Gateway {
             routes: resolve::RouteCache::default(),
             starts: Mutex::new(HashMap::new()),
             swap_lock: tokio::sync::Mutex::new(()),
+            page: ui::view::PageCache::default(),
         }))
     }
 

@@ -171,6 +171,10 @@ impl Gateway {
             running.map(|(k, _)| k.clone()).collect()
         };
         let mut candidates: Vec<(f64, ModelRecord)> = Vec::new();
+        let pins = self
+            .launcher
+            .on_store(vllm_core::door_use::pins)
+            .await?;
         for r in self.launcher.list().await? {
             let frees = match r.status {
                 ModelStatus::Loaded => true,
@@ -178,11 +182,7 @@ impl Gateway {
                 ModelStatus::Sleeping => short == Shortage::Places,
                 _ => false,
             };
-            let pinned = self
-                .config
-                .catalog
-                .get(&r.model_id)
-                .is_some_and(|e| e.pinned);
+            let pinned = self.pinned(&r.model_id, &pins);
             let u = self.usage.get(&r.model_id);
             if !frees
                 || pinned
@@ -256,5 +256,13 @@ impl Gateway {
             .or(r.memory_estimate_mb)
             .unwrap_or(0);
         vllm_fleet::launcher::process::available_memory_mb() > weights_mb
+    }
+}
+
+impl Gateway {
+    /// Never swapped out: pinned in the catalog, or at run time (`pins`, the page's).
+    pub fn pinned(&self, model_id: &str, pins: &[String]) -> bool {
+        self.config.catalog.get(model_id).is_some_and(|e| e.pinned)
+            || pins.iter().any(|p| p == model_id)
     }
 }

@@ -1,12 +1,14 @@
 //! The front door in the model manager. Embedded: any instance with `gateway.listen` set
 //! serves it while it holds the `gateway` lease (as the Prometheus listener is served), so
 //! one of several Crush sessions always does. Standalone: `vllm-model-manager --gateway`
-//! serves it as a long-lived service without MCP on stdio, with the supervision duties,
-//! and leaves the models running when it stops.
+//! serves it as a long-lived service without MCP on stdio, with the supervision duties
+//! and the monitor's sampler (for the page's charts; one sampler across processes, by
+//! its lease), and leaves the models running when it stops.
 
 use std::sync::Arc;
 use vllm_core::Error;
 use vllm_core::coordination::duties;
+use vllm_core::monitor::Sampler;
 use vllm_core::store::Store;
 use vllm_fleet::launcher::supervisor::Launcher;
 use vllm_gateway::Gateway;
@@ -38,6 +40,19 @@ fn standalone(kit: Arc<Kit>) -> ServiceFuture {
             kit.gpus.clone(),
         ));
         tokio::spawn(crate::supervise(launcher.clone(), store.clone()));
+        // The page's charts read the monitor's history: a door alone keeps it too. The
+        // sampler runs only while this process holds its lease, so with a performance
+        // monitor running as well there is still one sampler.
+        let sampler = Sampler::new(
+            kit.config.clone(),
+            store.clone(),
+            kit.gpus.clone(),
+            kit.endpoints.clone(),
+        );
+        tokio::spawn(vllm_core::monitor::sampler::run(
+            Arc::new(sampler),
+            kit.holder.clone(),
+        ));
         let gw = Gateway::new(launcher, kit.endpoints.clone(), kit.config.clone())?;
         serve_while_held(kit, store, gw, listen).await;
         Ok(())
