@@ -170,25 +170,6 @@ impl Gateway {
         }
     }
 
-    /// `Ok` when no key is configured or the request carries it.
-    pub fn authorize(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
-        let Some(key) = &self.api_key else {
-            return Ok(());
-        };
-        let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        let bearer = value(header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
-        let given = [bearer, value(header::HeaderName::from_static("x-api-key"))];
-        if given
-            .iter()
-            .flatten()
-            .any(|g| constant_time_eq(g.as_bytes(), key.as_bytes()))
-        {
-            Ok(())
-        } else {
-            Err(GatewayError::Unauthorized)
-        }
-    }
-
     /// Waits for the model (starting it if need be), then passes the request on.
     async fn waited(self: Arc<Self>, req: Request, ticket: Option<Waiting>) -> Answer {
         let up = self
@@ -280,11 +261,6 @@ async fn relay_events(resp: Response<Body>, tx: &Sender, dialect: Dialect) {
 
 /// Where a kept-alive stream's chunks go.
 type Sender = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
-
-/// Compares without stopping at the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 async fn models(State(gw): Gw, headers: HeaderMap) -> Response<Body> {
     if let Err(e) = gw.authorize(&headers) {

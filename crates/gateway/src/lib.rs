@@ -26,6 +26,7 @@ pub mod swap;
 pub mod ui;
 pub mod usage;
 
+use axum::http::{HeaderMap, header};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -114,4 +115,30 @@ impl Gateway {
             .with_graceful_shutdown(shutdown)
             .await
     }
+}
+
+impl Gateway {
+    /// `Ok` when no key is configured or the request carries it.
+    pub fn authorize(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
+        let Some(key) = &self.api_key else {
+            return Ok(());
+        };
+        let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let bearer = value(header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+        let given = [bearer, value(header::HeaderName::from_static("x-api-key"))];
+        if given
+            .iter()
+            .flatten()
+            .any(|g| constant_time_eq(g.as_bytes(), key.as_bytes()))
+        {
+            Ok(())
+        } else {
+            Err(GatewayError::Unauthorized)
+        }
+    }
+}
+
+/// Compares without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -171,10 +171,7 @@ impl Gateway {
             running.map(|(k, _)| k.clone()).collect()
         };
         let mut candidates: Vec<(f64, ModelRecord)> = Vec::new();
-        let pins = self
-            .launcher
-            .on_store(vllm_core::door_use::pins)
-            .await?;
+        let pins = self.launcher.on_store(vllm_core::door_use::pins).await?;
         for r in self.launcher.list().await? {
             let frees = match r.status {
                 ModelStatus::Loaded => true,

@@ -11,129 +11,12 @@ use std::time::{Duration, Instant};
 use vllm_core::config::Config;
 use vllm_core::gpu::FakeGpus;
 use vllm_core::models::ModelStatus;
-use vllm_core::store::Store;
-use vllm_fleet::launcher::supervisor::{Duties, DutyState, Launcher, running_requests};
+use vllm_fleet::launcher::supervisor::running_requests;
 use vllm_gateway::Gateway;
 use vllm_mcp_testkit::ServerRig;
 
-/// A gateway over a rig, served on a loopback port, with the launch queue's duty running
-/// as the model manager runs it.
-struct Door {
-    url: String,
-    launcher: Arc<Launcher>,
-    http: reqwest::Client,
-    _rig: ServerRig,
-}
-
-async fn door(rig: ServerRig) -> Door {
-    door_on(rig, FakeGpus::without_driver()).await
-}
-
-async fn door_on(rig: ServerRig, gpus: FakeGpus) -> Door {
-    vllm_core::vllm::install_tls_provider();
-    let config = Arc::new(Config::load(Some(&rig.config)).unwrap());
-    let store = Store::open(&rig.store_path()).unwrap();
-    let gpus = Arc::new(gpus);
-    let launcher = Arc::new(Launcher::new(config.clone(), store, gpus));
-    let gw = Gateway::new(launcher.clone(), Vec::new(), config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(gw.serve(listener, std::future::pending()));
-    let duty = launcher.clone();
-    tokio::spawn(async move {
-        let mut state = DutyState::default();
-        let held = Duties {
-            queue: true,
-            reaper: true,
-            autostart: false,
-        };
-        loop {
-            let _ = duty.tick(held, &mut state).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    Door {
-        url,
-        launcher,
-        http: reqwest::Client::new(),
-        _rig: rig,
-    }
-}
-
-impl Door {
-    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn get_json(&self, path: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        r.json().await.unwrap()
-    }
-
-    async fn status(&self, model: &str) -> Option<ModelStatus> {
-        self.launcher.get(model).await.unwrap().map(|r| r.status)
-    }
-
-    /// The door's own `/metrics`.
-    async fn metrics(&self) -> String {
-        let r = self
-            .http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap();
-        r.text().await.unwrap()
-    }
-
-    /// The `/v1/models` entry of `id`.
-    async fn listed(&self, id: &str) -> Value {
-        let models = self.get_json("/v1/models").await;
-        let found = models["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["id"] == id);
-        found
-            .cloned()
-            .unwrap_or_else(|| panic!("{id} is not listed: {models}"))
-    }
-
-    /// The model's own server's `/metrics`.
-    async fn backend_metrics(&self, model: &str) -> String {
-        let r = self.launcher.get(model).await.unwrap().unwrap();
-        let url = format!("http://127.0.0.1:{}/metrics", r.port.unwrap());
-        self.http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-}
-
-fn chat(model: &str, max_tokens: u32, stream: bool) -> Value {
-    json!({
-        "model": model,
-        "messages": [{"role": "user", "content": "Say something."}],
-        "max_tokens": max_tokens,
-        "stream": stream,
-    })
-}
-
-const CATALOG: &str = "[catalog.tiny]\nsource = \"mock/tiny\"\n\
-                       [catalog.other]\nsource = \"mock/other\"\n";
+mod common;
+use common::{CATALOG, chat, door, door_on};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalog_model_is_listed_then_started_by_its_first_request_and_streams() {
@@ -346,7 +229,7 @@ async fn a_key_is_asked_for_when_configured_and_the_servers_own_is_never_shown()
     assert_eq!(d.status("tiny").await, Some(ModelStatus::Loaded));
 
     // Unset, the door does not open without a key: it refuses to start.
-    let config = Config::load(Some(&d._rig.config)).unwrap();
+    let config = Config::load(Some(&d.rig.config)).unwrap();
     let mut config = config;
     config.gateway.api_key_env = Some("GATEWAY_TEST_KEY_UNSET".into());
     let e = Gateway::new(d.launcher.clone(), Vec::new(), Arc::new(config))

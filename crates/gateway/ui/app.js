@@ -164,7 +164,7 @@ const CHARTS = [
   ["ttft", "Time to first token p50 / p95 (ms)", "ms", (c) => c.models.flatMap((m) => [[m.model + " p50", m.ttft_p50_ms], [m.model + " p95", m.ttft_p95_ms]])],
   ["kv", "KV-cache usage (%)", "%", (c) => c.models.map((m) => [m.model, m.kv_cache_usage.map((v) => v == null ? null : v * 100)])],
   ["gpu-memory", "GPU memory used (MiB)", "MiB", (c) => c.gpus.map((g) => ["GPU " + g.gpu, g.memory_used_mb])],
-  ["gpu-util", "GPU utilization (%)", "%", (c) => c.gpus.map((g) => ["GPU " + g.gpu, g.utilization])],
+  ["gpu-util", "GPU utilization (%)", "%", (c) => c.gpus.map((g) => ["GPU " + g.gpu, g.utilization.map((v) => v == null ? null : v * 100)])],
   ["gpu-temp", "GPU temperature (°C)", "°C", (c) => c.gpus.map((g) => ["GPU " + g.gpu, g.temperature_c])],
 ];
 

@@ -45,7 +45,7 @@ pub struct GpuLines {
     pub memory_used_mb: Line,
     /// The newest total seen in the window.
     pub memory_total_mb: Option<u64>,
-    /// Percent 0..100.
+    /// Fraction 0..1 of the time a kernel ran.
     pub utilization: Line,
     pub temperature_c: Line,
 }
