@@ -9,7 +9,9 @@
 # ${VLLM_MCP_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vllm-mcp/bench-peer}, outside the
 # checkout; VLLM_MCP_BENCH_NO_PEER=1 skips the peer. The front door's section compares
 # it with vllm-router and LiteLLM's proxy, installed the same way (VLLM_MCP_BENCH_NO_PROXIES=1
-# skips them). The table is also written to target/bench/table.md.
+# skips them). The page's section measures it in Chromium (scripts/browser.sh installs it;
+# VLLM_MCP_BENCH_NO_BROWSER=1 skips that part). The table is also written to
+# target/bench/table.md.
 
 set -euo pipefail
 
@@ -60,6 +62,11 @@ venv_with() {
 if [[ "${VLLM_MCP_BENCH_NO_PROXIES:-}" != 1 ]]; then
     peer_args+=(--router "$(venv_with "router-$ROUTER_VERSION" "vllm-router==$ROUTER_VERSION")/vllm-router")
     peer_args+=(--litellm "$(venv_with "litellm-$LITELLM_VERSION" "litellm[proxy]==$LITELLM_VERSION")/litellm")
+fi
+
+if [[ "${VLLM_MCP_BENCH_NO_BROWSER:-}" != 1 ]]; then
+    mapfile -t browser < <("$root/scripts/browser.sh")
+    peer_args+=(--browser-python "${browser[0]}" --chromium "${browser[1]}")
 fi
 
 mkdir -p target/bench

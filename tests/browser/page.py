@@ -7,6 +7,8 @@ Usage: page.py MODE URL KEY OUT_DIR CHROMIUM
              paint measured.
   MODE read: a door with security.max_tier = "read": no control shown, and the API
              refuses an action with the page's own key.
+  MODE measure: the page's weight and its first paint over 20 loads, nothing else (the
+             benchmark's section `page`).
 Prints `ok <what>` per check and `figure <name> <value>` per measure; exits non-zero on the
 first failure. Screenshots go to OUT_DIR. Every request stays on loopback.
 """
@@ -88,10 +90,10 @@ def weight(responses):
     return raw, gz
 
 
-def first_paint(context):
+def first_paint(context, loads=5):
     """First contentful paint of fresh loads (the key already in the tab), in ms."""
     times = []
-    for _ in range(5):
+    for _ in range(loads):
         p = context.new_page()
         p.goto(URL + "/", wait_until="load")
         fcp = until(p, "() => performance.getEntriesByName('first-contentful-paint')[0]?.startTime")
@@ -144,6 +146,11 @@ def full(page, context, responses):
     ok(f"after traffic the charts draw points {got}")
     page.screenshot(path=f"{OUT}/page.png", full_page=True)
 
+    page.wait_for_selector('#alerts .alert[data-state="firing"]', timeout=20_000)
+    firing = page.text_content('#alerts .alert[data-state="firing"]')
+    assert "gpu_temperature" in firing, firing
+    ok("a firing alert is shown as the alert resources have it")
+
     page.click('.ranges button[data-range="1h"]')
     until(page, "() => document.querySelector('#charts-note').textContent.includes('of 30 s')")
     ok("the range buttons redraw the charts over 1 h")
@@ -175,6 +182,19 @@ def full(page, context, responses):
     figure("first_contentful_paint_ms_median", round(median, 1))
     figure("first_contentful_paint_ms_max", round(worst, 1))
     ok("first paint measured")
+
+
+def measure(page, context, responses):
+    """The benchmark's figures only (scripts/bench.sh, section `page`)."""
+    enter_key(page)
+    page.wait_for_selector('#models tr[data-model="tiny"]')
+    page.wait_for_timeout(1000)
+    raw, gz = weight(responses)
+    figure("page_bytes", raw)
+    figure("page_gzip_bytes", gz)
+    median, worst = first_paint(context, 20)
+    figure("first_contentful_paint_ms_median", round(median, 1))
+    figure("first_contentful_paint_ms_max", round(worst, 1))
 
 
 def read_only(page):
@@ -220,6 +240,8 @@ def main():
         page.goto(URL + "/")
         if MODE == "full":
             full(page, context, responses)
+        elif MODE == "measure":
+            measure(page, context, responses)
         else:
             read_only(page)
         context.close()

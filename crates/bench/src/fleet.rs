@@ -84,28 +84,8 @@ pub async fn memory_with_a_day_of_history() -> Vec<Row> {
     let urls: Vec<String> = mocks.iter().map(|m| m.base_url.clone()).collect();
     let dir = temp_dir();
     let store = Store::open(&dir.path().join("vllm-mcp.db")).expect("store");
-    let (expo, _) = prom::parse_lenient(CAPTURE);
-    let snap = prom::VllmSnapshot::from_exposition(&expo);
-    let base = Sample::from_snapshot(0.0, "ep", "http://127.0.0.1:1", &snap, Some(1.0)).remove(0);
     let now = vllm_core::time::unix_now();
-    let rounds = 24 * 720;
-    for r in 0..rounds {
-        let ts = now - 86_400.0 + f64::from(r) * 5.0;
-        let round: Vec<Sample> = (0..MODELS)
-            .map(|i| {
-                let mut s = base.clone();
-                s.ts = ts;
-                s.endpoint = format!("ep-{i}");
-                s.base_url = urls[i].clone();
-                s.model = format!("mock/m{i}");
-                s.generation_tokens = Some(f64::from(r) * 10.0);
-                s.requests_finished = Some(f64::from(r));
-                s
-            })
-            .collect();
-        history::insert(&store, &round, &[], ts).expect("insert");
-    }
-    history::maintain(&store, now, 86_400.0).expect("maintain");
+    day_of_history(&store, &urls, now);
     store.incremental_vacuum().expect("vacuum");
     drop(store);
     let m = monitor(&config(dir.path(), &urls, 5.0)).await;
@@ -148,4 +128,33 @@ pub async fn memory_with_a_day_of_history() -> Vec<Row> {
             took.join(", "),
         ),
     ]
+}
+
+/// 24 h of 5 s samples up to `now`, one series per URL (model `mock/m{i}`), thinned as
+/// the monitor's retention keeps them: full resolution for the last hour, one a minute
+/// before.
+pub fn day_of_history(store: &Store, urls: &[String], now: f64) {
+    let (expo, _) = prom::parse_lenient(CAPTURE);
+    let snap = prom::VllmSnapshot::from_exposition(&expo);
+    let base = Sample::from_snapshot(0.0, "ep", "http://127.0.0.1:1", &snap, Some(1.0)).remove(0);
+    let rounds = 24 * 720;
+    for r in 0..rounds {
+        let ts = now - 86_400.0 + f64::from(r) * 5.0;
+        let round: Vec<Sample> = urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let mut s = base.clone();
+                s.ts = ts;
+                s.endpoint = format!("ep-{i}");
+                s.base_url = url.clone();
+                s.model = format!("mock/m{i}");
+                s.generation_tokens = Some(f64::from(r) * 10.0);
+                s.requests_finished = Some(f64::from(r));
+                s
+            })
+            .collect();
+        history::insert(store, &round, &[], ts).expect("insert");
+    }
+    history::maintain(store, now, 86_400.0).expect("maintain");
 }

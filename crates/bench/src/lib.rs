@@ -8,6 +8,7 @@
 pub mod fleet;
 pub mod gateway;
 pub mod inproc;
+pub mod page;
 pub mod ray;
 pub mod servers;
 pub mod state;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 use table::Row;
 
 /// Every section, in the order they run.
-pub const SECTIONS: [&str; 9] = [
+pub const SECTIONS: [&str; 10] = [
     "start",
     "trips",
     "parse",
@@ -27,6 +28,7 @@ pub const SECTIONS: [&str; 9] = [
     "state",
     "gateway",
     "ray",
+    "page",
 ];
 
 /// What to run and how much.
@@ -44,6 +46,8 @@ pub struct Options {
     pub peer: Option<PathBuf>,
     /// The proxies the front door is compared with, if installed.
     pub proxies: gateway::Peers,
+    /// The browser the front door's page is measured in, if installed.
+    pub browser: Option<page::Browser>,
 }
 
 /// A short description of the machine, for the table's heading.
@@ -118,6 +122,9 @@ pub async fn run(opts: &Options) -> Vec<(String, Vec<Row>)> {
     }
     if wanted("ray") {
         out.push(("ray".to_string(), ray::rows(opts.runs).await));
+    }
+    if wanted("page") {
+        out.push(("page".to_string(), page::rows(opts.browser.as_ref()).await));
     }
     out
 }

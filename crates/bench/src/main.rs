@@ -9,7 +9,7 @@ use vllm_mcp_bench::{Options, SECTIONS, machine, run, table};
 #[command(version)]
 struct Args {
     /// Sections to run, comma-separated (start, trips, parse, window, fleet-cpu,
-    /// fleet-memory, state, gateway, ray); all by default.
+    /// fleet-memory, state, gateway, ray, page); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Cold starts per binary.
@@ -30,6 +30,12 @@ struct Args {
     /// LiteLLM's proxy (`litellm` from PyPI), compared with the front door.
     #[arg(long)]
     litellm: Option<PathBuf>,
+    /// A python with Playwright, for the page section (scripts/browser.sh installs it).
+    #[arg(long, requires = "chromium")]
+    browser_python: Option<PathBuf>,
+    /// Debian's chromium, for the page section.
+    #[arg(long, requires = "browser_python")]
+    chromium: Option<PathBuf>,
     /// Also write the table to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -55,6 +61,10 @@ async fn main() -> std::process::ExitCode {
             router: a.router,
             litellm: a.litellm,
         },
+        browser: a
+            .browser_python
+            .zip(a.chromium)
+            .map(|(python, chromium)| vllm_mcp_bench::page::Browser { python, chromium }),
     };
     let rows = run(&opts).await;
     let text = format!("Machine: {}\n\n{}", machine(), table::markdown(&rows));

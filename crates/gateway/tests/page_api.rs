@@ -316,6 +316,37 @@ async fn a_model_pinned_on_the_page_is_never_swapped_out() {
     assert_eq!(d.status("tiny").await, Some(ModelStatus::Unloaded));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleep_and_wake_from_the_page_go_through_vllms_sleep_mode() {
+    let rig = ServerRig::new(
+        "[catalog.tiny]\nsource = \"mock/tiny\"\n[catalog.tiny.args]\n\
+         extra_args = [\"--enable-sleep-mode\"]\n",
+    )
+    .with_launcher_env(&[("VLLM_SERVER_DEV_MODE", "1")]);
+    let d = door(rig).await;
+    let (status, _) = d.act("tiny", "load").await;
+    assert_eq!(status, 200);
+    d.until_status("tiny", ModelStatus::Loaded).await;
+    let (status, v) = d.act("tiny", "sleep").await;
+    assert_eq!(
+        (status, v["status"].clone()),
+        (200, json!("sleeping")),
+        "{v}"
+    );
+    assert_eq!(d.status("tiny").await, Some(ModelStatus::Sleeping));
+    assert_eq!(d.row("tiny").await["status"], "sleeping");
+    let (status, v) = d.act("tiny", "wake").await;
+    assert_eq!((status, v["status"].clone()), (200, json!("waking")), "{v}");
+    d.until_status("tiny", ModelStatus::Loaded).await;
+    // And it serves again through the door.
+    assert_eq!(
+        d.post("/v1/chat/completions", chat("tiny", 2, false))
+            .await
+            .status(),
+        200
+    );
+}
+
 /// A sample of `model` at `ts` having generated `n` × 10 tokens over `n` requests.
 fn sample(model: &str, ts: f64, n: f64) -> Sample {
     Sample {

@@ -120,7 +120,7 @@ function renderModels(fleet) {
     statusCell(m, fleet.now),
     el("td", {}, m.node || "—", m.url ? el("small", {}, m.url) : null),
     memoryCell(m),
-    el("td", {}, `${m.in_flight} / ${m.waiting} queued`,
+    el("td", {}, `${m.in_flight} in flight · ${m.waiting} queued`,
        m.running != null ? el("small", {}, `vLLM: ${m.running} running, ${m.queued ?? 0} waiting`) : null),
     el("td", {}, ago(when(m.last_used), fleet.now)),
     el("td", {}, secs(m.ttl_left_seconds)),

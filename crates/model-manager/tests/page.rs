@@ -53,12 +53,15 @@ fn artifacts() -> PathBuf {
 fn door_rig(port: u16, security: &str) -> ServerRig {
     ServerRig::new(&format!(
         "[gateway]\nlisten = \"127.0.0.1:{port}\"\napi_key_env = \"VLLM_MCP_TEST_DOOR_KEY\"\n\
-         [monitor]\nsample_interval_seconds = 1.0\n{security}\n\
+         [monitor]\nsample_interval_seconds = 1.0\n\
+         [monitor.alerts.gpu_temperature]\nthreshold = 10.0\nfor_seconds = 0.0\nwindow_seconds = 5.0\n\
+         {security}\n\
          [catalog.tiny]\nsource = \"mock/tiny\"\n[catalog.other]\nsource = \"mock/other\"\n"
     ))
 }
 
-/// The door as a service on `port`, once it answers /health.
+/// The door as a service on `port`, once it answers /health. The fake GPUs run at
+/// about 34 °C: with the temperature rule's threshold at 10 °C, its alert fires.
 fn start(rig: &ServerRig, port: u16) -> Child {
     let mut child = rig
         .command("vllm-model-manager")
@@ -173,7 +176,7 @@ async fn the_page_drives_the_mock_fleet_in_chromium_and_a_read_only_door_shows_n
     let _ = door.wait();
     assert_eq!(
         full.iter().filter(|l| l.starts_with("ok ")).count(),
-        14,
+        15,
         "{full:#?}"
     );
     for f in full.iter().filter(|l| l.starts_with("figure ")) {

@@ -8,6 +8,9 @@
 //!    asks for the second model, which swaps the first out.
 //! 3. Drives the three MCP servers as Crush does: list-models, get-metrics, save-state.
 //! 4. Prints the Crush configuration that uses the door as its one provider.
+//! 5. Checks the fleet's page the door serves at `/` lists the models; with `--serve`,
+//!    keeps the door running for a browser until Ctrl-C (it samples for the charts
+//!    itself once the tour's monitor is gone).
 //!
 //! With `VLLM_BASE_URL` set, the door serves that vLLM's models instead (attached:
 //! nothing is started or swapped).
@@ -160,6 +163,13 @@ async fn main() -> std::process::ExitCode {
             false
         }
     };
+    let ok = ok && page(&url).await;
+    if ok && std::env::args().any(|a| a == "--serve") {
+        println!(
+            "\n== The page: open {url}/ in a browser (models, charts, logs, playground). Ctrl-C stops."
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
     drop(door);
     if ok {
         println!("Done. Paste the configuration above into crush.json; docs/GATEWAY.md says more.");
@@ -167,6 +177,31 @@ async fn main() -> std::process::ExitCode {
     } else {
         println!("The tour failed: see above.");
         std::process::ExitCode::FAILURE
+    }
+}
+
+/// The fleet's page: `/` is the page, and its API lists the fleet's models.
+async fn page(url: &str) -> bool {
+    let http = reqwest::Client::new();
+    let html = match http.get(format!("{url}/")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let fleet = get_json(http.get(format!("{url}/ui/api/fleet"))).await;
+    match fleet {
+        Ok(f) if html.contains("<title>vLLM fleet</title>") => {
+            let n = f["models"].as_array().map_or(0, Vec::len);
+            println!("\n== The page: {url}/ shows {n} models, their charts, logs and a playground");
+            true
+        }
+        Ok(_) => {
+            println!("FAILED: {url}/ is not the fleet's page");
+            false
+        }
+        Err(e) => {
+            println!("FAILED: the page's API: {e}");
+            false
+        }
     }
 }
 
