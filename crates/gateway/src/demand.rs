@@ -140,6 +140,15 @@ impl Gateway {
         })
     }
 
+    /// The start of `owner` now running, if one is.
+    pub(crate) fn running_start(&self, owner: &str) -> Option<watch::Receiver<StartState>> {
+        let starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());
+        starts
+            .get(owner)
+            .filter(|rx| rx.borrow().is_none())
+            .cloned()
+    }
+
     /// The running start of `owner`, or a new one.
     pub(crate) fn start(
         self: &Arc<Self>,

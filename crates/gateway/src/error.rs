@@ -22,6 +22,9 @@ pub enum GatewayError {
         "a valid API key is required: send it as `Authorization: Bearer KEY` or `x-api-key: KEY`"
     )]
     Unauthorized,
+    /// A browser's request from another site (its `Origin` or `Sec-Fetch-Site`).
+    #[error("{0}: the front door takes no request another site's page makes")]
+    ForeignOrigin(String),
     /// The body is not JSON, or names no model.
     #[error("{0}")]
     BadRequest(String),
@@ -57,6 +60,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::ForeignOrigin(_) => StatusCode::FORBIDDEN,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnknownModel { .. } => StatusCode::NOT_FOUND,
@@ -77,6 +81,7 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::Unauthorized => "invalid_api_key",
+            GatewayError::ForeignOrigin(_) => "foreign_origin",
             GatewayError::BadRequest(_) => "invalid_request",
             GatewayError::TooLarge(_) => "request_too_large",
             GatewayError::UnknownModel { .. } => "model_not_found",
@@ -100,6 +105,7 @@ impl GatewayError {
     fn types(&self) -> (&'static str, &'static str) {
         match self {
             GatewayError::Unauthorized => ("invalid_request_error", "authentication_error"),
+            GatewayError::ForeignOrigin(_) => ("permission_error", "permission_error"),
             GatewayError::BadRequest(_) => ("invalid_request_error", "invalid_request_error"),
             GatewayError::TooLarge(_) => ("invalid_request_error", "request_too_large"),
             GatewayError::UnknownModel { .. } => ("invalid_request_error", "not_found_error"),

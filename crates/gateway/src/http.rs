@@ -74,6 +74,11 @@ async fn relay(State(gw): Gw, request: axum::extract::Request) -> Response<Body>
     } else {
         Dialect::OpenAi
     };
+    // A page elsewhere cannot make a visitor's browser start models here (a keyless
+    // door takes any body, `text/plain` too, which needs no preflight).
+    if let Some(why) = gw.cross_site(&parts.headers) {
+        return GatewayError::ForeignOrigin(why).response(dialect);
+    }
     if let Err(e) = gw.authorize(&parts.headers) {
         return e.response(dialect);
     }

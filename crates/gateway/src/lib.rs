@@ -55,6 +55,9 @@ pub struct Gateway {
     swap_lock: tokio::sync::Mutex<()>,
     /// What the page keeps between its requests.
     page: ui::view::PageCache,
+    /// `true` once `serve`'s shutdown began: long-lived answers (the page's log
+    /// streams) end, so the graceful shutdown does not wait for them forever.
+    closing: watch::Sender<bool>,
 }
 
 impl Gateway {
@@ -88,6 +91,7 @@ impl Gateway {
             starts: Mutex::new(HashMap::new()),
             swap_lock: tokio::sync::Mutex::new(()),
             page: ui::view::PageCache::default(),
+            closing: watch::Sender::new(false),
         }))
     }
 
@@ -111,6 +115,12 @@ impl Gateway {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.closing.send_replace(false);
+        let gw = self.clone();
+        let shutdown = async move {
+            shutdown.await;
+            gw.closing.send_replace(true);
+        };
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await

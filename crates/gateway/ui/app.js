@@ -203,7 +203,9 @@ function drawChart(name, title, t, lines, sparse) {
 
 async function refreshCharts() {
   try {
-    const v = await api("/ui/api/charts?range=" + state.range);
+    const range = state.range;
+    const v = await api("/ui/api/charts?range=" + range);
+    if (range !== state.range) return; // another range was chosen meanwhile
     const c = v.charts;
     $("charts-note").textContent = `${c.t.length} points of ${Math.round(c.step)} s from the monitor's stored history` +
       (c.models.length ? "" : " · no model samples in this range (is a monitor sampling?)");
@@ -257,46 +259,64 @@ async function readEvents(response, onEvent, signal) {
   const reader = response.body.getReader();
   const dec = new TextDecoder();
   let buf = "";
-  while (!signal || !signal.aborted) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += dec.decode(value, { stream: true });
-    let i;
-    while ((i = buf.indexOf("\n\n")) >= 0) {
-      const block = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      let event = "message", data = "";
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event:")) event = line.slice(6).trim();
-        else if (line.startsWith("data:")) data += line.slice(5).trimStart();
+  try {
+    while (!signal || !signal.aborted) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += dec.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
+      let i;
+      while ((i = buf.indexOf("\n\n")) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        let event = "message", data = "";
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) event = line.slice(6).trim();
+          else if (line.startsWith("data:")) data += line.slice(5).trimStart();
+        }
+        if (data) onEvent(event, data);
       }
-      if (data) onEvent(event, data);
     }
+  } finally {
+    // A handler that threw, or an abort: the rest of the stream is not wanted.
+    reader.cancel().catch(() => {});
   }
 }
 
-const LOG_KEEP = 2000;
+const LOG_KEEP = 2000; // lines
 
 async function followLog(model) {
   if (state.logAbort) state.logAbort.abort();
   state.logModel = model;
   const pre = $("log");
+  const kept = [];
+  const show = (lines) => {
+    const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    kept.push(...lines);
+    if (kept.length > LOG_KEEP) kept.splice(0, kept.length - LOG_KEEP);
+    pre.textContent = kept.join("\n") + "\n";
+    if (stick) pre.scrollTop = pre.scrollHeight;
+  };
   pre.textContent = "";
   if (!model) return;
   const ctl = new AbortController();
   state.logAbort = ctl;
   try {
     const r = await fetch(`/ui/api/models/${encodeURIComponent(model)}/logs?lines=200`, { headers: headers(false), signal: ctl.signal });
-    if (!r.ok) { pre.textContent = "log unavailable: HTTP " + r.status; return; }
-    await readEvents(r, (event, data) => {
-      const v = JSON.parse(data);
-      const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-      if (event === "lines" && v.lines.length) pre.append(v.lines.join("\n") + "\n");
-      if (event === "status") pre.append(`—— ${model} is ${v.status} ——\n`);
-      while (pre.childNodes.length > LOG_KEEP) pre.firstChild.remove();
-      if (stick) pre.scrollTop = pre.scrollHeight;
-    }, ctl.signal);
-  } catch (e) { if (e.name !== "AbortError") pre.append("log stream ended: " + e.message + "\n"); }
+    if (!r.ok) { pre.textContent = "log unavailable: HTTP " + r.status; }
+    else {
+      await readEvents(r, (event, data) => {
+        const v = JSON.parse(data);
+        if (event === "lines" && v.lines.length) show(v.lines);
+        if (event === "status") show([`—— ${model} is ${v.status} ——`]);
+      }, ctl.signal);
+      if (!ctl.signal.aborted) show(["—— the log stream ended; following again shortly ——"]);
+    }
+  } catch (e) {
+    if (e.name === "AbortError") return;
+    show(["—— log stream ended: " + e.message + " ——"]);
+  }
+  // Ended by the door (a restart) rather than by the page: the next refresh follows again.
+  if (state.logAbort === ctl && !ctl.signal.aborted) state.logModel = "";
 }
 
 // ---- playground -----------------------------------------------------------------------------
@@ -308,7 +328,9 @@ async function play(ev) {
   const out = $("answer"), stats = $("play-stats"), send = $("send");
   out.textContent = ""; stats.textContent = "waiting for the first token…"; send.disabled = true;
   const t0 = performance.now();
-  let first = null, chunks = 0, usage = null;
+  let first = null, last = null, chunks = 0, usage = null;
+  // Decoding speed: the tokens after the first, over the time since the first.
+  const rate = (n) => first !== null && last > first && n > 1 ? ((n - 1) / ((last - first) / 1000)).toFixed(1) : "—";
   try {
     const r = await fetch("/v1/chat/completions", {
       method: "POST", headers: headers(true),
@@ -327,14 +349,12 @@ async function play(ev) {
         if (first === null) first = performance.now();
         chunks++;
         out.append(text);
-        const tokens = usage ? usage.completion_tokens : chunks;
-        const s = (performance.now() - first) / 1000;
-        stats.textContent = `${tokens} tokens · ${s > 0 ? (tokens / s).toFixed(1) : "—"} tokens/s · first token ${((first - t0) / 1000).toFixed(2)} s`;
+        last = performance.now();
+        stats.textContent = `${chunks} chunks · ${rate(chunks)} tokens/s · first token ${((first - t0) / 1000).toFixed(2)} s`;
       }
     });
     const tokens = usage ? usage.completion_tokens : chunks;
-    const s = first === null ? 0 : (performance.now() - first) / 1000;
-    stats.textContent = `${tokens} tokens · ${s > 0 ? (tokens / s).toFixed(1) : "—"} tokens/s` +
+    stats.textContent = `${tokens} tokens · ${rate(tokens)} tokens/s` +
       (first === null ? "" : ` · first token ${((first - t0) / 1000).toFixed(2)} s`) + " · done";
     stats.dataset.done = "1";
   } catch (e) { stats.textContent = "failed: " + e.message; }
@@ -343,7 +363,15 @@ async function play(ev) {
 
 // ---- start --------------------------------------------------------------------------------
 
-function every(fn, ms) { fn(); return setInterval(() => { if (!document.hidden) fn(); }, ms); }
+// Runs `fn` now, then `ms` after each run ends (a slow answer never overlaps the next);
+// a hidden tab skips its turns.
+function every(fn, ms) {
+  const run = async () => {
+    if (!document.hidden) await fn();
+    setTimeout(run, ms);
+  };
+  return run();
+}
 
 function start() {
   $("keybox").addEventListener("submit", (ev) => {
@@ -361,12 +389,12 @@ function start() {
   }
   $("log-model").addEventListener("change", () => followLog($("log-model").value));
   $("play").addEventListener("submit", play);
-  every(refreshFleet, 2000);
+  // The states' restore buttons depend on the fleet's allowed actions: after it.
+  every(refreshFleet, 2000).then(() => every(refreshStates, 10000));
   every(refreshCharts, 5000);
   every(refreshAlerts, 5000);
-  every(refreshStates, 10000);
 }
 
-function refreshAll() { refreshFleet(); refreshCharts(); refreshAlerts(); refreshStates(); }
+async function refreshAll() { await refreshFleet(); refreshCharts(); refreshAlerts(); refreshStates(); }
 
 start();

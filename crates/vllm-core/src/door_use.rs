@@ -114,17 +114,33 @@ pub fn pins(store: &Store) -> Result<Vec<String>> {
         .unwrap_or_default())
 }
 
-/// Pins `model_id` (or unpins it); returns the pins after.
+/// Pins `model_id` (or unpins it); returns the pins after. Read and written in one
+/// transaction: two doors pinning at once both count.
 pub fn set_pinned(store: &Store, model_id: &str, pinned: bool) -> Result<Vec<String>> {
-    let mut all = pins(store)?;
-    all.retain(|m| m != model_id);
-    if pinned {
-        all.push(model_id.to_string());
-        all.sort();
-    }
-    let text = serde_json::to_string(&all).map_err(|e| crate::Error::Internal(e.to_string()))?;
-    store.meta_set(PINS_KEY, &text)?;
-    Ok(all)
+    use crate::store::rusqlite::OptionalExtension;
+    store.write(|tx| {
+        let text: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = ?1", [PINS_KEY], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let mut all: Vec<String> = text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        all.retain(|m| m != model_id);
+        if pinned {
+            all.push(model_id.to_string());
+            all.sort();
+        }
+        let text =
+            serde_json::to_string(&all).map_err(|e| crate::Error::Internal(e.to_string()))?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [PINS_KEY, text.as_str()],
+        )?;
+        Ok(all)
+    })
 }
 
 #[cfg(test)]

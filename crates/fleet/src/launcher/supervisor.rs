@@ -1426,8 +1426,15 @@ impl Launcher {
         Ok(())
     }
 
-    /// Unloads loaded models that served nothing for their idle TTL.
+    /// Unloads loaded models that served nothing for their idle TTL. A model that is not
+    /// loaded now (asleep, stopped) loses its clock: woken or launched again, its idle
+    /// time counts from then, not from before its sleep.
     async fn reap_idle(&self, records: &[ModelRecord], state: &mut DutyState) {
+        state.activity.retain(|id, _| {
+            records
+                .iter()
+                .any(|r| &r.model_id == id && r.status == ModelStatus::Loaded)
+        });
         for r in records.iter().filter(|r| r.status == ModelStatus::Loaded) {
             let Some(ttl) = r.idle_ttl_seconds else {
                 continue;

@@ -22,6 +22,9 @@ use vllm_fleet::lifecycle::{Located, UnloadReport};
 use vllm_fleet::power::{self, Served, SleepLevel};
 use vllm_fleet::restore;
 
+/// How long a load or wake waits for a start of the same model that is ending.
+const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The audit log's `server` for the page's actions.
 pub const AUDIT_SERVER: &str = "vllm-gateway";
 
@@ -170,7 +173,23 @@ impl Gateway {
     /// A load or wake: the door's start on demand (room made as for a request), begun and
     /// not waited for; the page watches the model's status.
     async fn start_from_page(self: &Arc<Self>, id: &str) -> Result<Value> {
-        let route = self.resolve(id).await.map_err(core_error)?;
+        let mut route = self.resolve(id).await.map_err(core_error)?;
+        // A start of the same model still running (a load that served a moment ago and
+        // is finishing) would take this one's place: let it end, then look again. One
+        // that goes on is this action's answer.
+        if let Route::BringUp { owner, .. } = &route
+            && let Some(mut rx) = self.running_start(owner)
+        {
+            let ended = tokio::time::timeout(JOIN_WAIT, rx.wait_for(Option::is_some))
+                .await
+                .is_ok();
+            if !ended {
+                return Ok(
+                    json!({"model_id": id, "owner": owner, "started": false, "status": "loading"}),
+                );
+            }
+            route = self.resolve(id).await.map_err(core_error)?;
+        }
         match route {
             Route::Unknown => Err(Error::ModelNotFound(id.to_string())),
             Route::Ready(u) => {
@@ -241,6 +260,14 @@ impl Gateway {
     }
 
     async fn pin_from_page(&self, id: &str, pinned: bool) -> Result<Value> {
+        if !pinned && self.config.catalog.get(id).is_some_and(|e| e.pinned) {
+            return Err(Error::invalid(
+                "model_id",
+                format!(
+                    "`{id}` is pinned by its catalog entry (`pinned = true`): change the config to unpin it"
+                ),
+            ));
+        }
         let model = id.to_string();
         let pins = self
             .launcher

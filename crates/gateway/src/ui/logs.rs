@@ -5,7 +5,8 @@
 //! A local log file is followed by its length (a relaunch that starts a new, shorter
 //! file starts over); a Ray job's log has no length to follow, so its tail is read again
 //! and what follows the previous tail is sent. A `status` event tells the model's status
-//! when it changes; a comment every 15 s keeps proxies from closing the stream. The page
+//! when it changes; a comment every 15 s keeps proxies from closing the stream. The
+//! stream ends when the client goes away or the door shuts down. The page
 //! reads the stream with `fetch`, which sends the key as a header (an `EventSource`
 //! cannot).
 
@@ -30,6 +31,8 @@ pub const POLL: Duration = Duration::from_millis(500);
 pub const MAX_LINES: usize = 5_000;
 /// The most bytes read from a local log in one look (a burst beyond waits for the next).
 const MAX_READ: u64 = 1 << 20;
+/// Lines of a Ray job's log read at each look.
+const RAY_TAIL: usize = 400;
 
 #[derive(Deserialize)]
 pub struct LogQuery {
@@ -75,10 +78,13 @@ fn event(name: &str, data: &serde_json::Value) -> Result<Bytes, std::io::Error> 
     Ok(Bytes::from(format!("event: {name}\ndata: {data}\n\n")))
 }
 
-/// Sends the tail, then what is written, until the client goes away.
+/// Sends the tail, then what is written, until the client goes away or the door closes.
 async fn follow(gw: Arc<Gateway>, mut record: ModelRecord, lines: usize, tx: Tx) {
-    let tail = gw.launcher.log_tail(&record, lines).await;
-    let first: Vec<&str> = tail.lines().collect();
+    let mut closing = gw.closing.subscribe();
+    // A Ray job's tail is compared with the one before: keep as much as each look reads.
+    let tail = gw.launcher.log_tail(&record, lines.max(RAY_TAIL)).await;
+    let mut previous: Vec<String> = tail.lines().map(str::to_string).collect();
+    let first = &previous[previous.len().saturating_sub(lines)..];
     if tx
         .send(event("lines", &json!({"lines": first})))
         .await
@@ -89,11 +95,14 @@ async fn follow(gw: Arc<Gateway>, mut record: ModelRecord, lines: usize, tx: Tx)
     let _ = tx
         .send(event("status", &json!({"status": record.status.as_str()})))
         .await;
-    let mut local = record.log_path.as_deref().map(Follow::at_end);
-    let mut previous: Vec<String> = first.iter().map(|l| l.to_string()).collect();
+    let mut local = record.log_path.clone().map(Follow::at_end);
     let mut quiet = Duration::ZERO;
     loop {
-        tokio::time::sleep(POLL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = closing.wait_for(|c| *c) => return,
+            _ = tx.closed() => return,
+        }
         if let Ok(Some(r)) = gw.launcher.get(&record.model_id).await {
             if r.status != record.status
                 && tx
@@ -103,15 +112,26 @@ async fn follow(gw: Arc<Gateway>, mut record: ModelRecord, lines: usize, tx: Tx)
             {
                 return;
             }
-            if r.log_path != record.log_path {
-                local = r.log_path.as_deref().map(Follow::from_start);
+            // A relaunch writes its log anew (maybe at the same path): from its start.
+            if r.log_path != record.log_path || r.launched_at != record.launched_at {
+                local = r.log_path.clone().map(Follow::from_start);
             }
             record = r;
         }
-        let new = match &mut local {
-            Some(f) => f.read_new(),
+        let new = match local.take() {
+            Some(f) => {
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut f = f;
+                    let new = f.read_new();
+                    (f, new)
+                })
+                .await;
+                let Ok((f, new)) = read else { return };
+                local = Some(f);
+                new
+            }
             None => {
-                let tail = gw.launcher.log_tail(&record, 400).await;
+                let tail = gw.launcher.log_tail(&record, RAY_TAIL).await;
                 let now: Vec<String> = tail.lines().map(str::to_string).collect();
                 let new = after_overlap(&previous, &now);
                 previous = now;
@@ -152,16 +172,16 @@ struct Follow {
 }
 
 impl Follow {
-    fn at_end(path: &std::path::Path) -> Follow {
-        let offset = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    fn at_end(path: std::path::PathBuf) -> Follow {
+        let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         Follow {
-            path: path.to_path_buf(),
+            path,
             offset,
             partial: Vec::new(),
         }
     }
 
-    fn from_start(path: &std::path::Path) -> Follow {
+    fn from_start(path: std::path::PathBuf) -> Follow {
         Follow {
             offset: 0,
             ..Follow::at_end(path)
@@ -232,7 +252,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.log");
         std::fs::write(&path, "old line\n").unwrap();
-        let mut f = Follow::at_end(&path);
+        let mut f = Follow::at_end(path.clone());
         assert!(f.read_new().is_empty());
         use std::io::Write;
         let mut w = std::fs::OpenOptions::new()

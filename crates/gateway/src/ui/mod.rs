@@ -15,8 +15,9 @@
 //! key, and a request with that header (or a JSON body) from another origin needs a
 //! CORS preflight this door never grants. Without a key (a loopback door) the same holds
 //! for actions, which take only `Content-Type: application/json`; a request whose
-//! `Origin` or `Sec-Fetch-Site` says another site, or whose `Host` is a name this door
-//! is not (DNS rebinding), is refused before anything else.
+//! `Origin` or `Sec-Fetch-Site` says another site, or (on a door without a key) whose
+//! `Host` is a name this door is not (DNS rebinding), is refused before anything else.
+//! The door's `/v1` routes refuse a browser's request from another site too.
 
 pub mod actions;
 pub mod api;
@@ -103,19 +104,18 @@ fn refusal(status: StatusCode, code: &str, message: String, suggestion: &str) ->
     r
 }
 
-/// Why a request comes from another site, if it does.
+/// Why a request comes from another site, if it does. The `Host` is checked only on a
+/// door without a key (a rebinding page gets nothing from a door with one, and a door
+/// with a key may be reached by any name).
 fn foreign(gw: &Gateway, headers: &HeaderMap) -> Option<String> {
-    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if value("sec-fetch-site") == Some("cross-site") {
-        return Some("the request comes from another site".into());
+    if let Some(why) = gw.cross_site(headers) {
+        return Some(why);
     }
-    let host = value(header::HOST.as_str()).unwrap_or("");
-    if let Some(origin) = value(header::ORIGIN.as_str())
-        && origin.split_once("://").map(|(_, h)| h) != Some(host)
-    {
-        return Some(format!("the request's origin `{origin}` is not this door"));
-    }
-    if !gw.is_own_host(host) {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if gw.api_key.is_none() && !gw.is_own_host(host) {
         return Some(format!(
             "`{host}` is not a name of this door: use its address, localhost, or gateway.public_url"
         ));
@@ -124,6 +124,26 @@ fn foreign(gw: &Gateway, headers: &HeaderMap) -> Option<String> {
 }
 
 impl Gateway {
+    /// Why a browser's request comes from another site, if it does: its `Origin` is
+    /// neither this door (as its `Host` names it) nor `gateway.public_url`, or its
+    /// `Sec-Fetch-Site` says `cross-site`. Clients that are not browsers send neither.
+    pub fn cross_site(&self, headers: &HeaderMap) -> Option<String> {
+        let value = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
+            return Some("the request comes from another site".into());
+        }
+        let origin = value(header::ORIGIN)?;
+        let host = value(header::HOST).unwrap_or("");
+        let own = origin.split_once("://").map(|(_, h)| h) == Some(host)
+            || self
+                .config
+                .gateway
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.trim_end_matches('/').eq_ignore_ascii_case(origin));
+        (!own).then(|| format!("the request's origin `{origin}` is not this door"))
+    }
+
     /// Whether `host` (a `Host` header) names this door: an IP address, `localhost`, or
     /// the host of `gateway.public_url`. Another name resolving here is a rebinding.
     pub fn is_own_host(&self, host: &str) -> bool {
@@ -166,13 +186,17 @@ pub fn success(value: Value) -> Response<Body> {
 /// details}}`, with its suggestion, at the status its code calls for.
 pub fn error(e: &Error) -> Response<Body> {
     let status = match e.code() {
-        "INVALID_ARGUMENT" => StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT" | "UNSUPPORTED" => StatusCode::BAD_REQUEST,
         "PERMISSION_DENIED" => StatusCode::FORBIDDEN,
         "MODEL_NOT_FOUND" | "STATE_NOT_FOUND" => StatusCode::NOT_FOUND,
+        "MODEL_BUSY" | "NOT_MANAGED" | "LIMIT_EXCEEDED" | "STATE_INCOMPATIBLE" => {
+            StatusCode::CONFLICT
+        }
         "RATE_LIMITED" => StatusCode::TOO_MANY_REQUESTS,
-        "BACKEND_UNREACHABLE" | "BACKEND_TIMEOUT" | "BACKEND_UNAVAILABLE" => {
+        "BACKEND_UNREACHABLE" | "BACKEND_TIMEOUT" | "BACKEND_UNAVAILABLE" | "BACKEND_ERROR" => {
             StatusCode::BAD_GATEWAY
         }
+        "GPU_UNAVAILABLE" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     failure(status, e)

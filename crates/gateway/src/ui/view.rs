@@ -92,9 +92,11 @@ impl Gateway {
         for mut l in listing {
             l.pinned = self.pinned(&l.id, &pins);
             let record = records.get(&l.id);
+            // The newest answering sample of the model (a failed scrape names none).
             let sample = latest
                 .iter()
-                .find(|s| s.endpoint == l.id || s.model == l.id);
+                .filter(|s| s.up && (s.endpoint == l.id || s.model == l.id))
+                .max_by(|a, b| a.ts.total_cmp(&b.ts));
             let last_door_use = door_use
                 .get(&l.id)
                 .and_then(|u| u.last_used.as_deref())
@@ -161,7 +163,10 @@ impl Gateway {
                     .unwrap_or_else(|| r.host.clone())
             }),
             url: active.and_then(ModelRecord::base_url),
-            weights_mb: serving.and_then(|r| self.page.weights_mb(r)),
+            weights_mb: match serving {
+                Some(r) => self.page.weights_mb(r).await,
+                None => None,
+            },
             kv_cache_mb: sample
                 .and_then(|s| s.detail.as_ref())
                 .and_then(|d| d.kv_cache_memory_bytes)
@@ -183,39 +188,68 @@ impl Gateway {
     }
 }
 
-/// The last line of a log tail that says something (progress bars and blanks skipped).
+/// The last line of a log tail that says something: a progress bar redrawn with `\r`
+/// counts by its newest drawing; blank lines are skipped.
 fn last_line(tail: &str) -> Option<String> {
     tail.lines()
         .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
+        .find_map(|l| l.rsplit('\r').map(str::trim).find(|p| !p.is_empty()))
         .map(|l| l.chars().take(240).collect())
 }
 
 /// What the page keeps between requests: the weights' size read from each model's log
-/// (a read of up to 8 MiB), once per launch.
+/// (a read of up to 8 MiB, off the runtime's threads), once per launch; a log that does
+/// not say it yet is read again after [`WEIGHTS_RETRY`].
 #[derive(Default)]
 pub struct PageCache {
     weights: std::sync::Mutex<HashMap<String, Weights>>,
 }
 
-/// A launch (its `launched_at`) and the weights' size its log gave, if any yet.
-type Weights = (Option<f64>, Option<u64>);
+/// How long a log without the weights' size is left before it is read again.
+pub const WEIGHTS_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A launch (its `launched_at`), the weights' size its log gave, and when it was read.
+type Weights = (Option<f64>, Option<u64>, std::time::Instant);
 
 impl PageCache {
-    fn weights_mb(&self, r: &ModelRecord) -> Option<u64> {
-        let mut m = self.weights.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, mb)) = m.get(&r.model_id)
-            && *at == r.launched_at
-            && mb.is_some()
+    async fn weights_mb(&self, r: &ModelRecord) -> Option<u64> {
+        let cached = {
+            let m = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+            m.get(&r.model_id).copied()
+        };
+        if let Some((at, mb, read)) = cached
+            && at == r.launched_at
+            && (mb.is_some() || read.elapsed() < WEIGHTS_RETRY)
         {
-            return *mb;
+            return mb;
         }
-        let mb = r
-            .log_path
-            .as_deref()
-            .and_then(vllm_core::monitor::memory::weights_mb_from_log_file);
-        m.insert(r.model_id.clone(), (r.launched_at, mb));
+        let path = r.log_path.clone()?;
+        let mb = tokio::task::spawn_blocking(move || {
+            vllm_core::monitor::memory::weights_mb_from_log_file(&path)
+        })
+        .await
+        .ok()
+        .flatten();
+        let mut m = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(
+            r.model_id.clone(),
+            (r.launched_at, mb, std::time::Instant::now()),
+        );
         mb
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_line;
+
+    #[test]
+    fn progress_is_the_newest_drawing_of_the_last_line() {
+        let tail = "INFO loading\nLoading weights:  10%|#  \rLoading weights:  60%|######  \r\n\n";
+        assert_eq!(
+            last_line(tail).as_deref(),
+            Some("Loading weights:  60%|######")
+        );
+        assert_eq!(last_line("\n \n"), None);
     }
 }
