@@ -505,3 +505,62 @@ async fn a_keyless_door_refuses_other_sites_and_rebinding_names_on_the_page_and_
     let r = d.post("/v1/chat/completions", chat("tiny", 2, false)).await;
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_log_stream_does_not_hold_the_doors_shutdown() {
+    use std::sync::Arc;
+    use vllm_core::config::Config;
+    use vllm_fleet::launcher::supervisor::Launcher;
+    use vllm_gateway::Gateway;
+    vllm_core::vllm::install_tls_provider();
+    let rig = ServerRig::new(CATALOG);
+    let config = Arc::new(Config::load(Some(&rig.config)).unwrap());
+    let store = Store::open(&rig.store_path()).unwrap();
+    let gpus = Arc::new(FakeGpus::without_driver());
+    let launcher = Arc::new(Launcher::new(config.clone(), store, gpus));
+    let gw = Gateway::new(launcher.clone(), Vec::new(), config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(gw.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{url}/ui/api/models/tiny/load"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t = Instant::now();
+    while launcher.get("tiny").await.unwrap().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "tiny was never launched"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = http
+        .get(format!("{url}/ui/api/models/tiny/logs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut events = r.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
+    assert!(first.is_ok(), "no first event");
+    let _ = stop.send(());
+    let ended = tokio::time::timeout(Duration::from_secs(5), served).await;
+    assert!(
+        ended.is_ok(),
+        "the door kept serving an open log stream after shutdown"
+    );
+    // The stream itself ended with it.
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = events.next().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the log stream did not end");
+    let _ = launcher.stop("tiny", true).await;
+}
