@@ -817,7 +817,8 @@ async fn the_front_door_on_real_vllm() {
          extra_args = [\"--runner\", \"pooling\", \"--convert\", \"embed\"]\n"
     );
     let rig = real.rig(&format!(
-        "[gateway]\nlisten = \"127.0.0.1:{port}\"\n[limits]\nmax_models = 1\n{}{}{embed}",
+        "[gateway]\nlisten = \"127.0.0.1:{port}\"\n[limits]\nmax_models = 1\n\
+         [monitor]\nsample_interval_seconds = 1.0\n{}{}{embed}",
         entry("tiny"),
         entry("tiny2")
     ));
@@ -875,6 +876,9 @@ async fn the_front_door_on_real_vllm() {
         format!("http://127.0.0.1:{port}"),
         "{tiny2}"
     );
+    let phase = Phase::start("the door's page: a real model's row, charts and log");
+    page_phase(port, "tiny2").await;
+    phase.done();
     ok(m.call("unload-model", json!({"model_id": "tiny2"})).await);
 
     let phase = Phase::start("the door: a pooling model's embeddings, score and rerank");
@@ -887,6 +891,89 @@ async fn the_front_door_on_real_vllm() {
     let _ = door.kill();
     let _ = door.wait();
     assert_no_process_left(&rig).await;
+}
+
+/// The page's API on a real vLLM served through the door: the model's row (its server,
+/// the KV cache vLLM reports), its chart points after traffic, and its real log.
+async fn page_phase(port: u16, model: &str) {
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        async move {
+            http.get(path)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let t = Instant::now();
+    let (row, points) = loop {
+        // Traffic through the door, for the door's own sampler (1 s here) to see.
+        let chat = json!({"model": model, "max_tokens": 8,
+                          "messages": [{"role": "user", "content": "Say hi."}]});
+        let r = http
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&chat)
+            .send()
+            .await;
+        assert_eq!(r.unwrap().status(), 200);
+        let fleet = get(format!("{url}/ui/api/fleet")).await;
+        let row = fleet["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == model)
+            .cloned();
+        let charts = get(format!("{url}/ui/api/charts?range=5m")).await;
+        let points = charts["charts"]["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["model"] == model)
+            .flat_map(|m| m["tokens_per_second"].as_array().unwrap().clone())
+            .filter(|v| v.as_f64().is_some_and(|v| v > 0.0))
+            .count();
+        if let Some(row) = row
+            && row["kv_cache_mb"].as_u64().is_some_and(|kv| kv > 0)
+            && points > 0
+        {
+            break (row, points);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no KV cache or chart points: {fleet}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(row["status"], "loaded", "{row}");
+    assert!(
+        row["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http://127.0.0.1:")),
+        "{row}"
+    );
+    eprintln!("  page: {model} {row}; {points} chart points");
+    let mut r = http
+        .get(format!("{url}/ui/api/models/{model}/logs?lines=5000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut text = String::new();
+    while !text.contains("event: status") {
+        let c = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+            .await
+            .expect("the log's first event in time");
+        text.push_str(&String::from_utf8_lossy(&c.unwrap().expect("a chunk")));
+    }
+    assert!(
+        text.contains("Starting vLLM"),
+        "the real log's start: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
