@@ -35,26 +35,7 @@ fn clients_python() -> Option<String> {
 
 /// The service on `port`, once it answers /health.
 fn start(rig: &ServerRig, port: u16) -> Child {
-    let mut child = rig
-        .command("vllm-model-manager")
-        .arg("--gateway")
-        .env("VLLM_MCP_TEST_DOOR_KEY", "door-key")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn the gateway");
-    let t = Instant::now();
-    while http_status(port, "/health") != Some(200) {
-        if let Ok(Some(s)) = child.try_wait() {
-            panic!("the gateway exited: {s}");
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "the gateway never served /health"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    rig.spawn_door(port, &[("VLLM_MCP_TEST_DOOR_KEY", "door-key")])
 }
 
 fn rig(port: u16) -> ServerRig {

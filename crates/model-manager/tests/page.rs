@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use vllm_mcp_testkit::{ServerRig, bin, free_port, http_status};
+use vllm_mcp_testkit::{ServerRig, bin, free_port};
 
 const KEY: &str = "page-key";
 
@@ -63,24 +63,10 @@ fn door_rig(port: u16, security: &str) -> ServerRig {
 /// The door as a service on `port`, once it answers /health. The fake GPUs run at
 /// about 34 °C: with the temperature rule's threshold at 10 °C, its alert fires.
 fn start(rig: &ServerRig, port: u16) -> Child {
-    let mut child = rig
-        .command("vllm-model-manager")
-        .arg("--gateway")
-        .env("VLLM_MCP_TEST_DOOR_KEY", KEY)
-        .env("VLLM_MCP_FAKE_GPUS", "2")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn the gateway");
-    let t = Instant::now();
-    while http_status(port, "/health") != Some(200) {
-        if let Ok(Some(s)) = child.try_wait() {
-            panic!("the gateway exited: {s}");
-        }
-        assert!(t.elapsed() < Duration::from_secs(15), "no /health");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    rig.spawn_door(
+        port,
+        &[("VLLM_MCP_TEST_DOOR_KEY", KEY), ("VLLM_MCP_FAKE_GPUS", "2")],
+    )
 }
 
 /// Runs the page's script in `mode`; returns its `ok` lines and figures.

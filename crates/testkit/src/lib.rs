@@ -597,6 +597,30 @@ impl ServerRig {
         cmd
     }
 
+    /// `vllm-model-manager --gateway` (the front door as a service) with the rig's config
+    /// and marker plus `env`, once it answers `/health` on `port` (the rig's
+    /// `[gateway] listen`). Panics when it exits first or takes over 15 s.
+    pub fn spawn_door(&self, port: u16, env: &[(&str, &str)]) -> std::process::Child {
+        let mut cmd = self.command("vllm-model-manager");
+        cmd.arg("--gateway")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        let mut child = cmd.spawn().expect("spawn the gateway");
+        let t = std::time::Instant::now();
+        while http_status(port, "/health") != Some(200) {
+            if let Ok(Some(s)) = child.try_wait() {
+                panic!("the gateway exited: {s}");
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(15),
+                "the gateway never served /health"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child
+    }
+
     /// Spawns `bin` with the rig's config and marker, plus `env`.
     pub async fn spawn(&self, bin: &Path, env: &[(&str, &str)]) -> McpProcess {
         let mut all = vec![

@@ -13,7 +13,7 @@
 
 use super::history::{self, GpuRow};
 use super::sample::{HistKind, Sample};
-use super::window::{detail_rows, is_reset};
+use super::window::{Bins, detail_rows, is_reset};
 use crate::error::Result;
 use crate::prom::Histogram;
 use crate::store::Store;
@@ -71,34 +71,23 @@ pub fn read(store: &Store, since: f64, until: f64, bins: usize) -> Result<Charts
     Ok(compute(&series, &gpus, &grid))
 }
 
-/// Equal bins over a window.
+/// Equal bins over a window ([`Bins`]), and which rows' histograms a chart reads.
 #[derive(Debug, Clone, Copy)]
 struct Grid {
-    since: f64,
+    bins: Bins,
     until: f64,
-    width: f64,
-    n: usize,
 }
 
 impl Grid {
     fn new(since: f64, until: f64, bins: usize) -> Grid {
-        let n = bins.max(1);
-        let width = ((until - since) / n as f64).max(1e-9);
         Grid {
-            since,
+            bins: Bins::new(since, until, bins),
             until,
-            width,
-            n,
         }
     }
 
-    /// The bin of time `t` (outside the window: the first or the last).
     fn of(&self, t: f64) -> usize {
-        (((t - self.since) / self.width).floor().max(0.0) as usize).min(self.n - 1)
-    }
-
-    fn mid(&self, b: usize) -> f64 {
-        self.since + (b as f64 + 0.5) * self.width
+        self.bins.of(t)
     }
 
     /// The rows whose histograms a chart reads: the window's own (each run's first and
@@ -127,14 +116,14 @@ fn compute(series: &[Vec<Sample>], gpus: &[GpuRow], grid: &Grid) -> Charts {
         let Some(first) = up.first() else { continue };
         let acc = models
             .entry(first.model.clone())
-            .or_insert_with(|| ModelAcc::new(grid.n));
+            .or_insert_with(|| ModelAcc::new(grid.bins.n));
         acc.add_series(grid, &up);
     }
     Charts {
-        since: grid.since,
+        since: grid.bins.since,
         until: grid.until,
-        step: grid.width,
-        t: (0..grid.n).map(|b| grid.mid(b)).collect(),
+        step: grid.bins.width,
+        t: (0..grid.bins.n).map(|b| grid.bins.mid(b)).collect(),
         models: models
             .into_iter()
             .map(|(model, acc)| acc.lines(model))
@@ -182,7 +171,7 @@ impl ModelAcc {
     /// Counter increases between consecutive samples, each in the bin of the later one,
     /// over the seconds they cover there (a restart counts the new value whole).
     fn add_rates(&mut self, grid: &Grid, up: &[&Sample]) {
-        let mut inc = vec![(0.0f64, 0.0f64, 0.0f64); grid.n];
+        let mut inc = vec![(0.0f64, 0.0f64, 0.0f64); grid.bins.n];
         for pair in up.windows(2) {
             let (a, b) = (pair[0], pair[1]);
             let reset = is_reset(a, b);
@@ -290,7 +279,7 @@ fn gpu_lines(grid: &Grid, rows: &[GpuRow]) -> Vec<GpuLines> {
     for r in rows {
         let (bins, total) = per
             .entry(r.gpu)
-            .or_insert_with(|| (vec![(0.0, 0, 0.0, 0, None); grid.n], None));
+            .or_insert_with(|| (vec![(0.0, 0, 0.0, 0, None); grid.bins.n], None));
         let b = &mut bins[grid.of(r.ts)];
         if let Some(u) = r.utilization {
             b.0 += u;

@@ -478,27 +478,29 @@ pub fn history(
     out
 }
 
-/// `n` equal bins over `[since, until]`.
-struct Bins {
-    since: f64,
-    width: f64,
-    n: usize,
+/// `n` equal bins over `[since, until]` (the history series' and the charts').
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bins {
+    pub(crate) since: f64,
+    pub(crate) width: f64,
+    pub(crate) n: usize,
 }
 
 impl Bins {
-    fn new(since: f64, until: f64, max_points: usize) -> Bins {
+    /// At least one bin, none narrower than a nanosecond.
+    pub(crate) fn new(since: f64, until: f64, max_points: usize) -> Bins {
         let n = max_points.max(1);
         let width = ((until - since) / n as f64).max(1e-9);
         Bins { since, width, n }
     }
 
     /// The bin of time `t` (times outside the range go to the first or last).
-    fn of(&self, t: f64) -> usize {
+    pub(crate) fn of(&self, t: f64) -> usize {
         (((t - self.since) / self.width).floor().max(0.0) as usize).min(self.n - 1)
     }
 
     /// The middle of bin `b`: a point's time.
-    fn mid(&self, b: usize) -> f64 {
+    pub(crate) fn mid(&self, b: usize) -> f64 {
         self.since + (b as f64 + 0.5) * self.width
     }
 }
