@@ -302,6 +302,16 @@ async fn a_model_pinned_on_the_page_is_never_swapped_out() {
     let (status, _) = d.act("tiny", "load").await;
     assert_eq!(status, 200);
     d.until_status("tiny", ModelStatus::Loaded).await;
+    // Serving, and the door's start of it over (a model being started is never swapped
+    // out, pinned or not).
+    let t = Instant::now();
+    while d.row("tiny").await["starting"] != false {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the start never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (status, v) = d.act("tiny", "pin").await;
     assert_eq!((status, v["pinned"].clone()), (200, json!(true)), "{v}");
     assert_eq!(d.row("tiny").await["pinned"], true);
@@ -319,7 +329,18 @@ async fn a_model_pinned_on_the_page_is_never_swapped_out() {
     let r = d
         .post("/v1/chat/completions", chat("other", 2, false))
         .await;
-    assert_eq!(r.status(), 200);
+    let status = r.status();
+    if status != 200 {
+        let recs: Vec<_> = d
+            .launcher
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.model_id, r.status, r.pid))
+            .collect();
+        panic!("{status}: {} {recs:?}", r.text().await.unwrap());
+    }
     assert_eq!(d.status("tiny").await, Some(ModelStatus::Unloaded));
 }
 

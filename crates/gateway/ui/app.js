@@ -88,6 +88,7 @@ async function act(model, action) {
 function statusCell(m, now) {
   const td = el("td", {}, el("span", { class: "status " + m.status }, m.status));
   if (m.status === "loading" && m.loading_seconds != null) td.append(" " + Math.round(m.loading_seconds) + " s");
+  if (m.starting && m.status !== "loading") td.append(el("small", {}, m.status === "sleeping" ? "waking…" : "the door's start is finishing"));
   if (m.progress) td.append(el("small", { title: m.progress }, m.progress));
   if (m.reason) td.append(el("small", { class: "reason", title: m.error || "" }, m.reason + (m.error ? ": " + m.error : "")));
   return td;

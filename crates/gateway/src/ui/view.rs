@@ -26,6 +26,8 @@ pub struct Row {
     /// A failed model's classified reason (`PORT_IN_USE`, `ENGINE_DIED`, ...) and message.
     pub reason: Option<String>,
     pub error: Option<String>,
+    /// A start (or wake) through the door is under way: it may not be swapped out yet.
+    pub starting: bool,
     /// A loading model: seconds since it was launched, and its log's last line.
     pub loading_seconds: Option<f64>,
     pub progress: Option<String>,
@@ -152,6 +154,7 @@ impl Gateway {
                 .and_then(|e| serde_json::to_value(e.reason).ok())
                 .and_then(|v| v.as_str().map(str::to_string)),
             error: r.and_then(|r| r.error.as_ref()).map(|e| e.message.clone()),
+            starting: self.running_start(&listed.id).is_some(),
             loading_seconds: loading
                 .and_then(|r| r.launched_at)
                 .map(|t| (now - t).max(0.0)),
