@@ -4,7 +4,7 @@
 
 use crate::Gateway;
 use serde::Serialize;
-use vllm_core::models::ModelStatus;
+use vllm_core::models::{ModelRecord, ModelStatus};
 use vllm_fleet::inventory::{self, Entry};
 
 /// One model of the listing: OpenAI's fields, then the fleet's.
@@ -28,7 +28,7 @@ pub struct Listed {
     pub waiting: u32,
     /// The last request through this gateway, RFC 3339.
     pub last_used: Option<String>,
-    /// Never swapped out to make room.
+    /// Never swapped out to make room (the catalog's `pinned`, or pinned on the page).
     pub pinned: bool,
 }
 
@@ -36,10 +36,21 @@ impl Gateway {
     /// Everything the gateway can serve, in the inventory's order, adapters after their
     /// base model.
     pub async fn listing(&self) -> vllm_core::Result<Vec<Listed>> {
+        Ok(self.listing_and_records().await?.0)
+    }
+
+    /// [`Gateway::listing`], and the launched models' records it was made from (the
+    /// page shows more of them), from one look at the fleet.
+    pub async fn listing_and_records(&self) -> vllm_core::Result<(Vec<Listed>, Vec<ModelRecord>)> {
         let fleet = self.fleet();
         let inv = inventory::inventory(&fleet).await?;
+        let pins = self.launcher.on_store(vllm_core::door_use::pins).await?;
         let mut out = Vec::new();
+        let mut records = Vec::new();
         for entry in &inv.entries {
+            if let Entry::Launched(r) = entry {
+                records.push(ModelRecord::clone(r));
+            }
             if matches!(entry, Entry::Cached { .. }) && !self.config.gateway.load_unknown {
                 continue;
             }
@@ -58,7 +69,10 @@ impl Gateway {
                 }
             }
         }
-        Ok(out)
+        for l in &mut out {
+            l.pinned = self.pinned(&l.id, &pins);
+        }
+        Ok((out, records))
     }
 
     fn listed(&self, entry: &Entry<'_>) -> Listed {
@@ -115,6 +129,7 @@ impl Gateway {
             last_used: u
                 .last_used
                 .map(|t| vllm_core::time::format_rfc3339(t as i64)),
+            // The catalog's; `listing_and_records` adds the pins set at run time.
             pinned: self.config.catalog.get(id).is_some_and(|e| e.pinned),
         }
     }

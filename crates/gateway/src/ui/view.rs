@@ -64,23 +64,19 @@ pub async fn fleet(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respon
 impl Gateway {
     /// The page's view of the fleet.
     pub async fn fleet_view(&self) -> vllm_core::Result<serde_json::Value> {
-        let listing = self.listing().await?;
-        let records: HashMap<String, ModelRecord> = self
-            .launcher
-            .list_quick()
-            .await?
+        let (listing, records) = self.listing_and_records().await?;
+        let records: HashMap<String, ModelRecord> = records
             .into_iter()
             .map(|r| (r.model_id.clone(), r))
             .collect();
         let now = vllm_core::time::unix_now();
         let window = (3.0 * self.config.monitor.sample_interval_seconds).max(30.0);
-        let (latest, door_use, pins) = self
+        let (latest, door_use) = self
             .launcher
             .on_store(move |s| {
                 Ok((
                     history::latest(s, now - window)?,
                     vllm_core::door_use::all(s)?,
-                    vllm_core::door_use::pins(s)?,
                 ))
             })
             .await?;
@@ -91,8 +87,7 @@ impl Gateway {
         let door_use: HashMap<String, vllm_core::door_use::DoorUse> =
             door_use.into_iter().collect();
         let mut models = Vec::with_capacity(listing.len());
-        for mut l in listing {
-            l.pinned = self.pinned(&l.id, &pins);
+        for l in listing {
             let record = records.get(&l.id);
             // The newest answering sample of the model (a failed scrape names none).
             let sample = latest
