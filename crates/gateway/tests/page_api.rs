@@ -315,7 +315,11 @@ async fn a_model_pinned_on_the_page_is_never_swapped_out() {
     let (status, v) = d.act("tiny", "pin").await;
     assert_eq!((status, v["pinned"].clone()), (200, json!(true)), "{v}");
     assert_eq!(d.row("tiny").await["pinned"], true);
-    assert_eq!(d.listed("tiny").await["pinned"], true, "/v1/models shows the pin too");
+    assert_eq!(
+        d.listed("tiny").await["pinned"],
+        true,
+        "/v1/models shows the pin too"
+    );
 
     // One place, held by a pinned model: `other` cannot swap it out.
     let r = d

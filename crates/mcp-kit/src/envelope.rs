@@ -10,17 +10,7 @@ use serde_json::Value;
 use vllm_core::{Error, LoadFailure};
 
 /// Adds `"success": true` to an object answer (first, for readability).
-pub fn with_success(value: Value) -> Value {
-    match value {
-        Value::Object(m) => {
-            let mut out = serde_json::Map::with_capacity(m.len() + 1);
-            out.insert("success".into(), Value::Bool(true));
-            out.extend(m.into_iter().filter(|(k, _)| k != "success"));
-            Value::Object(out)
-        }
-        other => serde_json::json!({"success": true, "result": other}),
-    }
-}
+pub use vllm_core::error::with_success;
 
 /// A successful tool result.
 pub fn success(value: Value) -> CallToolResult {

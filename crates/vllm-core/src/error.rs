@@ -454,6 +454,21 @@ impl Error {
     }
 }
 
+/// A successful answer in every front end's shape: `"success": true` first, then an
+/// object answer's fields (any other answer as `result`). The MCP servers' envelope and
+/// the front door's page both use it.
+pub fn with_success(value: Value) -> Value {
+    match value {
+        Value::Object(m) => {
+            let mut out = Map::with_capacity(m.len() + 1);
+            out.insert("success".into(), Value::Bool(true));
+            out.extend(m.into_iter().filter(|(k, _)| k != "success"));
+            Value::Object(out)
+        }
+        other => json!({"success": true, "result": other}),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

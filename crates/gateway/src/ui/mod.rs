@@ -96,12 +96,7 @@ fn refusal(status: StatusCode, code: &str, message: String, suggestion: &str) ->
     let body = json!({"success": false, "error": {
         "code": code, "message": message, "details": {"suggestion": suggestion},
     }});
-    let mut r = (status, axum::Json(body)).into_response();
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        "no-store".parse().expect("a header value"),
-    );
-    r
+    no_store(status, body)
 }
 
 /// Why a request comes from another site, if it does. The `Host` is checked only on a
@@ -165,21 +160,9 @@ impl Gateway {
     }
 }
 
-/// A JSON answer with `"success": true`, never cached.
+/// A JSON answer with `"success": true` (the servers' shape), never cached.
 pub fn success(value: Value) -> Response<Body> {
-    let value = match value {
-        Value::Object(mut m) => {
-            m.insert("success".into(), Value::Bool(true));
-            Value::Object(m)
-        }
-        other => json!({"success": true, "result": other}),
-    };
-    let mut r = axum::Json(value).into_response();
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        "no-store".parse().expect("a header value"),
-    );
-    r
+    no_store(StatusCode::OK, vllm_core::error::with_success(value))
 }
 
 /// An error in the servers' shape, `{"success": false, "error": {code, message,
@@ -199,22 +182,19 @@ pub fn error(e: &Error) -> Response<Body> {
         "GPU_UNAVAILABLE" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    failure(status, e)
-}
-
-fn failure(status: StatusCode, e: &Error) -> Response<Body> {
     let mut error = e.to_value();
     if let Some(Value::Object(details)) = error.get_mut("details") {
         details.insert("suggestion".into(), Value::String(e.suggestion()));
     }
-    let mut r = (
-        status,
-        axum::Json(json!({"success": false, "error": error})),
-    )
-        .into_response();
+    no_store(status, json!({"success": false, "error": error}))
+}
+
+/// `body` as the answer, with `Cache-Control: no-store` (the fleet changes by the second).
+fn no_store(status: StatusCode, body: Value) -> Response<Body> {
+    let mut r = (status, axum::Json(body)).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
-        "no-store".parse().expect("a header value"),
+        header::HeaderValue::from_static("no-store"),
     );
     r
 }
