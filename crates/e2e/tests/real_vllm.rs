@@ -794,13 +794,11 @@ async fn the_front_door_on_real_vllm() {
     let Some(real) = Real::from_env("the_front_door_on_real_vllm") else {
         return;
     };
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = std::process::Command::new("bash")
-        .arg(root.join("scripts/clients.sh"))
-        .output()
-        .expect("run scripts/clients.sh");
-    assert!(out.status.success(), "scripts/clients.sh failed");
-    let python = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let clients = vllm_mcp_testkit::setup_script("clients.sh").expect("scripts/clients.sh failed");
+    let python = clients
+        .last()
+        .cloned()
+        .expect("scripts/clients.sh printed no python");
     let _serial = SERIAL.lock().await;
     let port = vllm_mcp_testkit::free_port();
     let model = real.model.to_str().unwrap();

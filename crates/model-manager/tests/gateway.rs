@@ -17,20 +17,8 @@ fn root() -> PathBuf {
 /// The venv's python with the official clients (scripts/clients.sh installs them once).
 /// Without it (no registry to install from), the test is skipped, except under CI.
 fn clients_python() -> Option<String> {
-    let out = Command::new("bash")
-        .arg(root().join("scripts/clients.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/clients.sh");
-    if out.status.success() {
-        return Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "scripts/clients.sh failed: the clients' tests cannot be skipped under CI"
-    );
-    eprintln!("skipped: scripts/clients.sh could not install the openai and anthropic clients");
-    None
+    let lines = vllm_mcp_testkit::setup_or_skip("clients.sh", "the openai and anthropic clients")?;
+    lines.last().cloned()
 }
 
 /// The service on `port`, once it answers /health.

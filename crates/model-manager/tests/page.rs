@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use vllm_mcp_testkit::{ServerRig, bin, free_port};
 
@@ -20,24 +20,11 @@ fn root() -> PathBuf {
 /// both once). Without them (no registry to install from) the test is skipped, except
 /// under CI.
 fn browser() -> Option<(String, String)> {
-    let out = Command::new("bash")
-        .arg(root().join("scripts/browser.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/browser.sh");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines = text.lines();
-    if out.status.success()
-        && let (Some(py), Some(chromium)) = (lines.next(), lines.next())
-    {
-        return Some((py.trim().to_string(), chromium.trim().to_string()));
+    let lines = vllm_mcp_testkit::setup_or_skip("browser.sh", "chromium and playwright")?;
+    match &lines[..] {
+        [python, chromium] => Some((python.clone(), chromium.clone())),
+        other => panic!("scripts/browser.sh printed {other:?}, not a python and a chromium"),
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "scripts/browser.sh failed: the page's browser test cannot be skipped under CI"
-    );
-    eprintln!("skipped: scripts/browser.sh could not install chromium and playwright");
-    None
 }
 
 /// Where the screenshots go.

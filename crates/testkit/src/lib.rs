@@ -42,6 +42,40 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Runs `scripts/<name>` (one of the setup scripts that install a test's tools into a
+/// cache outside the checkout: `clients.sh`, `browser.sh`, `ray.sh`) and returns the
+/// lines it printed (the tools' paths); `None` when it failed (its stderr is the test's).
+pub fn setup_script(name: &str) -> Option<Vec<String>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(name);
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{name}: {e}"));
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect()
+    })
+}
+
+/// [`setup_script`] for a test that may be skipped without its tools: `None` (saying
+/// so) when the script failed, except under CI, where a skipped test would pass unseen.
+pub fn setup_or_skip(name: &str, tools: &str) -> Option<Vec<String>> {
+    let lines = setup_script(name);
+    if lines.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "scripts/{name} failed: the tests of {tools} cannot be skipped under CI"
+        );
+        eprintln!("skipped: scripts/{name} could not install {tools}");
+    }
+    lines
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,14 +30,8 @@ pub struct RayCluster {
 impl RayCluster {
     /// The `ray` command of the tested version, installed by `scripts/ray.sh` if needed.
     pub fn ray_command() -> PathBuf {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ray.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/ray.sh");
-        assert!(out.status.success(), "scripts/ray.sh failed");
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        let lines = crate::setup_script("ray.sh").expect("scripts/ray.sh failed");
+        PathBuf::from(lines.last().expect("scripts/ray.sh printed no path"))
     }
 
     /// Starts the head, then the second node, and waits until Ray lists both alive.
