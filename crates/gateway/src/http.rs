@@ -10,7 +10,7 @@ use crate::usage::Waiting;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, Response, StatusCode, header};
+use axum::http::{HeaderMap, Response, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use futures_util::StreamExt;
@@ -219,17 +219,7 @@ impl Gateway {
                 }
             }
         });
-        let body =
-            futures_util::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
-            );
-        Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
-            .header(header::CACHE_CONTROL, "no-cache")
-            .body(Body::from_stream(body))
-            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        crate::proxy::event_stream(rx, "no-cache")
     }
 }
 
@@ -265,7 +255,7 @@ async fn relay_events(resp: Response<Body>, tx: &Sender, dialect: Dialect) {
 }
 
 /// Where a kept-alive stream's chunks go.
-type Sender = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+type Sender = crate::proxy::EventSender;
 
 async fn models(State(gw): Gw, headers: HeaderMap) -> Response<Body> {
     if let Err(e) = gw.authorize(&headers) {

@@ -168,3 +168,23 @@ impl Stream for Relay {
         }
     }
 }
+
+/// Chunks sent into a door-made event stream (a kept-alive start, the page's log).
+pub type EventSender = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// A `200` event stream of what `rx` receives, until its senders are gone.
+pub fn event_stream(
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    cache_control: &'static str,
+) -> Response<Body> {
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
+        .header(header::CACHE_CONTROL, cache_control)
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| {
+            axum::response::IntoResponse::into_response(StatusCode::INTERNAL_SERVER_ERROR)
+        })
+}

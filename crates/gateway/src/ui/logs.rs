@@ -13,8 +13,7 @@
 use crate::Gateway;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, Response, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, Method, Response};
 use serde::Deserialize;
 use serde_json::json;
 use std::io::{Read, Seek, SeekFrom};
@@ -40,7 +39,7 @@ pub struct LogQuery {
     lines: Option<usize>,
 }
 
-type Tx = mpsc::Sender<Result<Bytes, std::io::Error>>;
+type Tx = crate::proxy::EventSender;
 
 /// `GET /ui/api/models/{id}/logs`.
 pub async fn stream(
@@ -63,14 +62,7 @@ pub async fn stream(
     };
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move { follow(gw, record, lines, tx).await });
-    let body =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(Body::from_stream(body))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    crate::proxy::event_stream(rx, "no-store")
 }
 
 /// One event.
