@@ -813,6 +813,18 @@ pub fn list_states(store: &Store, session_id: &str) -> Result<Vec<StateMeta>> {
     })
 }
 
+/// The newest `limit` states of every session together, newest first.
+pub fn list_recent(store: &Store, limit: usize) -> Result<Vec<StateMeta>> {
+    let limit = limit as i64;
+    store.read(|c| {
+        query_metas(
+            c,
+            "ORDER BY created_at DESC, state_id DESC LIMIT ?1",
+            &[&limit],
+        )
+    })
+}
+
 /// A session that has saved states.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionSummary {
@@ -1327,6 +1339,21 @@ mod tests {
                 })
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn the_newest_states_of_every_session_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in_dir(dir.path()).unwrap();
+        let parts = vec![encode_part(PartKind::Models, &ModelsPart::default(), true).unwrap()];
+        for (id, session, at) in [("s1", "a", 1.0), ("s2", "b", 3.0), ("s3", "a", 2.0)] {
+            let mut m = meta(id, session, 1000.0 + at);
+            m.parts = part_infos(&parts);
+            insert(&store, &m, &parts, 20).unwrap();
+        }
+        let ids = |v: Vec<StateMeta>| v.into_iter().map(|m| m.state_id).collect::<Vec<_>>();
+        assert_eq!(ids(list_recent(&store, 2).unwrap()), ["s2", "s3"]);
+        assert_eq!(ids(list_recent(&store, 10).unwrap()), ["s2", "s3", "s1"]);
     }
 
     #[test]

@@ -91,15 +91,7 @@ pub async fn states(State(gw): Gw, headers: HeaderMap) -> Response<Body> {
     }
     let read = gw
         .launcher
-        .on_store(|s| {
-            let mut all = Vec::new();
-            for session in states::list_sessions(s)? {
-                all.extend(states::list_states(s, &session.session_id)?);
-            }
-            all.sort_by(|a, b| b.created_at.total_cmp(&a.created_at));
-            all.truncate(STATES_SHOWN);
-            Ok(all)
-        })
+        .on_store(|s| states::list_recent(s, STATES_SHOWN))
         .await;
     match read {
         Ok(list) => {
