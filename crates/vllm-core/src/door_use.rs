@@ -107,11 +107,13 @@ const PINS_KEY: &str = "gateway.pins";
 
 /// The models pinned at run time, sorted.
 pub fn pins(store: &Store) -> Result<Vec<String>> {
-    let text = store.meta_get(PINS_KEY)?;
-    // A value that does not decode pins nothing (it is rewritten at the next pin).
-    Ok(text
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default())
+    Ok(decode_pins(store.meta_get(PINS_KEY)?))
+}
+
+/// The stored pins; a value that does not decode pins nothing (the next pin rewrites it).
+fn decode_pins(text: Option<String>) -> Vec<String> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
 }
 
 /// Pins `model_id` (or unpins it); returns the pins after. Read and written in one
@@ -124,9 +126,7 @@ pub fn set_pinned(store: &Store, model_id: &str, pinned: bool) -> Result<Vec<Str
                 r.get(0)
             })
             .optional()?;
-        let mut all: Vec<String> = text
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
+        let mut all = decode_pins(text);
         all.retain(|m| m != model_id);
         if pinned {
             all.push(model_id.to_string());

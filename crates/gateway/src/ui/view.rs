@@ -80,10 +80,7 @@ impl Gateway {
                 ))
             })
             .await?;
-        let last_sample = latest
-            .iter()
-            .map(|s| s.ts)
-            .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
+        let last_sample = latest.iter().map(|s| s.ts).reduce(f64::max);
         let door_use: HashMap<String, vllm_core::door_use::DoorUse> =
             door_use.into_iter().collect();
         let mut models = Vec::with_capacity(listing.len());
